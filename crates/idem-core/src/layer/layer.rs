@@ -1,0 +1,125 @@
+use super::IdempotencyService;
+use crate::{IdempotencyPolicy, IdempotencyStore};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tower_layer::Layer;
+
+/// Applies the idempotency contract to an HTTP service.
+///
+/// ```
+/// use idem_core::{IdempotencyLayer, IdempotencyPolicy, MemoryStore};
+/// use tower::ServiceBuilder;
+/// # use bytes::Bytes; use http_body_util::Full;
+/// # let handler = tower::service_fn(|_req: http::Request<Full<Bytes>>| async {
+/// #     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+/// # });
+///
+/// let service = ServiceBuilder::new()
+///     .layer(IdempotencyLayer::new(MemoryStore::new(), IdempotencyPolicy::default().require_key(true)))
+///     .service(handler);
+/// ```
+pub struct IdempotencyLayer<S> {
+    pub(crate) store: Arc<S>,
+    pub(crate) policy: Arc<IdempotencyPolicy>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl<S: IdempotencyStore> IdempotencyLayer<S> {
+    /// A layer on `store` with `policy`.
+    pub fn new(store: S, policy: IdempotencyPolicy) -> Self {
+        Self::from_shared(Arc::new(store), policy)
+    }
+
+    /// A layer on a store that the application also uses elsewhere.
+    pub fn from_shared(store: Arc<S>, policy: IdempotencyPolicy) -> Self {
+        Self {
+            store,
+            policy: Arc::new(policy),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Counters of this layer and every service it made.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+}
+
+impl<S> Clone for IdempotencyLayer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for IdempotencyLayer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyLayer")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Inner> Layer<Inner> for IdempotencyLayer<S> {
+    type Service = IdempotencyService<Inner, S>;
+    fn layer(&self, inner: Inner) -> Self::Service {
+        IdempotencyService {
+            inner,
+            store: self.store.clone(),
+            policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) executed: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) mismatched: AtomicU64,
+    pub(crate) released: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
+    pub(crate) fail_open: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> MetricsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            executed: get(&self.executed),
+            replayed: get(&self.replayed),
+            in_flight: get(&self.in_flight),
+            mismatched: get(&self.mismatched),
+            released: get(&self.released),
+            store_errors: get(&self.store_errors),
+            fail_open: get(&self.fail_open),
+        }
+    }
+}
+
+/// Counters since the layer was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Requests that acquired a key and ran the inner service.
+    pub executed: u64,
+    /// Stored responses replayed.
+    pub replayed: u64,
+    /// Requests answered 409 because another attempt was in flight.
+    pub in_flight: u64,
+    /// Requests answered 422 because the key belonged to another request.
+    pub mismatched: u64,
+    /// Keys released after a failure so a retry could run.
+    pub released: u64,
+    /// Store operations that failed.
+    pub store_errors: u64,
+    /// Requests run without protection because the store failed and the policy fails open.
+    pub fail_open: u64,
+}

@@ -1,0 +1,513 @@
+use super::layer::Metrics;
+use super::problem::Problem;
+use super::IDEMPOTENT_REPLAYED;
+use crate::key::IDEMPOTENCY_KEY;
+use crate::store::{BoxError, StoreError};
+use crate::{
+    BeginOutcome, FailMode, Fence, Fingerprint, IdempotencyKey, IdempotencyPolicy,
+    IdempotencyStore, StoredResponse,
+};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// The service made by [`IdempotencyLayer`](super::IdempotencyLayer).
+///
+/// Request and response bodies of any type that can be rebuilt from bytes (`From<Bytes>`) work:
+/// axum's `Body`, `http_body_util::Full<Bytes>`, and the like.
+pub struct IdempotencyService<Inner, S> {
+    pub(crate) inner: Inner,
+    pub(crate) store: Arc<S>,
+    pub(crate) policy: Arc<IdempotencyPolicy>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl<Inner: Clone, S> Clone for IdempotencyService<Inner, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            store: self.store.clone(),
+            policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<Inner: std::fmt::Debug, S> std::fmt::Debug for IdempotencyService<Inner, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyService")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Inner, S, B, RB> Service<Request<B>> for IdempotencyService<Inner, S>
+where
+    Inner: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    Inner::Future: Send + 'static,
+    Inner::Error: Send + 'static,
+    S: IdempotencyStore,
+    B: Body + From<Bytes> + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    RB: Body + From<Bytes> + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = Inner::Error;
+    type Future = BoxFuture<'static, Result<Response<RB>, Inner::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The clone that was driven to readiness serves this request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let policy = self.policy.clone();
+        if !policy.methods.contains(req.method()) {
+            return pass_through(inner, req);
+        }
+        let key = match read_key(&req, &policy) {
+            Ok(Some(key)) => key,
+            Ok(None) => return pass_through(inner, req),
+            Err(problem) => return ready(problem),
+        };
+        let ctx = Ctx {
+            store: self.store.clone(),
+            policy,
+            metrics: self.metrics.clone(),
+            key,
+        };
+        Box::pin(serve(inner, ctx, req))
+    }
+}
+
+fn pass_through<Inner, B, RB>(
+    mut inner: Inner,
+    req: Request<B>,
+) -> BoxFuture<'static, Result<Response<RB>, Inner::Error>>
+where
+    Inner: Service<Request<B>, Response = Response<RB>>,
+    Inner::Future: Send + 'static,
+{
+    Box::pin(inner.call(req))
+}
+
+fn ready<RB: From<Bytes> + Send + 'static, E: Send + 'static>(
+    problem: Problem,
+) -> BoxFuture<'static, Result<Response<RB>, E>> {
+    Box::pin(std::future::ready(Ok(problem.into_response())))
+}
+
+/// The key of a covered request; `Ok(None)` when it has none and none is required.
+fn read_key<B>(
+    req: &Request<B>,
+    policy: &IdempotencyPolicy,
+) -> Result<Option<IdempotencyKey>, Problem> {
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        if policy.key_required {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_missing",
+                "Idempotency-Key header missing",
+                "this endpoint requires an Idempotency-Key header",
+            ));
+        }
+        return Ok(None);
+    };
+    let invalid = |detail: String| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency_key_invalid",
+            "Idempotency-Key header invalid",
+            detail,
+        )
+    };
+    if values.next().is_some() {
+        return Err(invalid("more than one Idempotency-Key header".into()));
+    }
+    IdempotencyKey::parse(value.as_bytes())
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// What one covered request's steps share.
+struct Ctx<S> {
+    store: Arc<S>,
+    policy: Arc<IdempotencyPolicy>,
+    metrics: Arc<Metrics>,
+    key: IdempotencyKey,
+}
+
+async fn serve<Inner, S, B, RB>(
+    mut inner: Inner,
+    ctx: Ctx<S>,
+    req: Request<B>,
+) -> Result<Response<RB>, Inner::Error>
+where
+    Inner: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    Inner::Future: Send + 'static,
+    Inner::Error: Send + 'static,
+    S: IdempotencyStore,
+    B: Body + From<Bytes> + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    RB: Body + From<Bytes> + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, ctx.policy.max_request_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Ok(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_body_too_large",
+                "Request body too large",
+                format!(
+                    "an idempotent request body may be at most {} bytes",
+                    ctx.policy.max_request_bytes
+                ),
+            )
+            .into_response())
+        }
+        Err(_) => {
+            return Ok(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "request_body_unreadable",
+                "Request body could not be read",
+                "the request body ended with an error",
+            )
+            .into_response())
+        }
+    };
+    let scope = (ctx.policy.scope)(&parts);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let fingerprint = Fingerprint::of_request(parts.method.as_str(), path, &body);
+    let req = Request::from_parts(parts, B::from(body));
+
+    let fence = match ctx.begin(&scope, &fingerprint).await {
+        Ok(fence) => fence,
+        Err(Decided::Respond(res)) => return Ok(res),
+        Err(Decided::RunUnprotected) => return inner.call(req).await,
+    };
+    Metrics::inc(&ctx.metrics.executed);
+    execute(inner, ctx, req, scope, fence).await
+}
+
+async fn execute<Inner, S, B, RB>(
+    mut inner: Inner,
+    ctx: Ctx<S>,
+    req: Request<B>,
+    scope: String,
+    fence: Fence,
+) -> Result<Response<RB>, Inner::Error>
+where
+    Inner: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    Inner::Future: Send + 'static,
+    Inner::Error: Send + 'static,
+    S: IdempotencyStore,
+    B: Body + From<Bytes> + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    RB: Body + From<Bytes> + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+{
+    let mut guard = ReleaseOnDrop {
+        store: ctx.store.clone(),
+        scope,
+        key: ctx.key.clone(),
+        fence,
+        metrics: ctx.metrics.clone(),
+        armed: true,
+    };
+    // `call` itself runs inside the guarded future, so a panic before the first await is caught too.
+    let called = AssertUnwindSafe(async move { inner.call(req).await })
+        .catch_unwind()
+        .await;
+    let res = match called {
+        Ok(Ok(res)) => res,
+        Ok(Err(e)) => {
+            guard.release().await;
+            return Err(e);
+        }
+        Err(_panic) => {
+            guard.release().await;
+            return Ok(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal error",
+                "the request failed; it may be retried with the same Idempotency-Key",
+            )
+            .into_response());
+        }
+    };
+    if !(ctx.policy.store_status)(res.status()) {
+        guard.release().await;
+        return Ok(res);
+    }
+    let (parts, body) = res.into_parts();
+    let collected = AssertUnwindSafe(body.collect()).catch_unwind().await;
+    let body = match collected.ok().and_then(Result::ok) {
+        Some(collected) => collected.to_bytes(),
+        None => {
+            guard.release().await;
+            return Ok(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal error",
+                "the response could not be produced; it may be retried with the same Idempotency-Key",
+            )
+            .into_response());
+        }
+    };
+    let headers = ctx
+        .policy
+        .replay_headers
+        .iter()
+        .flat_map(|name| {
+            parts.headers.get_all(name).iter().map(move |v| {
+                (
+                    name.as_str().to_owned(),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
+        })
+        .collect();
+    let mut stored = StoredResponse {
+        status: parts.status.as_u16(),
+        headers,
+        body: body.clone(),
+    };
+    if stored.size() > ctx.policy.max_response_bytes {
+        stored = not_stored_marker(parts.status);
+    }
+    guard.armed = false;
+    let completed = guard
+        .store
+        .complete(
+            &guard.scope,
+            &guard.key,
+            fence,
+            &stored,
+            ctx.policy.retention,
+        )
+        .await;
+    if let Err(e) = completed {
+        Metrics::inc(&ctx.metrics.store_errors);
+        tracing::error!(
+            error = %e,
+            key = %guard.key,
+            "the response could not be stored for replay; a retry after the lease may run again"
+        );
+    }
+    Ok(Response::from_parts(parts, RB::from(body)))
+}
+
+impl<S: IdempotencyStore> Ctx<S> {
+    /// `Ok(fence)` to run the handler, or what was decided instead.
+    async fn begin<RB: From<Bytes>>(
+        &self,
+        scope: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<Fence, Decided<RB>> {
+        let deadline = self
+            .policy
+            .wait_for_result
+            .map(|w| tokio::time::Instant::now() + w);
+        loop {
+            let outcome = self
+                .store
+                .begin(scope, &self.key, fingerprint, self.policy.lease)
+                .await;
+            match outcome {
+                Ok(BeginOutcome::Acquired { fence }) => return Ok(fence),
+                Ok(BeginOutcome::Completed(stored)) => {
+                    Metrics::inc(&self.metrics.replayed);
+                    return Err(Decided::Respond(replay(stored)));
+                }
+                Ok(BeginOutcome::Mismatch) => {
+                    Metrics::inc(&self.metrics.mismatched);
+                    return Err(Decided::Respond(
+                        Problem::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "idempotency_key_reused",
+                            "Idempotency-Key reused with another request",
+                            "this key was already used with a different method, path or body",
+                        )
+                        .into_response(),
+                    ));
+                }
+                Ok(BeginOutcome::InFlight { retry_after }) => {
+                    let now = tokio::time::Instant::now();
+                    match deadline {
+                        Some(deadline) if now < deadline => {
+                            let nap = retry_after
+                                .min(self.policy.poll_interval)
+                                .min(deadline - now);
+                            tokio::time::sleep(nap).await;
+                        }
+                        _ => {
+                            Metrics::inc(&self.metrics.in_flight);
+                            return Err(Decided::Respond(
+                                Problem::new(
+                                    StatusCode::CONFLICT,
+                                    "idempotency_request_in_flight",
+                                    "A request with this Idempotency-Key is in progress",
+                                    "retry after the original request has finished",
+                                )
+                                .retry_after(retry_after)
+                                .into_response(),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => {
+                    Metrics::inc(&self.metrics.store_errors);
+                    return Err(self.store_failed(&e));
+                }
+            }
+        }
+    }
+
+    fn store_failed<RB: From<Bytes>>(&self, e: &StoreError) -> Decided<RB> {
+        match self.policy.fail_mode {
+            FailMode::Open if !matches!(e, StoreError::CapacityExceeded) => {
+                Metrics::inc(&self.metrics.fail_open);
+                tracing::warn!(error = %e, "idempotency store failed; running the request unprotected (fail-open)");
+                Decided::RunUnprotected
+            }
+            _ => {
+                tracing::error!(error = %e, "idempotency store failed; refusing the request (fail-closed)");
+                Decided::Respond(
+                    Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "idempotency_store_unavailable",
+                        "Idempotency store unavailable",
+                        "the request was not run; retry it with the same Idempotency-Key",
+                    )
+                    .retry_after(std::time::Duration::from_secs(1))
+                    .into_response(),
+                )
+            }
+        }
+    }
+}
+
+enum Decided<RB> {
+    Respond(Response<RB>),
+    RunUnprotected,
+}
+
+fn replay<RB: From<Bytes>>(stored: StoredResponse) -> Response<RB> {
+    let mut res = Response::new(RB::from(stored.body));
+    *res.status_mut() =
+        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = res.headers_mut();
+    for (name, value) in stored.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_maybe_shared(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    res
+}
+
+fn not_stored_marker(status: StatusCode) -> StoredResponse {
+    let problem = Problem::new(
+        StatusCode::CONFLICT,
+        "idempotency_response_not_stored",
+        "The original response was too large to keep",
+        format!(
+            "the request with this Idempotency-Key already ran and answered {}; it was not run again",
+            status.as_u16()
+        ),
+    );
+    StoredResponse {
+        status: 409,
+        headers: vec![(
+            "content-type".into(),
+            Bytes::from_static(super::problem::PROBLEM_JSON.as_bytes()),
+        )],
+        body: problem.body(),
+    }
+}
+
+/// Releases the key unless disarmed; on drop (a cancelled request) it releases in the background.
+struct ReleaseOnDrop<S: IdempotencyStore> {
+    store: Arc<S>,
+    scope: String,
+    key: IdempotencyKey,
+    fence: Fence,
+    metrics: Arc<Metrics>,
+    armed: bool,
+}
+
+impl<S: IdempotencyStore> ReleaseOnDrop<S> {
+    async fn release(&mut self) {
+        self.armed = false;
+        release(
+            &*self.store,
+            &self.scope,
+            &self.key,
+            self.fence,
+            &self.metrics,
+        )
+        .await;
+    }
+}
+
+async fn release<S: IdempotencyStore>(
+    store: &S,
+    scope: &str,
+    key: &IdempotencyKey,
+    fence: Fence,
+    metrics: &Metrics,
+) {
+    match store.release(scope, key, fence).await {
+        Ok(()) => Metrics::inc(&metrics.released),
+        Err(e) => {
+            Metrics::inc(&metrics.store_errors);
+            tracing::warn!(error = %e, %key, "releasing the idempotency key failed; it frees when its lease runs out");
+        }
+    }
+}
+
+impl<S: IdempotencyStore> Drop for ReleaseOnDrop<S> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(key = %self.key, "request cancelled outside a runtime; the key frees when its lease runs out");
+            return;
+        };
+        let (store, scope, key, fence, metrics) = (
+            self.store.clone(),
+            std::mem::take(&mut self.scope),
+            self.key.clone(),
+            self.fence,
+            self.metrics.clone(),
+        );
+        handle.spawn(async move { release(&*store, &scope, &key, fence, &metrics).await });
+    }
+}

@@ -1,0 +1,80 @@
+//! `Idempotency-Key` for HTTP APIs: a retried or double-clicked request runs once, and every
+//! retry gets the first response back, byte for byte.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use idem_core::{IdempotencyLayer, IdempotencyPolicy, MemoryStore};
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let orders = Arc::new(AtomicU32::new(0));
+//! let counter = orders.clone();
+//! let mut api = ServiceBuilder::new()
+//!     .layer(IdempotencyLayer::new(MemoryStore::new(), IdempotencyPolicy::default().require_key(true)))
+//!     .service_fn(move |_req: Request<Full<Bytes>>| {
+//!         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+//!         async move {
+//!             let mut res = Response::new(Full::new(Bytes::from(format!("order {n}"))));
+//!             *res.status_mut() = StatusCode::CREATED;
+//!             Ok::<_, std::convert::Infallible>(res)
+//!         }
+//!     });
+//!
+//! let post = || {
+//!     Request::post("/orders")
+//!         .header("idempotency-key", "8e03978e-40d5-43e8-bc93-6894a57f9324")
+//!         .body(Full::new(Bytes::from_static(b"{\"sku\":\"tea\"}")))
+//!         .unwrap()
+//! };
+//! let first = api.ready().await.unwrap().call(post()).await.unwrap();
+//! let retry = api.ready().await.unwrap().call(post()).await.unwrap();
+//!
+//! assert_eq!(orders.load(Ordering::SeqCst), 1); // one order, however often the client retries
+//! assert_eq!(retry.status(), StatusCode::CREATED);
+//! assert_eq!(retry.headers()["idempotent-replayed"], "true");
+//! assert_eq!(
+//!     first.into_body().collect().await.unwrap().to_bytes(),
+//!     retry.into_body().collect().await.unwrap().to_bytes(),
+//! );
+//! # });
+//! ```
+//!
+//! The pieces:
+//! - [`IdempotencyKey`] parses and validates the header; [`Fingerprint`] hashes the request.
+//! - [`IdempotencyStore`] is the contract every backend implements (`begin`, `complete`,
+//!   `release`, `purge_expired`); [`MemoryStore`] is the embedded backend, and
+//!   `idem-store-redis` / `idem-store-postgres` are the fleet-wide ones.
+//! - [`IdempotencyPolicy`] says what the layer does; [`IdempotencyLayer`] (feature `tower`, on by
+//!   default) applies it to any tower/axum/hyper service.
+//! - [`conformance`] (feature `conformance`) is the test suite every store passes.
+//!
+//! Features: `tower` (default) — the layer; `conformance` — the store test suite and the
+//! reference model, for store crates' tests.
+
+#![warn(missing_docs)]
+
+mod clock;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod fingerprint;
+mod key;
+#[cfg(feature = "tower")]
+pub mod layer;
+mod memory;
+mod policy;
+pub mod store;
+
+#[cfg(feature = "tower")]
+pub use clock::TokioClock;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use fingerprint::Fingerprint;
+pub use key::{IdempotencyKey, KeyError, IDEMPOTENCY_KEY, MAX_KEY_LEN};
+#[cfg(feature = "tower")]
+pub use layer::{IdempotencyLayer, IdempotencyService, IDEMPOTENT_REPLAYED};
+pub use memory::{MemoryStore, MemoryStoreConfig};
+pub use policy::{FailMode, IdempotencyPolicy, ScopeFn};
+pub use store::{BeginOutcome, DecodeError, Fence, IdempotencyStore, StoreError, StoredResponse};

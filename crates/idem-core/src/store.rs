@@ -1,0 +1,267 @@
+//! The store contract: one record per (scope, key), driven by three atomic operations.
+//!
+//! | call | on no record / a record whose lease ran out | on an in-flight record | on a completed record |
+//! |---|---|---|---|
+//! | `begin` same fingerprint | `Acquired { fence }` (new, larger fence) | `InFlight { retry_after }` | `Completed(response)` |
+//! | `begin` other fingerprint | `Acquired { fence }` | `Mismatch` | `Mismatch` |
+//! | `complete(fence)` | `Err(StaleFence)` | stores the response if `fence` holds a live lease | `Err(StaleFence)` |
+//! | `release(fence)` | `Err(StaleFence)` | deletes the record if `fence` holds a live lease | `Err(StaleFence)` |
+//!
+//! Rules every store keeps (the [`conformance`](crate::conformance) suite checks them):
+//! - `begin` is one atomic step: of any number of concurrent callers, at most one gets `Acquired`.
+//! - Fences of one (scope, key) strictly increase over the store's life, also across releases
+//!   and takeovers, so a holder that lost its lease can never write over its successor.
+//! - A lease that ran out is lost, whether or not someone took over: `complete` and `release`
+//!   with it fail with [`StoreError::StaleFence`].
+//! - A completed record is kept for the retention given to `complete`, then it is as if absent.
+//! - Scopes never meet: equal keys in two scopes are two records.
+
+use crate::{Fingerprint, IdempotencyKey};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed error from a store's backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The lease token of one attempt: larger means later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fence(pub u64);
+
+impl fmt::Display for Fence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What `begin` found, and so what the caller does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeginOutcome {
+    /// A new attempt holds the lease: run the handler, then `complete` or `release` with `fence`.
+    Acquired {
+        /// The token that `complete` and `release` must present.
+        fence: Fence,
+    },
+    /// Another attempt holds a live lease; it runs out after `retry_after`.
+    InFlight {
+        /// Time left on the other attempt's lease.
+        retry_after: Duration,
+    },
+    /// The request already completed: replay this response.
+    Completed(StoredResponse),
+    /// The key is bound to another request (other method, path or body).
+    Mismatch,
+}
+
+/// A response kept for replay: status, the kept headers, and the body byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Kept headers in order, names in lowercase; values are raw bytes.
+    pub headers: Vec<(String, Bytes)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// Faults of a store. Normal outcomes are [`BeginOutcome`]s, not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or failed; the operation may or may not have happened.
+    #[error("the idempotency store is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The fence does not hold a live lease on the record (it expired, was taken over, released
+    /// or completed).
+    #[error("fence {fence} no longer holds the lease")]
+    StaleFence {
+        /// The fence that was presented.
+        fence: Fence,
+    },
+    /// The store holds as many records as it is allowed to and none has expired.
+    #[error("the idempotency store is full")]
+    CapacityExceeded,
+    /// A stored record could not be read back.
+    #[error("a stored idempotency record is unreadable")]
+    Corrupt(#[from] DecodeError),
+}
+
+/// The store contract of DESIGN.md: `begin`, `complete`, `release`, `purge_expired`.
+///
+/// Each method is one atomic operation of the backend. Time (leases, retention) is the store's
+/// own: the in-memory store reads its injected [`Clock`](crate::Clock), server stores read the
+/// server's clock, so clock skew between application servers cannot break leases.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Looks up `(scope, key)` and, when nothing live holds it, takes a lease of `lease` on it.
+    async fn begin(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<BeginOutcome, StoreError>;
+
+    /// Stores `response` as the result of the attempt holding `fence`, kept for `retention`.
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Drops the record of the attempt holding `fence`, so a retry can run.
+    async fn release(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes expired records; returns how many. Stores that expire records by themselves
+    /// (key TTLs) keep the default, which does nothing.
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
+    async fn begin(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<BeginOutcome, StoreError> {
+        (**self).begin(scope, key, fingerprint, lease).await
+    }
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        (**self)
+            .complete(scope, key, fence, response, retention)
+            .await
+    }
+    async fn release(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+    ) -> Result<(), StoreError> {
+        (**self).release(scope, key, fence).await
+    }
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        (**self).purge_expired().await
+    }
+}
+
+/// Why stored bytes are not a [`StoredResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes end before the structure does.
+    #[error("the stored response is truncated")]
+    Truncated,
+    /// The format version is one this build does not know (written by a newer release).
+    #[error("the stored response has format version {0}, this build reads version {v}", v = StoredResponse::FORMAT_VERSION)]
+    UnknownVersion(u8),
+    /// A field holds a value no encoder writes (a status outside 100–999, a header name that is
+    /// not UTF-8, bytes after the end).
+    #[error("the stored response is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+impl StoredResponse {
+    /// The version byte that [`encode`](Self::encode) writes first.
+    pub const FORMAT_VERSION: u8 = 1;
+
+    /// The total size of status, headers and body, used for size caps.
+    pub fn size(&self) -> usize {
+        2 + self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>()
+            + self.body.len()
+    }
+
+    /// A compact, versioned binary form for server stores:
+    /// `version u8 | status u16 | count u16 | (name_len u16, name, value_len u32, value)* | body`.
+    /// All integers big-endian. Header count and lengths beyond their width are not representable
+    /// and are cut off by callers' size caps long before.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + self.size() + 6 * self.headers.len());
+        out.push(Self::FORMAT_VERSION);
+        out.extend_from_slice(&self.status.to_be_bytes());
+        let count = self.headers.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(count as u16).to_be_bytes());
+        for (name, value) in self.headers.iter().take(count) {
+            let name = &name.as_bytes()[..name.len().min(u16::MAX as usize)];
+            out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            out.extend_from_slice(name);
+            let value = &value[..value.len().min(u32::MAX as usize)];
+            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            out.extend_from_slice(value);
+        }
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// Reads the form written by [`encode`](Self::encode). Never panics, whatever the bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader(bytes);
+        let version = r.take(1)?[0];
+        if version != Self::FORMAT_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let status = r.u16()?;
+        if !(100..=999).contains(&status) {
+            return Err(DecodeError::Malformed("status outside 100-999"));
+        }
+        let count = r.u16()? as usize;
+        let mut headers = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let len = r.u16()? as usize;
+            let name = std::str::from_utf8(r.take(len)?)
+                .map_err(|_| DecodeError::Malformed("header name is not UTF-8"))?
+                .to_owned();
+            let len = r.u32()? as usize;
+            let value = Bytes::copy_from_slice(r.take(len)?);
+            headers.push((name, value));
+        }
+        Ok(Self {
+            status,
+            headers,
+            body: Bytes::copy_from_slice(r.0),
+        })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}

@@ -1,0 +1,155 @@
+//! The in-memory store: the conformance suite, the reference model, and its own limits.
+
+use idem_core::conformance::{self, MemoryHarness};
+use idem_core::{
+    BeginOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, ManualClock, MemoryStore,
+    MemoryStoreConfig, StoreError, StoredResponse,
+};
+use proptest::prelude::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_passes_the_conformance_suite() {
+    conformance::run_all(&MemoryHarness::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_begins_have_one_winner() {
+    conformance::concurrent_begin_one_winner(&MemoryHarness::new(), 1_000).await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
+    ))]
+    #[test]
+    fn memory_store_agrees_with_the_model(ops in conformance::ops(60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let harness = MemoryHarness::new();
+        let verdict = rt.block_on(conformance::check_model(&harness, "model", &ops));
+        prop_assert!(verdict.is_ok(), "{}", verdict.unwrap_err());
+    }
+}
+
+fn key(i: usize) -> IdempotencyKey {
+    IdempotencyKey::parse(format!("k{i}").as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn memory_is_bounded_by_max_records_and_expiry() {
+    let clock = ManualClock::new();
+    let store = MemoryStore::with_clock(
+        clock.clone(),
+        MemoryStoreConfig {
+            shards: 4,
+            max_records: 400,
+            sweep_interval: Duration::from_secs(1),
+        },
+    );
+    let fp = Fingerprint::of_request("POST", "/", b"");
+    let lease = Duration::from_secs(5);
+    let mut refused = 0;
+    for i in 0..1_000 {
+        match store.begin("s", &key(i), &fp, lease).await {
+            Ok(BeginOutcome::Acquired { .. }) => {}
+            Err(StoreError::CapacityExceeded) => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(store.len() <= 400, "{} records held", store.len());
+    assert!(refused >= 600, "only {refused} refused");
+    // Once the leases run out, the space is reused rather than grown.
+    clock.advance(lease);
+    let mut acquired = 0;
+    for i in 1_000..2_000 {
+        if let Ok(BeginOutcome::Acquired { .. }) = store.begin("s", &key(i), &fp, lease).await {
+            acquired += 1;
+        }
+    }
+    assert_eq!(acquired, 400);
+    assert_eq!(store.len(), 400);
+    clock.advance(lease);
+    assert_eq!(store.purge_expired().await.unwrap(), 400);
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn expired_records_are_swept_during_use() {
+    let clock = ManualClock::new();
+    let store = MemoryStore::with_clock(clock.clone(), MemoryStoreConfig::default());
+    let fp = Fingerprint::of_request("POST", "/", b"");
+    let response = StoredResponse {
+        status: 200,
+        headers: vec![],
+        body: "ok".into(),
+    };
+    for i in 0..10_000 {
+        let BeginOutcome::Acquired { fence } = store
+            .begin("s", &key(i), &fp, Duration::from_secs(1))
+            .await
+            .unwrap()
+        else {
+            panic!("fresh key not acquired")
+        };
+        store
+            .complete("s", &key(i), fence, &response, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.len(), 10_000);
+    clock.advance(Duration::from_secs(61));
+    // Ordinary traffic sweeps each shard it touches; no separate sweeper is needed.
+    for i in 0..2_000 {
+        store
+            .begin("t", &key(i), &fp, Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.len(), 2_000);
+}
+
+#[test]
+fn stored_response_encoding_round_trips_and_rejects_bad_bytes() {
+    let r = StoredResponse {
+        status: 201,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: "{}".into(),
+    };
+    let bytes = r.encode();
+    assert_eq!(StoredResponse::decode(&bytes).unwrap(), r);
+    let mut newer = bytes.clone();
+    newer[0] = 2;
+    assert_eq!(
+        StoredResponse::decode(&newer),
+        Err(idem_core::DecodeError::UnknownVersion(2))
+    );
+    assert_eq!(
+        StoredResponse::decode(&bytes[..7]),
+        Err(idem_core::DecodeError::Truncated)
+    );
+    assert!(matches!(
+        StoredResponse::decode(&[1, 0, 5, 0, 0]),
+        Err(idem_core::DecodeError::Malformed(_))
+    ));
+}
+
+proptest! {
+    #[test]
+    fn decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = StoredResponse::decode(&bytes);
+    }
+
+    #[test]
+    fn encode_decode_round_trip(
+        status in 100u16..1000,
+        headers in proptest::collection::vec(("[a-z-]{1,20}", proptest::collection::vec(any::<u8>(), 0..40)), 0..6),
+        body in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let r = StoredResponse {
+            status,
+            headers: headers.into_iter().map(|(n, v)| (n, v.into())).collect(),
+            body: body.into(),
+        };
+        prop_assert_eq!(StoredResponse::decode(&r.encode()).unwrap(), r);
+    }
+}
