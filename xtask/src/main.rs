@@ -1,1 +1,109 @@
-fn main() {}
+//! Workspace automation: `cargo xtask <command>`.
+//!
+//! | command | what it runs |
+//! |---|---|
+//! | `test` | every test of the workspace, all features (the README's test command) |
+//! | `proptest [--cases N]` | the test suite with N proptest cases per property (default 4096) |
+//! | `bench [idem]` | the criterion benchmarks (all, or one group) |
+//! | `ci` | `fmt --check`, `clippy -D warnings`, `test`, `doc` with warnings denied |
+//!
+//! Before tests run, every backing service that a crate of the workspace tests against is checked
+//! (see [`services`]); one that is down is started, or the command fails saying how to start it.
+
+mod services;
+
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&[]),
+        Some("proptest") => proptest(&args[1..]),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("ci") => ci(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <test | proptest [--cases N] | bench [idem] | ci>\n\
+                 test      run every test of the workspace\n\
+                 proptest  run the tests with more proptest cases\n\
+                 bench     run the benchmarks\n\
+                 ci        fmt, clippy, tests and docs, as CI does"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .map_err(|e| format!("could not run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn test(env: &[(&str, &str)]) -> Result {
+    services::ensure_all()?;
+    cargo(
+        &["test", "--workspace", "--all-features", "--all-targets"],
+        env,
+    )?;
+    cargo(&["test", "--workspace", "--all-features", "--doc"], env)
+}
+
+fn proptest(args: &[String]) -> Result {
+    let cases = match args {
+        [] => "4096".to_owned(),
+        [flag, n] if flag == "--cases" && n.parse::<u32>().is_ok() => n.clone(),
+        _ => return Err("usage: cargo xtask proptest [--cases N]".into()),
+    };
+    test(&[("PROPTEST_CASES", &cases)])
+}
+
+fn bench(which: Option<&str>) -> Result {
+    match which {
+        None => cargo(&["bench", "--workspace"], &[]),
+        Some("idem") => cargo(
+            &["bench", "-p", "idem-core", "--bench", "memory_store"],
+            &[],
+        ),
+        Some(other) => Err(format!("no benchmark group `{other}`; known: idem")),
+    }
+}
+
+fn ci() -> Result {
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    test(&[])?;
+    cargo(
+        &["doc", "--workspace", "--all-features", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
+}

@@ -62,9 +62,9 @@ mod clock;
 pub mod conformance;
 mod fingerprint;
 mod key;
-#[cfg(feature = "tower")]
-pub mod layer;
 mod memory;
+#[cfg(feature = "tower")]
+pub mod middleware;
 mod policy;
 pub mod store;
 
@@ -73,8 +73,8 @@ pub use clock::TokioClock;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use fingerprint::Fingerprint;
 pub use key::{IdempotencyKey, KeyError, IDEMPOTENCY_KEY, MAX_KEY_LEN};
-#[cfg(feature = "tower")]
-pub use layer::{IdempotencyLayer, IdempotencyService, IDEMPOTENT_REPLAYED};
 pub use memory::{MemoryStore, MemoryStoreConfig};
+#[cfg(feature = "tower")]
+pub use middleware::{IdempotencyLayer, IdempotencyService, MetricsSnapshot, IDEMPOTENT_REPLAYED};
 pub use policy::{FailMode, IdempotencyPolicy, ScopeFn};
 pub use store::{BeginOutcome, DecodeError, Fence, IdempotencyStore, StoreError, StoredResponse};

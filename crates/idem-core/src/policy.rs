@@ -16,7 +16,7 @@ pub enum FailMode {
     #[default]
     Closed,
     /// Run the handler without idempotency protection, counted in
-    /// [`Metrics::fail_open`](crate::layer::MetricsSnapshot::fail_open) and logged at `warn`.
+    /// [`MetricsSnapshot::fail_open`](crate::MetricsSnapshot::fail_open) and logged at `warn`.
     Open,
 }
 
