@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `test` | every test of the workspace, all features (the README's test command) |
 //! | `proptest [--cases N]` | the test suite with N proptest cases per property (default 4096) |
-//! | `bench [idem]` | the criterion benchmarks (all, or one group) |
+//! | `bench [idem | webhook]` | the criterion benchmarks (all, or one group) |
 //! | `ci` | `fmt --check`, `clippy -D warnings`, `test`, `doc` with warnings denied |
 //!
 //! Before tests run, every backing service that a crate of the workspace tests against is checked
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] | bench [idem] | ci>\n\
+                "usage: cargo xtask <test | proptest [--cases N] | bench [idem | webhook] | ci>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks\n\
@@ -83,7 +83,10 @@ fn bench(which: Option<&str>) -> Result {
             &["bench", "-p", "idem-core", "--bench", "memory_store"],
             &[],
         ),
-        Some(other) => Err(format!("no benchmark group `{other}`; known: idem")),
+        Some("webhook") => cargo(&["bench", "-p", "webhook-sig", "--bench", "verify"], &[]),
+        Some(other) => Err(format!(
+            "no benchmark group `{other}`; known: idem, webhook"
+        )),
     }
 }
 

@@ -1,0 +1,76 @@
+//! Sign webhook payloads with HMAC-SHA256 and verify them before trusting the event: forged
+//! events fail the signature, stale ones the timestamp window, replayed ones the replay guard.
+//!
+//! ```
+//! use webhook_sig::{ManualWallClock, Scheme, Secret, Signer, Verifier, VerifyError};
+//!
+//! let clock = ManualWallClock::at(1_700_000_000);
+//! let secret = Secret::from_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+//! let body = br#"{"type":"payment.succeeded","amount":1999}"#;
+//!
+//! // Sender: sign the raw body.
+//! let headers = Signer::new(Scheme::StandardWebhooks, &secret)
+//!     .with_clock(clock.clone())
+//!     .headers("msg_2Lh9KRb", body)
+//!     .unwrap();
+//!
+//! // Receiver: verify the raw body, before parsing it.
+//! let verifier = Verifier::new(Scheme::StandardWebhooks, secret).with_clock(clock.clone());
+//! assert!(verifier.verify(&headers, body).is_ok());
+//!
+//! // A forged body fails; so does the genuine one once it is older than the tolerance.
+//! assert_eq!(
+//!     verifier.verify(&headers, br#"{"type":"payment.succeeded","amount":1}"#),
+//!     Err(VerifyError::NoMatchingSignature)
+//! );
+//! clock.advance(301);
+//! assert_eq!(verifier.verify(&headers, body), Err(VerifyError::TooOld { age_secs: 301 }));
+//! ```
+//!
+//! The pieces:
+//! - [`Scheme`]: Standard Webhooks (`webhook-id`/`webhook-timestamp`/`webhook-signature`),
+//!   Stripe-style (`Stripe-Signature: t=…,v1=…`) and GitHub-style (`X-Hub-Signature-256`).
+//! - [`Secret`]: key bytes, redacted in `Debug`. [`Verifier`] accepts several secrets (rotation)
+//!   and several signatures per header, compares in constant time and checks the timestamp
+//!   against an injected [`WallClock`]. [`Signer`] makes the headers of an outgoing webhook.
+//! - [`ReplayGuard`]: each event id processed at most once, on any
+//!   [`idem_core::IdempotencyStore`] (memory, Redis, PostgreSQL).
+//! - [`WebhookLayer`] (feature `tower`, on by default): the receiving side for tower, axum and
+//!   hyper: buffer, verify, dedupe, and pass the handler a [`VerifiedWebhook`].
+//! - [`header`]: the header parsers, safe on any input.
+
+#![warn(missing_docs)]
+
+mod clock;
+mod error;
+pub mod header;
+#[cfg(feature = "tower")]
+pub mod middleware;
+mod replay;
+mod secret;
+mod sign;
+mod verify;
+
+pub use clock::{ManualWallClock, SystemWallClock, WallClock};
+pub use error::VerifyError;
+#[cfg(feature = "tower")]
+pub use middleware::{VerifiedWebhook, WebhookLayer, WebhookService};
+pub use replay::{ReplayGuard, ReplayTicket, DEFAULT_LEASE, DEFAULT_RETENTION};
+pub use secret::{Secret, SecretError};
+pub use sign::{SignError, Signer};
+pub use verify::{Verified, Verifier, DEFAULT_TOLERANCE};
+
+/// A webhook signature scheme. Every scheme signs with HMAC-SHA256 over the raw body bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// [Standard Webhooks](https://www.standardwebhooks.com/): HMAC over
+    /// `{webhook-id}.{webhook-timestamp}.{body}`, sent as space-separated `v1,<base64>` entries
+    /// of `webhook-signature`; secrets are `whsec_<base64>` ([`Secret::from_standard`]).
+    StandardWebhooks,
+    /// Stripe-style: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]`, HMAC over `{t}.{body}`;
+    /// the secret string is the key ([`Secret::from_text`]).
+    Stripe,
+    /// GitHub-style: `X-Hub-Signature-256: sha256=<hex>`, HMAC over the body alone (no timestamp:
+    /// add a [`ReplayGuard`] keyed by `X-GitHub-Delivery`); the secret string is the key.
+    GitHub,
+}

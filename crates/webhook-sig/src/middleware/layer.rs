@@ -1,0 +1,176 @@
+use super::service::WebhookService;
+use crate::{ReplayGuard, Verified, Verifier};
+use idem_core::MemoryStore;
+use std::fmt;
+use std::sync::Arc;
+use tower_layer::Layer;
+
+/// The default cap on a webhook body: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// Finds the event id of a verified webhook for the replay guard.
+pub type EventIdFn = dyn Fn(&Verified, &[u8]) -> Option<String> + Send + Sync;
+
+/// Verifies every request before the inner service sees it.
+///
+/// The layer buffers the body (up to [`max_body`](Self::max_body), else 413), verifies it with
+/// its [`Verifier`] (else 401 with a problem+json body that names the failure and echoes nothing
+/// of the request), optionally claims the event id with a [`ReplayGuard`] (a replay → 409
+/// `webhook_replayed`, a concurrent delivery → 409 + `Retry-After`, the store down → 503), and
+/// then calls the inner service with the same bytes and a [`VerifiedWebhook`](super::VerifiedWebhook)
+/// extension. A claimed id is marked processed when the inner service answers 2xx and released
+/// otherwise (and on panic or cancellation), so the sender's retry runs.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use idem_core::MemoryStore;
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use webhook_sig::{ReplayGuard, Scheme, Secret, Signer, Verifier, VerifiedWebhook, WebhookLayer};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let secret = Secret::from_text("It's a Secret to Everybody").unwrap();
+/// let receiver = ServiceBuilder::new()
+///     .layer(
+///         WebhookLayer::new(Verifier::new(Scheme::GitHub, secret.clone()))
+///             .replay_guard(ReplayGuard::new(MemoryStore::new())),
+///     )
+///     .service_fn(|req: Request<Full<Bytes>>| async move {
+///         let hook = req.extensions().get::<VerifiedWebhook>().unwrap();
+///         assert_eq!(hook.payload, "Hello, World!");
+///         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+///     });
+///
+/// let headers = Signer::new(Scheme::GitHub, &secret).headers("delivery-1", b"Hello, World!").unwrap();
+/// let delivery = || {
+///     let mut req = Request::post("/hooks/github").body(Full::new(Bytes::from_static(b"Hello, World!"))).unwrap();
+///     req.headers_mut().extend(headers.clone());
+///     req
+/// };
+/// assert_eq!(receiver.clone().oneshot(delivery()).await.unwrap().status(), StatusCode::OK);
+/// assert_eq!(receiver.clone().oneshot(delivery()).await.unwrap().status(), StatusCode::CONFLICT);
+/// # });
+/// ```
+pub struct WebhookLayer<S = MemoryStore> {
+    pub(crate) shared: Arc<Shared<S>>,
+}
+
+pub(crate) struct Shared<S> {
+    pub(crate) verifier: Verifier,
+    pub(crate) max_body: usize,
+    pub(crate) replay: Option<ReplayGuard<S>>,
+    pub(crate) acknowledge_replays: bool,
+    pub(crate) event_id: Option<Arc<EventIdFn>>,
+}
+
+impl<S> Clone for WebhookLayer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for WebhookLayer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookLayer")
+            .field("verifier", &self.shared.verifier)
+            .field("max_body", &self.shared.max_body)
+            .field("replay", &self.shared.replay)
+            .field("acknowledge_replays", &self.shared.acknowledge_replays)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookLayer<MemoryStore> {
+    /// A layer that verifies with `verifier`, without replay protection beyond the timestamp
+    /// window (add it with [`replay_guard`](Self::replay_guard)).
+    pub fn new(verifier: Verifier) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                verifier,
+                max_body: DEFAULT_MAX_BODY,
+                replay: None,
+                acknowledge_replays: false,
+                event_id: None,
+            }),
+        }
+    }
+}
+
+impl<S> WebhookLayer<S> {
+    fn edit(self, f: impl FnOnce(&mut Shared<S>)) -> Self {
+        let mut shared = match Arc::try_unwrap(self.shared) {
+            Ok(shared) => shared,
+            Err(arc) => Shared {
+                verifier: arc.verifier.clone(),
+                max_body: arc.max_body,
+                replay: arc.replay.clone(),
+                acknowledge_replays: arc.acknowledge_replays,
+                event_id: arc.event_id.clone(),
+            },
+        };
+        f(&mut shared);
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The largest body accepted, in bytes (default 1 MiB); larger ones get 413.
+    pub fn max_body(self, bytes: usize) -> Self {
+        self.edit(|s| s.max_body = bytes)
+    }
+
+    /// Refuses event ids already processed, using `guard`'s store.
+    ///
+    /// The event id is the scheme's id header (`webhook-id`, `X-GitHub-Delivery`), or what
+    /// [`event_id`](Self::event_id) extracts; without either (Stripe-style), the SHA-256 of the
+    /// signed timestamp and body, which refuses a byte-identical replay.
+    pub fn replay_guard<S2>(self, guard: ReplayGuard<S2>) -> WebhookLayer<S2> {
+        let shared = match Arc::try_unwrap(self.shared) {
+            Ok(s) => (s.verifier, s.max_body, s.acknowledge_replays, s.event_id),
+            Err(arc) => (
+                arc.verifier.clone(),
+                arc.max_body,
+                arc.acknowledge_replays,
+                arc.event_id.clone(),
+            ),
+        };
+        WebhookLayer {
+            shared: Arc::new(Shared {
+                verifier: shared.0,
+                max_body: shared.1,
+                replay: Some(guard),
+                acknowledge_replays: shared.2,
+                event_id: shared.3,
+            }),
+        }
+    }
+
+    /// How to find the event id for the replay guard, e.g. the `id` member of a Stripe-style JSON
+    /// body. Returning `None` falls back to the default of [`replay_guard`](Self::replay_guard).
+    pub fn event_id(
+        self,
+        f: impl Fn(&Verified, &[u8]) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.edit(|s| s.event_id = Some(Arc::new(f)))
+    }
+
+    /// Answers a replayed event with `200 OK` and `Webhook-Replayed: true` instead of 409, without
+    /// running the handler: senders that retry until they see a 2xx then stop. Default off.
+    pub fn acknowledge_replays(self, yes: bool) -> Self {
+        self.edit(|s| s.acknowledge_replays = yes)
+    }
+}
+
+impl<Inner, S> Layer<Inner> for WebhookLayer<S> {
+    type Service = WebhookService<Inner, S>;
+
+    fn layer(&self, inner: Inner) -> Self::Service {
+        WebhookService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}

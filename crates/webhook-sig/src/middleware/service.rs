@@ -1,0 +1,184 @@
+use super::layer::Shared;
+use super::problem;
+use super::VerifiedWebhook;
+use crate::{ReplayTicket, Verified, VerifyError};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use idem_core::IdempotencyStore;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The header on a replay acknowledged with 200 (see
+/// [`WebhookLayer::acknowledge_replays`](super::WebhookLayer::acknowledge_replays)).
+pub const WEBHOOK_REPLAYED: &str = "webhook-replayed";
+
+/// The service made by [`WebhookLayer`](super::WebhookLayer).
+pub struct WebhookService<Inner, S> {
+    pub(crate) inner: Inner,
+    pub(crate) shared: Arc<Shared<S>>,
+}
+
+impl<Inner: Clone, S> Clone for WebhookService<Inner, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<Inner: fmt::Debug, S> fmt::Debug for WebhookService<Inner, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookService")
+            .field("inner", &self.inner)
+            .field("verifier", &self.shared.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Inner, S, B, RB> Service<Request<B>> for WebhookService<Inner, S>
+where
+    Inner: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    Inner::Future: Send + 'static,
+    Inner::Error: Send + 'static,
+    S: IdempotencyStore,
+    B: Body + From<Bytes> + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    RB: From<Bytes> + Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = Inner::Error;
+    type Future = BoxFuture<'static, Result<Response<RB>, Inner::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The clone that was driven to readiness serves this request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(serve(inner, self.shared.clone(), req))
+    }
+}
+
+async fn serve<Inner, S, B, RB>(
+    mut inner: Inner,
+    shared: Arc<Shared<S>>,
+    req: Request<B>,
+) -> Result<Response<RB>, Inner::Error>
+where
+    Inner: Service<Request<B>, Response = Response<RB>>,
+    S: IdempotencyStore,
+    B: Body + From<Bytes>,
+    B::Error: Into<BoxError>,
+    RB: From<Bytes>,
+{
+    let (mut parts, body) = req.into_parts();
+    let bytes = match read_body(&parts.headers, body, shared.max_body).await {
+        Ok(bytes) => bytes,
+        Err(res) => return Ok(res),
+    };
+    let verified = match shared.verifier.verify(&parts.headers, &bytes) {
+        Ok(verified) => verified,
+        Err(e) => return Ok(problem::refused(&e)),
+    };
+    let ticket = match &shared.replay {
+        None => None,
+        Some(guard) => {
+            let id = event_id(&shared, &verified, &bytes);
+            match guard.begin(&id, &bytes).await {
+                Ok(ticket) => Some(ticket),
+                Err(VerifyError::Replayed) if shared.acknowledge_replays => {
+                    let mut res = Response::new(RB::from(Bytes::new()));
+                    res.headers_mut()
+                        .insert(WEBHOOK_REPLAYED, HeaderValue::from_static("true"));
+                    return Ok(res);
+                }
+                Err(e) => return Ok(problem::refused(&e)),
+            }
+        }
+    };
+    parts
+        .extensions
+        .insert(VerifiedWebhook::new(verified, bytes.clone()));
+    let result = inner.call(Request::from_parts(parts, B::from(bytes))).await;
+    if let Some(ticket) = ticket {
+        let done = matches!(&result, Ok(res) if res.status().is_success());
+        settle(ticket, done).await;
+    }
+    result
+}
+
+async fn settle<S: IdempotencyStore>(ticket: ReplayTicket<S>, done: bool) {
+    let outcome = if done {
+        ticket.processed().await
+    } else {
+        ticket.failed().await
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, processed = done, "settling a webhook event id failed");
+    }
+}
+
+fn event_id<S>(shared: &Shared<S>, verified: &Verified, body: &[u8]) -> String {
+    if let Some(id) = shared.event_id.as_ref().and_then(|f| f(verified, body)) {
+        return id;
+    }
+    if let Some(id) = &verified.id {
+        return id.clone();
+    }
+    let mut h = Sha256::new();
+    h.update(verified.timestamp.unwrap_or(0).to_string());
+    h.update(b".");
+    h.update(body);
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+async fn read_body<B, RB>(
+    headers: &http::HeaderMap,
+    body: B,
+    max: usize,
+) -> Result<Bytes, Response<RB>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+    RB: From<Bytes>,
+{
+    let too_large = || {
+        problem::response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "webhook_body_too_large",
+            "Webhook body too large",
+            &format!("webhook bodies are limited to {max} bytes"),
+            None,
+        )
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(problem::response(
+            StatusCode::BAD_REQUEST,
+            "webhook_body_unreadable",
+            "Webhook body unreadable",
+            "the request body could not be read",
+            None,
+        )),
+    }
+}

@@ -1,0 +1,144 @@
+//! The sending side: signature headers for an outgoing webhook.
+
+use crate::clock::{SystemWallClock, WallClock};
+use crate::header;
+use crate::verify::{keyed, HmacSha256};
+use crate::{Scheme, Secret};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::Mac;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::fmt;
+use std::sync::Arc;
+
+/// Why headers could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// The event id is empty or has characters other than visible ASCII.
+    #[error("a webhook id must be 1 or more visible ASCII characters")]
+    InvalidId,
+}
+
+/// Signs outgoing webhooks with one secret.
+///
+/// ```
+/// use webhook_sig::{ManualWallClock, Scheme, Secret, Signer, Verifier};
+///
+/// let clock = ManualWallClock::at(1_700_000_000);
+/// let secret = Secret::from_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+/// let signer = Signer::new(Scheme::StandardWebhooks, &secret).with_clock(clock.clone());
+/// let body = br#"{"type":"order.paid","order":42}"#;
+///
+/// let headers = signer.headers("evt_42", body).unwrap();
+/// assert_eq!(headers["webhook-timestamp"], "1700000000");
+///
+/// let verifier = Verifier::new(Scheme::StandardWebhooks, secret).with_clock(clock);
+/// assert!(verifier.verify(&headers, body).is_ok());
+/// ```
+#[derive(Clone)]
+pub struct Signer {
+    scheme: Scheme,
+    key: HmacSha256,
+    clock: Arc<dyn WallClock>,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("scheme", &self.scheme)
+            .field("secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer of `scheme` with `secret`, on the system clock.
+    pub fn new(scheme: Scheme, secret: &Secret) -> Self {
+        Self {
+            scheme,
+            key: keyed(secret),
+            clock: Arc::new(SystemWallClock),
+        }
+    }
+
+    /// Reads the time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: impl WallClock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The value of the scheme's signature header for this content:
+    /// `v1,<base64>` (Standard Webhooks), `t=<timestamp>,v1=<hex>` (Stripe-style) or
+    /// `sha256=<hex>` (GitHub-style; `id` and `timestamp` are not signed there).
+    pub fn signature(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
+        let mut mac = self.key.clone();
+        match self.scheme {
+            Scheme::StandardWebhooks => {
+                mac.update(id.as_bytes());
+                mac.update(b".");
+                mac.update(timestamp.to_string().as_bytes());
+                mac.update(b".");
+                mac.update(body);
+                format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+            }
+            Scheme::Stripe => {
+                mac.update(timestamp.to_string().as_bytes());
+                mac.update(b".");
+                mac.update(body);
+                format!(
+                    "t={timestamp},v1={}",
+                    hex::encode(mac.finalize().into_bytes())
+                )
+            }
+            Scheme::GitHub => {
+                mac.update(body);
+                format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+            }
+        }
+    }
+
+    /// The headers that sign `body` as event `id`, timestamped now by the clock.
+    ///
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`. Stripe-style:
+    /// `Stripe-Signature` (the id belongs in the body there and is not sent). GitHub-style:
+    /// `X-Hub-Signature-256` and `X-GitHub-Delivery`. The id must be visible ASCII where it is
+    /// sent.
+    pub fn headers(&self, id: &str, body: &[u8]) -> Result<HeaderMap, SignError> {
+        self.headers_at(id, self.clock.unix_now(), body)
+    }
+
+    /// The headers of [`Signer::headers`] for the Unix time `timestamp`.
+    pub fn headers_at(
+        &self,
+        id: &str,
+        timestamp: u64,
+        body: &[u8],
+    ) -> Result<HeaderMap, SignError> {
+        let id_value = || {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(SignError::InvalidId);
+            }
+            HeaderValue::from_str(id).map_err(|_| SignError::InvalidId)
+        };
+        let signature = self.signature(id, timestamp, body);
+        let mut headers = HeaderMap::new();
+        let mut put = |name: &'static str, value: HeaderValue| {
+            headers.insert(HeaderName::from_static(name), value);
+        };
+        // The signature strings are base64, hex, digits and `,=` only: always valid values.
+        let signature = HeaderValue::from_str(&signature).map_err(|_| SignError::InvalidId)?;
+        match self.scheme {
+            Scheme::StandardWebhooks => {
+                put(header::WEBHOOK_ID, id_value()?);
+                put(header::WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+                put(header::WEBHOOK_SIGNATURE, signature);
+            }
+            Scheme::Stripe => put(header::STRIPE_SIGNATURE, signature),
+            Scheme::GitHub => {
+                put(header::GITHUB_DELIVERY, id_value()?);
+                put(header::HUB_SIGNATURE_256, signature);
+            }
+        }
+        Ok(headers)
+    }
+}

@@ -1,0 +1,336 @@
+//! The verifier: checks a received webhook's headers and raw body.
+
+use crate::clock::{SystemWallClock, WallClock};
+use crate::header::{self, Tag, Tags};
+use crate::{Scheme, Secret, VerifyError};
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderName};
+use sha2::Sha256;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::{Choice, ConstantTimeEq};
+
+pub(crate) type HmacSha256 = Hmac<Sha256>;
+
+const H_WEBHOOK_ID: HeaderName = HeaderName::from_static(header::WEBHOOK_ID);
+const H_WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static(header::WEBHOOK_TIMESTAMP);
+const H_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static(header::WEBHOOK_SIGNATURE);
+const H_STRIPE_SIGNATURE: HeaderName = HeaderName::from_static(header::STRIPE_SIGNATURE);
+const H_HUB_SIGNATURE_256: HeaderName = HeaderName::from_static(header::HUB_SIGNATURE_256);
+const H_GITHUB_DELIVERY: HeaderName = HeaderName::from_static(header::GITHUB_DELIVERY);
+
+/// The default timestamp tolerance: 5 minutes, in the past and in the future.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// An HMAC-SHA256 state already keyed with a secret; cloning it is cheaper than keying again.
+pub(crate) fn keyed(secret: &Secret) -> HmacSha256 {
+    match <HmacSha256 as Mac>::new_from_slice(secret.bytes()) {
+        Ok(mac) => mac,
+        // HMAC accepts keys of every length (long keys are hashed first).
+        Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
+    }
+}
+
+/// What a successful verification established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The scheme the webhook was verified under.
+    pub scheme: Scheme,
+    /// The event or delivery id: `webhook-id` (Standard Webhooks) or `X-GitHub-Delivery`
+    /// (GitHub-style, when sent); Stripe-style webhooks carry theirs in the body.
+    pub id: Option<String>,
+    /// The signed timestamp (Unix seconds); GitHub-style webhooks have none.
+    pub timestamp: Option<u64>,
+    /// Which accepted secret matched, in the order they were given (0 = the first): during a
+    /// rotation it tells when senders have moved to the new secret.
+    pub secret_index: usize,
+}
+
+/// Verifies webhooks of one [`Scheme`] against one or more accepted secrets.
+///
+/// Signatures are compared in constant time; the timestamp must lie within the tolerance
+/// (5 minutes by default) on either side of the injected wall clock.
+///
+/// ```
+/// use http::{HeaderMap, HeaderName};
+/// use webhook_sig::{ManualWallClock, Scheme, Secret, Verifier, VerifyError};
+///
+/// // The example of the Standard Webhooks specification.
+/// let secret = Secret::from_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+/// let verifier = Verifier::new(Scheme::StandardWebhooks, secret)
+///     .with_clock(ManualWallClock::at(1_614_265_330));
+/// let mut headers = HeaderMap::new();
+/// headers.insert("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek".parse().unwrap());
+/// headers.insert("webhook-timestamp", "1614265330".parse().unwrap());
+/// headers.insert(
+///     "webhook-signature",
+///     "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".parse().unwrap(),
+/// );
+/// let body = br#"{"test": 2432232314}"#;
+///
+/// let verified = verifier.verify(&headers, body).unwrap();
+/// assert_eq!(verified.id.as_deref(), Some("msg_p5jXN8AQM9LWM0D4loKWxJek"));
+/// assert_eq!(
+///     verifier.verify(&headers, br#"{"test": 2432232315}"#),
+///     Err(VerifyError::NoMatchingSignature)
+/// );
+/// ```
+#[derive(Clone)]
+pub struct Verifier {
+    scheme: Scheme,
+    keys: Vec<HmacSha256>,
+    tolerance_secs: u64,
+    clock: Arc<dyn WallClock>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("scheme", &self.scheme)
+            .field("secrets", &format_args!("<{} redacted>", self.keys.len()))
+            .field("tolerance_secs", &self.tolerance_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier of `scheme` that accepts signatures made with `secret`, on the system clock,
+    /// with the default tolerance.
+    pub fn new(scheme: Scheme, secret: Secret) -> Self {
+        Self {
+            scheme,
+            keys: vec![keyed(&secret)],
+            tolerance_secs: DEFAULT_TOLERANCE.as_secs(),
+            clock: Arc::new(SystemWallClock),
+        }
+    }
+
+    /// Also accepts signatures made with `secret` (secret rotation: keep the old secret until
+    /// every sender signs with the new one). A header may carry several signatures; one match
+    /// with any accepted secret is enough.
+    pub fn also_accept(mut self, secret: Secret) -> Self {
+        self.keys.push(keyed(&secret));
+        self
+    }
+
+    /// How far a timestamp may be from now, in either direction (whole seconds; fractions are
+    /// dropped). Default 5 minutes.
+    pub fn tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance_secs = tolerance.as_secs();
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: impl WallClock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The scheme this verifier checks.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// Verifies `body` (the raw bytes as received, before any parsing) against `headers`, at the
+    /// clock's current time.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
+        self.verify_at(headers, body, self.clock.unix_now())
+    }
+
+    /// Verifies as [`Verifier::verify`] does, at the Unix time `now`.
+    pub fn verify_at(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Verified, VerifyError> {
+        match self.scheme {
+            Scheme::StandardWebhooks => {
+                let id = single(headers, &H_WEBHOOK_ID, header::WEBHOOK_ID)?;
+                let id =
+                    visible_ascii(id).ok_or(VerifyError::MalformedHeader(header::WEBHOOK_ID))?;
+                let ts = header::parse_timestamp(single(
+                    headers,
+                    &H_WEBHOOK_TIMESTAMP,
+                    header::WEBHOOK_TIMESTAMP,
+                )?)?;
+                let mut tags = Tags::default();
+                all(
+                    headers,
+                    &H_WEBHOOK_SIGNATURE,
+                    header::WEBHOOK_SIGNATURE,
+                    |v| header::standard_into(v, &mut tags),
+                )?;
+                self.check_window(ts, now)?;
+                let mut digits = [0u8; 20];
+                let ts_text = decimal(ts, &mut digits);
+                let secret_index = self.matching(&tags, |mac| {
+                    mac.update(id.as_bytes());
+                    mac.update(b".");
+                    mac.update(ts_text);
+                    mac.update(b".");
+                    mac.update(body);
+                })?;
+                Ok(Verified {
+                    scheme: self.scheme,
+                    id: Some(id.to_owned()),
+                    timestamp: Some(ts),
+                    secret_index,
+                })
+            }
+            Scheme::Stripe => {
+                let mut ts = None;
+                let mut tags = Tags::default();
+                all(
+                    headers,
+                    &H_STRIPE_SIGNATURE,
+                    header::STRIPE_SIGNATURE,
+                    |value| {
+                        let t = header::stripe_into(value, &mut tags)?;
+                        if ts.replace(t).is_some_and(|prev| prev != t) {
+                            return Err(VerifyError::MalformedHeader(header::STRIPE_SIGNATURE));
+                        }
+                        Ok(())
+                    },
+                )?;
+                let ts = ts.ok_or(VerifyError::MissingHeader(header::STRIPE_SIGNATURE))?;
+                self.check_window(ts, now)?;
+                let mut digits = [0u8; 20];
+                let ts_text = decimal(ts, &mut digits);
+                let secret_index = self.matching(&tags, |mac| {
+                    mac.update(ts_text);
+                    mac.update(b".");
+                    mac.update(body);
+                })?;
+                Ok(Verified {
+                    scheme: self.scheme,
+                    id: None,
+                    timestamp: Some(ts),
+                    secret_index,
+                })
+            }
+            Scheme::GitHub => {
+                let mut tags = Tags::default();
+                all(
+                    headers,
+                    &H_HUB_SIGNATURE_256,
+                    header::HUB_SIGNATURE_256,
+                    |v| header::parse_github(v).map(|t| tags.push(t)),
+                )?;
+                let secret_index = self.matching(&tags, |mac| mac.update(body))?;
+                let id = match headers.get(&H_GITHUB_DELIVERY) {
+                    Some(v) => Some(
+                        visible_ascii(v.as_bytes())
+                            .ok_or(VerifyError::MalformedHeader(header::GITHUB_DELIVERY))?
+                            .to_owned(),
+                    ),
+                    None => None,
+                };
+                Ok(Verified {
+                    scheme: self.scheme,
+                    id,
+                    timestamp: None,
+                    secret_index,
+                })
+            }
+        }
+    }
+
+    fn check_window(&self, ts: u64, now: u64) -> Result<(), VerifyError> {
+        if now > ts && now - ts > self.tolerance_secs {
+            return Err(VerifyError::TooOld { age_secs: now - ts });
+        }
+        if ts > now && ts - now > self.tolerance_secs {
+            return Err(VerifyError::TooNew {
+                ahead_secs: ts - now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Index of the first secret whose MAC over the content equals one of `tags`.
+    fn matching(&self, tags: &Tags, feed: impl Fn(&mut HmacSha256)) -> Result<usize, VerifyError> {
+        if tags.is_empty() {
+            return Err(VerifyError::NoMatchingSignature);
+        }
+        for (index, key) in self.keys.iter().enumerate() {
+            let mut mac = key.clone();
+            feed(&mut mac);
+            let expected: Tag = mac.finalize().into_bytes().into();
+            // Every candidate is compared in full; only whether one matched is revealed.
+            let found = tags
+                .iter()
+                .fold(Choice::from(0), |acc, tag| acc | tags_equal(&expected, tag));
+            if bool::from(found) {
+                return Ok(index);
+            }
+        }
+        Err(VerifyError::NoMatchingSignature)
+    }
+}
+
+/// Constant-time equality of two tags: the XOR of every word is OR-ed together without a branch,
+/// and only the final word is compared (by `subtle`, which keeps the optimizer from
+/// short-circuiting it).
+fn tags_equal(a: &Tag, b: &Tag) -> Choice {
+    let mut diff = 0u64;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let x = u64::from_ne_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]);
+        let y = u64::from_ne_bytes([y[0], y[1], y[2], y[3], y[4], y[5], y[6], y[7]]);
+        diff |= x ^ y;
+    }
+    diff.ct_eq(&0)
+}
+
+/// The one value of a header that must appear exactly once.
+fn single<'a>(
+    headers: &'a HeaderMap,
+    key: &HeaderName,
+    name: &'static str,
+) -> Result<&'a [u8], VerifyError> {
+    let mut values = headers.get_all(key).iter();
+    let first = values.next().ok_or(VerifyError::MissingHeader(name))?;
+    if values.next().is_some() {
+        return Err(VerifyError::MalformedHeader(name));
+    }
+    Ok(first.as_bytes())
+}
+
+/// Parses every value of a header (a proxy may split one list into several lines).
+fn all(
+    headers: &HeaderMap,
+    key: &HeaderName,
+    name: &'static str,
+    mut parse: impl FnMut(&[u8]) -> Result<(), VerifyError>,
+) -> Result<(), VerifyError> {
+    let mut seen = false;
+    for value in headers.get_all(key) {
+        seen = true;
+        parse(value.as_bytes())?;
+    }
+    if !seen {
+        return Err(VerifyError::MissingHeader(name));
+    }
+    Ok(())
+}
+
+/// `n` in decimal, written into `buf` without allocating.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+fn visible_ascii(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_empty() || !bytes.iter().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
