@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `test` | every test of the workspace, all features (the README's test command) |
 //! | `proptest [--cases N]` | the test suite with N proptest cases per property (default 4096) |
-//! | `bench [idem | webhook]` | the criterion benchmarks (all, or one group) |
+//! | `bench [idem | webhook | redis]` | the criterion benchmarks (all, or one group) |
 //! | `ci` | `fmt --check`, `clippy -D warnings`, `test`, `doc` with warnings denied |
 //!
 //! Before tests run, every backing service that a crate of the workspace tests against is checked
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] | bench [idem | webhook] | ci>\n\
+                "usage: cargo xtask <test | proptest [--cases N] | bench [idem | webhook | redis] | ci>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks\n\
@@ -78,14 +78,24 @@ fn proptest(args: &[String]) -> Result {
 
 fn bench(which: Option<&str>) -> Result {
     match which {
-        None => cargo(&["bench", "--workspace"], &[]),
+        None => {
+            services::ensure_all()?;
+            cargo(&["bench", "--workspace"], &[])
+        }
         Some("idem") => cargo(
             &["bench", "-p", "idem-core", "--bench", "memory_store"],
             &[],
         ),
         Some("webhook") => cargo(&["bench", "-p", "webhook-sig", "--bench", "verify"], &[]),
+        Some("redis") => {
+            services::ensure_all()?;
+            cargo(
+                &["bench", "-p", "idem-store-redis", "--bench", "redis_store"],
+                &[],
+            )
+        }
         Some(other) => Err(format!(
-            "no benchmark group `{other}`; known: idem, webhook"
+            "no benchmark group `{other}`; known: idem, webhook, redis"
         )),
     }
 }

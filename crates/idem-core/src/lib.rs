@@ -77,4 +77,6 @@ pub use memory::{MemoryStore, MemoryStoreConfig};
 #[cfg(feature = "tower")]
 pub use middleware::{IdempotencyLayer, IdempotencyService, MetricsSnapshot, IDEMPOTENT_REPLAYED};
 pub use policy::{FailMode, IdempotencyPolicy, ScopeFn};
-pub use store::{BeginOutcome, DecodeError, Fence, IdempotencyStore, StoreError, StoredResponse};
+pub use store::{
+    BeginOutcome, DecodeError, Fence, IdempotencyStore, StoreError, StoredResponse, TimeOffset,
+};

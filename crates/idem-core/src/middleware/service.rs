@@ -299,16 +299,15 @@ where
         stored = not_stored_marker(parts.status);
     }
     guard.armed = false;
-    let completed = guard
-        .store
-        .complete(
-            &guard.scope,
-            &guard.key,
-            fence,
-            &stored,
-            ctx.policy.retention,
-        )
-        .await;
+    let completed = complete_with_retries(
+        &*guard.store,
+        &guard.scope,
+        &guard.key,
+        fence,
+        &stored,
+        ctx.policy.retention,
+    )
+    .await;
     if let Err(e) = completed {
         Metrics::inc(&ctx.metrics.store_errors);
         tracing::error!(
@@ -318,6 +317,37 @@ where
         );
     }
     Ok(Response::from_parts(parts, RB::from(body)))
+}
+
+/// Waits before the retries of a `complete` that met an unavailable store.
+const COMPLETE_BACKOFF: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(200),
+];
+
+/// `complete`, retried while the store is unavailable: the handler has run, and a record left in
+/// flight would let a retry run it again once the lease ends. A reconnecting client (Redis'
+/// connection manager, a database pool) usually answers again within these waits. (A retry that
+/// meets `StaleFence` may mean the failed attempt landed before its reply was lost; it is reported,
+/// not retried.)
+async fn complete_with_retries<S: IdempotencyStore + ?Sized>(
+    store: &S,
+    scope: &str,
+    key: &IdempotencyKey,
+    fence: Fence,
+    stored: &StoredResponse,
+    retention: std::time::Duration,
+) -> Result<(), StoreError> {
+    let mut result = store.complete(scope, key, fence, stored, retention).await;
+    for wait in COMPLETE_BACKOFF {
+        if !matches!(result, Err(StoreError::Unavailable(_))) {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        result = store.complete(scope, key, fence, stored, retention).await;
+    }
+    result
 }
 
 impl<S: IdempotencyStore> Ctx<S> {

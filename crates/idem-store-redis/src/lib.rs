@@ -1,0 +1,315 @@
+//! The [`idem_core::IdempotencyStore`] on Redis, for a fleet of servers that share one set of
+//! idempotency records.
+//!
+//! ```no_run
+//! use idem_core::{IdempotencyLayer, IdempotencyPolicy};
+//! use idem_store_redis::RedisStore;
+//!
+//! # async fn run() -> Result<(), idem_store_redis::ConnectError> {
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?.prefix("orders-api");
+//! let layer = IdempotencyLayer::new(store, IdempotencyPolicy::default().require_key(true));
+//! # let _ = layer; Ok(()) }
+//! ```
+//!
+//! A runnable round trip (it needs the Redis server of `REDIS_URL`, default `127.0.0.1:6379`):
+//!
+//! ```
+//! use idem_core::{BeginOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse};
+//! use idem_store_redis::RedisStore;
+//! use std::time::Duration;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+//! let store = RedisStore::connect(&url).await.unwrap().prefix(&format!("doctest-{}", std::process::id()));
+//! let key = IdempotencyKey::parse(b"order-7f3a").unwrap();
+//! let fp = Fingerprint::of_request("POST", "/orders", b"{\"sku\":\"tea\"}");
+//!
+//! let BeginOutcome::Acquired { fence } = store.begin("tenant-1", &key, &fp, Duration::from_secs(30)).await.unwrap()
+//! else { panic!("a new key is acquired") };
+//! let response = StoredResponse { status: 201, headers: vec![], body: "created".into() };
+//! store.complete("tenant-1", &key, fence, &response, Duration::from_secs(60)).await.unwrap();
+//! assert_eq!(
+//!     store.begin("tenant-1", &key, &fp, Duration::from_secs(30)).await.unwrap(),
+//!     BeginOutcome::Completed(response)
+//! );
+//! # });
+//! ```
+//!
+//! How it works:
+//! - **One round trip, atomic.** `begin`, `complete` and `release` are each one Lua script
+//!   (`EVALSHA`, loaded again on `NOSCRIPT` by the `redis` crate), so no interleaving of clients
+//!   can split a check from its write. The record layout and the scripts are documented in the
+//!   source (`scripts.rs`).
+//! - **Server time.** Leases and retention are measured with Redis' `TIME`, so clock skew between
+//!   application servers cannot break a lease.
+//! - **Cluster-ready keys.** A record is the hash `<prefix>:{<scope length>:<scope>:<key>}`; each
+//!   script touches that one key, whose hash tag keeps it (and any future companion key) on one
+//!   slot of a Redis Cluster. The scope's length makes `("a:b", "c")` and `("a", "b:c")` distinct.
+//! - **Retention by TTL.** Every record carries a TTL a little longer than its lease or retention,
+//!   so Redis reclaims memory by itself; [`IdempotencyStore::purge_expired`] has nothing to do.
+//! - **Reconnects.** The connection is a [`ConnectionManager`]: after a dropped connection the
+//!   failing operation reports [`StoreError::Unavailable`] (the layer then fails closed, or open as
+//!   configured) and the next one runs on a new connection.
+
+#![warn(missing_docs)]
+
+mod scripts;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use idem_core::store::BoxError;
+use idem_core::{
+    BeginOutcome, DecodeError, Fence, Fingerprint, IdempotencyKey, IdempotencyStore, StoreError,
+    StoredResponse, TimeOffset,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use redis;
+
+/// Connecting to Redis failed.
+#[derive(Debug, thiserror::Error)]
+#[error("could not connect to Redis")]
+pub struct ConnectError(#[source] pub redis::RedisError);
+
+struct Scripts {
+    begin: Script,
+    complete: Script,
+    release: Script,
+}
+
+/// Idempotency records in Redis. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    offset: TimeOffset,
+    scripts: Arc<Scripts>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("offset", &self.offset.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://[:password@]host[:port][/db]`, or `rediss://`
+    /// when the `redis` crate's TLS feature is on) through a reconnecting [`ConnectionManager`]
+    /// configured for a request path: 1 s to connect, 1 s for a reply (a hung server turns into
+    /// [`StoreError::Unavailable`], not a hung request), 2 reconnect retries at most 500 ms apart.
+    /// Records are prefixed `idem`.
+    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        Self::connect_with(url, config).await
+    }
+
+    /// Connects as [`connect`](Self::connect) does, with the caller's connection settings.
+    pub async fn connect_with(
+        url: &str,
+        config: ConnectionManagerConfig,
+    ) -> Result<Self, ConnectError> {
+        let client = redis::Client::open(url).map_err(ConnectError)?;
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(ConnectError)?;
+        Ok(Self::with_connection(conn))
+    }
+
+    /// A store over an existing connection manager (with the caller's timeouts and retries).
+    pub fn with_connection(conn: ConnectionManager) -> Self {
+        Self {
+            conn,
+            prefix: Arc::from("idem"),
+            offset: TimeOffset::new(),
+            scripts: Arc::new(Scripts {
+                begin: Script::new(scripts::BEGIN),
+                complete: Script::new(scripts::COMPLETE),
+                release: Script::new(scripts::RELEASE),
+            }),
+        }
+    }
+
+    /// The key prefix of this store's records (default `idem`): one per application or
+    /// environment sharing a Redis.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Arc::from(prefix);
+        self
+    }
+
+    /// Reads the server's time through `offset` (tests that expire leases without waiting).
+    pub fn time_offset(mut self, offset: TimeOffset) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// The connection, for administration and tests (for example `CLIENT ID`).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The Redis key of the record of `(scope, key)`.
+    pub fn record_key(&self, scope: &str, key: &IdempotencyKey) -> String {
+        format!(
+            "{}:{{{}:{}:{}}}",
+            self.prefix,
+            scope.len(),
+            scope,
+            key.as_str()
+        )
+    }
+
+    fn offset_micros(&self) -> u64 {
+        micros(self.offset.get())
+    }
+
+    fn pinned_micros(&self) -> u64 {
+        self.offset.pinned().map_or(0, micros)
+    }
+
+    async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async::<Vec<Value>>(&mut conn)
+            .await
+            .map_err(classify)
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A reply that matches no script's contract: the key holds something else.
+fn unreadable(what: &'static str) -> StoreError {
+    StoreError::Corrupt(DecodeError::Malformed(what))
+}
+
+fn classify(e: redis::RedisError) -> StoreError {
+    // A key of another type (someone else's data under our prefix) is not an outage.
+    if e.code() == Some("WRONGTYPE") {
+        return unreadable("the record key holds another Redis type");
+    }
+    StoreError::Unavailable(Box::new(e) as BoxError)
+}
+
+fn text(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn number(v: Option<&Value>) -> Option<u64> {
+    std::str::from_utf8(text(v?)?).ok()?.parse().ok()
+}
+
+/// The common replies `V` and `X`, and anything unexpected.
+fn other_reply(reply: &[Value]) -> StoreError {
+    match reply.first().and_then(text) {
+        Some(b"V") => {
+            let version = reply
+                .get(1)
+                .and_then(text)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u8>().ok());
+            match version {
+                Some(v) => StoreError::Corrupt(DecodeError::UnknownVersion(v)),
+                None => unreadable("the record version is not a number"),
+            }
+        }
+        Some(b"X") => unreadable("the record's fields are unreadable"),
+        _ => unreadable("unexpected reply from the store script"),
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for RedisStore {
+    async fn begin(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<BeginOutcome, StoreError> {
+        let mut inv = self.scripts.begin.prepare_invoke();
+        inv.key(self.record_key(scope, key))
+            .arg(&fingerprint.as_bytes()[..])
+            .arg(micros(lease))
+            .arg(self.offset_micros())
+            .arg(self.pinned_micros());
+        let reply = self.run(inv).await?;
+        match reply.first().and_then(text) {
+            Some(b"A") => number(reply.get(1))
+                .map(|f| BeginOutcome::Acquired { fence: Fence(f) })
+                .ok_or_else(|| unreadable("the fence is not a number")),
+            Some(b"I") => number(reply.get(1))
+                .map(|us| BeginOutcome::InFlight {
+                    retry_after: Duration::from_micros(us),
+                })
+                .ok_or_else(|| unreadable("the lease end is not a number")),
+            Some(b"C") => {
+                let bytes = reply
+                    .get(1)
+                    .and_then(text)
+                    .ok_or_else(|| unreadable("the stored response is missing"))?;
+                Ok(BeginOutcome::Completed(StoredResponse::decode(bytes)?))
+            }
+            Some(b"M") => Ok(BeginOutcome::Mismatch),
+            _ => Err(other_reply(&reply)),
+        }
+    }
+
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        let mut inv = self.scripts.complete.prepare_invoke();
+        inv.key(self.record_key(scope, key))
+            .arg(fence.0)
+            .arg(Bytes::from(response.encode()).as_ref())
+            .arg(micros(retention))
+            .arg(self.offset_micros())
+            .arg(self.pinned_micros());
+        let reply = self.run(inv).await?;
+        match reply.first().and_then(text) {
+            Some(b"OK") => Ok(()),
+            Some(b"S") => Err(StoreError::StaleFence { fence }),
+            _ => Err(other_reply(&reply)),
+        }
+    }
+
+    async fn release(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+    ) -> Result<(), StoreError> {
+        let mut inv = self.scripts.release.prepare_invoke();
+        inv.key(self.record_key(scope, key))
+            .arg(fence.0)
+            .arg(self.offset_micros())
+            .arg(self.pinned_micros());
+        let reply = self.run(inv).await?;
+        match reply.first().and_then(text) {
+            Some(b"OK") => Ok(()),
+            Some(b"S") => Err(StoreError::StaleFence { fence }),
+            _ => Err(other_reply(&reply)),
+        }
+    }
+}

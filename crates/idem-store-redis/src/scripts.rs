@@ -1,0 +1,86 @@
+//! The Lua scripts: each store operation is one of them, run atomically by Redis in one round trip.
+//!
+//! A record is one hash:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `v` | record schema version (`1`) |
+//! | `st` | `i` in flight, `c` completed, `r` released (a tombstone that only keeps the fence) |
+//! | `fp` | the request fingerprint (32 bytes) |
+//! | `fence` | the fence of the latest attempt (decimal) |
+//! | `until` | lease end (`i`) or retention end (`c`), server microseconds |
+//! | `resp` | the stored response, `StoredResponse::encode` bytes (`c`) |
+//!
+//! Time is `TIME` (the server's clock, microseconds) plus the store's test offset (`ARGV`), so clock
+//! skew between application servers cannot break leases; a test may pin it instead (a nonzero
+//! pinned time in `ARGV`). A record whose `until` has passed is
+//! treated as absent; the key's TTL (at least `until`, plus slack) only reclaims memory. A new
+//! attempt's fence is `max(now, previous fence + 1)`, so fences of one key keep growing even after
+//! the record is gone (as long as the server's clock does not go backwards).
+//!
+//! Replies are arrays whose first element is a tag: `A` acquired (fence), `I` in flight (µs
+//! left), `C` completed (response), `M` mismatch, `OK`, `S` stale fence, `V` unknown record
+//! version (the version), `X` unreadable record.
+
+/// `begin`: KEYS[1] record; ARGV fingerprint, lease µs, offset µs, pinned time µs (0 = none).
+pub(crate) const BEGIN: &str = r#"
+local now = tonumber(ARGV[4])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[3])
+end
+local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fp', 'fence', 'until', 'resp')
+if r[1] and r[1] ~= '1' then return {'V', r[1]} end
+local prev = 0
+if r[2] then
+  local untl = tonumber(r[5])
+  prev = tonumber(r[4])
+  if not untl or not prev then return {'X'} end
+  if r[2] ~= 'r' and untl > now then
+    if r[3] ~= ARGV[1] then return {'M'} end
+    if r[2] == 'i' then return {'I', string.format('%.0f', untl - now)} end
+    if r[2] == 'c' and r[6] then return {'C', r[6]} end
+    return {'X'}
+  end
+end
+local fence = math.max(now, prev + 1)
+local lease = tonumber(ARGV[2])
+if r[2] then redis.call('HDEL', KEYS[1], 'resp') end
+redis.call('HSET', KEYS[1], 'v', '1', 'st', 'i', 'fp', ARGV[1],
+  'fence', string.format('%.0f', fence), 'until', string.format('%.0f', now + lease))
+redis.call('PEXPIRE', KEYS[1], math.ceil(lease / 1000) + 1000)
+return {'A', string.format('%.0f', fence)}
+"#;
+
+/// `complete`: KEYS[1] record; ARGV fence, response, retention µs, offset µs, pinned µs.
+pub(crate) const COMPLETE: &str = r#"
+local now = tonumber(ARGV[5])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[4])
+end
+local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fence', 'until')
+if r[1] and r[1] ~= '1' then return {'V', r[1]} end
+if r[2] ~= 'i' or r[3] ~= ARGV[1] or (tonumber(r[4]) or 0) <= now then return {'S'} end
+local retention = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'st', 'c', 'resp', ARGV[2],
+  'until', string.format('%.0f', now + retention))
+redis.call('PEXPIRE', KEYS[1], math.ceil(retention / 1000) + 1000)
+return {'OK'}
+"#;
+
+/// `release`: KEYS[1] record; ARGV fence, offset µs, pinned µs.
+pub(crate) const RELEASE: &str = r#"
+local now = tonumber(ARGV[3])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[2])
+end
+local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fence', 'until')
+if r[1] and r[1] ~= '1' then return {'V', r[1]} end
+if r[2] ~= 'i' or r[3] ~= ARGV[1] or (tonumber(r[4]) or 0) <= now then return {'S'} end
+redis.call('HSET', KEYS[1], 'st', 'r', 'until', string.format('%.0f', now))
+redis.call('HDEL', KEYS[1], 'fp', 'resp')
+redis.call('PEXPIRE', KEYS[1], 1000)
+return {'OK'}
+"#;
