@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `test` | every test of the workspace, all features (the README's test command) |
 //! | `proptest [--cases N]` | the test suite with N proptest cases per property (default 4096) |
-//! | `bench [idem | webhook | redis]` | the criterion benchmarks (all, or one group) |
+//! | `bench [idem | webhook | redis | postgres]` | the criterion benchmarks (all, or one group) |
 //! | `ci` | `fmt --check`, `clippy -D warnings`, `test`, `doc` with warnings denied |
 //!
 //! Before tests run, every backing service that a crate of the workspace tests against is checked
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] | bench [idem | webhook | redis] | ci>\n\
+                "usage: cargo xtask <test | proptest [--cases N] | bench [idem | webhook | redis | postgres] | ci>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks\n\
@@ -87,6 +87,19 @@ fn bench(which: Option<&str>) -> Result {
             &[],
         ),
         Some("webhook") => cargo(&["bench", "-p", "webhook-sig", "--bench", "verify"], &[]),
+        Some("postgres") => {
+            services::ensure_all()?;
+            cargo(
+                &[
+                    "bench",
+                    "-p",
+                    "idem-store-postgres",
+                    "--bench",
+                    "postgres_store",
+                ],
+                &[],
+            )
+        }
         Some("redis") => {
             services::ensure_all()?;
             cargo(
@@ -95,7 +108,7 @@ fn bench(which: Option<&str>) -> Result {
             )
         }
         Some(other) => Err(format!(
-            "no benchmark group `{other}`; known: idem, webhook, redis"
+            "no benchmark group `{other}`; known: idem, webhook, redis, postgres"
         )),
     }
 }

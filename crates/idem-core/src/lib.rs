@@ -57,6 +57,7 @@
 
 #![warn(missing_docs)]
 
+mod attempt;
 mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -68,6 +69,7 @@ pub mod middleware;
 mod policy;
 pub mod store;
 
+pub use attempt::{handler_completed, CompletedByHandler, IdempotencyAttempt};
 #[cfg(feature = "tower")]
 pub use clock::TokioClock;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -18,6 +18,10 @@
 //! | the handler panicked | 500 `internal_error` (the key is released) |
 //!
 //! Every rejection is an RFC 9457 `application/problem+json` body; see [`problem`].
+//!
+//! The handler finds its [`IdempotencyAttempt`] in the request's extensions; a response marked
+//! [`CompletedByHandler`] (see [`handler_completed`]) is passed through without `complete`, the
+//! handler having completed the record in its own transaction.
 
 mod layer;
 pub mod problem;
@@ -28,3 +32,5 @@ pub use self::service::IdempotencyService;
 
 /// The response header that marks a replayed response.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+pub use crate::attempt::{handler_completed, CompletedByHandler, IdempotencyAttempt};

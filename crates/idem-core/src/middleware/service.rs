@@ -1,6 +1,6 @@
 use super::layer::Metrics;
 use super::problem::Problem;
-use super::IDEMPOTENT_REPLAYED;
+use super::{CompletedByHandler, IdempotencyAttempt, IDEMPOTENT_REPLAYED};
 use crate::key::IDEMPOTENCY_KEY;
 use crate::store::{BoxError, StoreError};
 use crate::{
@@ -237,6 +237,12 @@ where
         metrics: ctx.metrics.clone(),
         armed: true,
     };
+    let mut req = req;
+    req.extensions_mut().insert(IdempotencyAttempt {
+        scope: guard.scope.clone(),
+        key: guard.key.clone(),
+        fence,
+    });
     // `call` itself runs inside the guarded future, so a panic before the first await is caught too.
     let called = AssertUnwindSafe(async move { inner.call(req).await })
         .catch_unwind()
@@ -258,6 +264,11 @@ where
             .into_response());
         }
     };
+    if res.extensions().get::<CompletedByHandler>().is_some() {
+        // The handler completed the record in its own transaction.
+        guard.armed = false;
+        return Ok(res);
+    }
     if !(ctx.policy.store_status)(res.status()) {
         guard.release().await;
         return Ok(res);

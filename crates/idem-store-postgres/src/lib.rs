@@ -1,0 +1,411 @@
+//! The [`idem_core::IdempotencyStore`] on PostgreSQL (sqlx), for a fleet of servers that share
+//! one database — and for handlers whose own writes must commit together with the idempotency
+//! record.
+//!
+//! ```
+//! use idem_core::{BeginOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse};
+//! use idem_store_postgres::PostgresStore;
+//! use std::time::Duration;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let url = std::env::var("DATABASE_URL")
+//!     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+//! # let schema = format!("doctest_{}", std::process::id());
+//! # let admin = PostgresStore::connect(&url).await.unwrap();
+//! # sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(admin.pool()).await.unwrap();
+//! # let url = format!("{url}?options=-csearch_path%3D{schema}");
+//! let store = PostgresStore::connect(&url).await.unwrap();
+//! store.migrate().await.unwrap(); // creates the table once; safe to call at every start
+//!
+//! let key = IdempotencyKey::parse(b"order-7f3a").unwrap();
+//! let fp = Fingerprint::of_request("POST", "/orders", b"{\"sku\":\"tea\"}");
+//! let BeginOutcome::Acquired { fence } =
+//!     store.begin("tenant-1", &key, &fp, Duration::from_secs(30)).await.unwrap()
+//! else { panic!("a new key is acquired") };
+//! let response = StoredResponse { status: 201, headers: vec![], body: "created".into() };
+//! store.complete("tenant-1", &key, fence, &response, Duration::from_secs(60)).await.unwrap();
+//! assert_eq!(
+//!     store.begin("tenant-1", &key, &fp, Duration::from_secs(30)).await.unwrap(),
+//!     BeginOutcome::Completed(response)
+//! );
+//! # sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(admin.pool()).await.unwrap();
+//! # });
+//! ```
+//!
+//! How it works:
+//! - **One statement per operation.** `begin` is one statement (`INSERT … ON CONFLICT DO NOTHING`,
+//!   a takeover `UPDATE` of a dead row, and a read of a live one, in data-modifying CTEs) that
+//!   either takes the key or hands back the live row without writing it — so a replay costs a
+//!   read, not a write. Only when a concurrent `begin` changed the row after the statement's
+//!   snapshot does it run again (and then sees the change). `complete` is one
+//!   `UPDATE … WHERE fence = $fence AND lease live`, `release` one `DELETE` with the same guard.
+//!   The statements are in the source (`sql.rs`).
+//! - **Database time.** Leases and retention use the database's `clock_timestamp()`, so clock skew
+//!   between application servers cannot break a lease. Fences come from a sequence: they grow
+//!   across every key, release and expiry.
+//! - **Migrations.** [`PostgresStore::migrate`] applies the embedded migrations (`migrations/`,
+//!   one table `idem_records` and one sequence in the connection's `search_path` schema).
+//! - **Expiry.** Dead rows are taken over in place by `begin`; [`IdempotencyStore::purge_expired`]
+//!   deletes the others in batches of [`PURGE_BATCH`] (skipping rows that live traffic holds
+//!   locked); run it from a periodic task.
+//! - **Transactional mode.** [`PostgresStore::complete_in`] completes the record inside the
+//!   handler's own transaction, so its business writes and the record commit or roll back
+//!   together (see its docs).
+//!
+//! Connections come from a `sqlx` pool: after a connection is lost, the operation that used it
+//! reports [`StoreError::Unavailable`] (the layer fails closed, or open as configured) and the pool
+//! opens a new one for the next.
+
+#![warn(missing_docs)]
+
+mod sql;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use idem_core::store::BoxError;
+use idem_core::{
+    BeginOutcome, DecodeError, Fence, Fingerprint, IdempotencyAttempt, IdempotencyKey,
+    IdempotencyStore, StoreError, StoredResponse, TimeOffset,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use sqlx;
+
+/// Rows deleted per statement by [`IdempotencyStore::purge_expired`].
+pub const PURGE_BATCH: i64 = 1_000;
+
+/// How often `begin` runs its statement when concurrent statements keep changing the row.
+const BEGIN_ATTEMPTS: u32 = 5;
+
+/// The record schema version this release reads and writes.
+pub const RECORD_VERSION: i16 = 1;
+
+/// Connecting or migrating failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The URL is not a PostgreSQL URL, or the server could not be reached.
+    #[error("could not connect to PostgreSQL")]
+    Connect(#[source] sqlx::Error),
+    /// Applying the migrations failed.
+    #[error("could not apply the idempotency store's migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Idempotency records in PostgreSQL. Cheap to clone: clones share the pool.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    offset: TimeOffset,
+}
+
+impl PostgresStore {
+    /// Connects a pool to `url` (`postgres://user[:password]@host[:port]/database[?options]`)
+    /// configured for a request path: at most 16 connections, 2 s to get one, no ping before each
+    /// use (one round trip per operation; a connection found dead fails that operation with
+    /// [`StoreError::Unavailable`] and is replaced), and `plan_cache_mode = force_generic_plan`:
+    /// every store statement is a primary-key lookup whose plan never depends on its parameters,
+    /// and re-planning `begin` for each call cost about a fifth of its time. (A pool given to
+    /// [`with_pool`](Self::with_pool) keeps its own settings.)
+    pub async fn connect(url: &str) -> Result<Self, SetupError> {
+        let options = PgConnectOptions::from_str(url).map_err(SetupError::Connect)?;
+        Self::connect_with(options).await
+    }
+
+    /// Connects as [`connect`](Self::connect) does, with the caller's connection options (a
+    /// `search_path` schema, an `application_name`, TLS…).
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self, SetupError> {
+        let options = options.options([("plan_cache_mode", "force_generic_plan")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(2))
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(SetupError::Connect)?;
+        Ok(Self::with_pool(pool))
+    }
+
+    /// A store over the caller's pool.
+    pub fn with_pool(pool: PgPool) -> Self {
+        Self {
+            pool,
+            offset: TimeOffset::new(),
+        }
+    }
+
+    /// The pool, for the application's own queries and transactions.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Reads the database's time through `offset` (tests that expire leases without waiting).
+    pub fn time_offset(mut self, offset: TimeOffset) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Applies the embedded migrations (idempotent; safe to run at every start and from several
+    /// servers at once: sqlx serializes them with an advisory lock).
+    pub async fn migrate(&self) -> Result<(), SetupError> {
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .map_err(SetupError::Migrate)
+    }
+
+    fn pinned(&self) -> Option<i64> {
+        self.offset.pinned().map(micros)
+    }
+
+    fn offset_us(&self) -> i64 {
+        micros(self.offset.get())
+    }
+
+    /// Completes the record of `attempt` inside the caller's transaction — the transactional
+    /// mode.
+    ///
+    /// The handler runs its own SQL and this on the same transaction, then commits: the business
+    /// rows and the completed record appear together, or (on rollback, error, panic) neither
+    /// does and the layer releases the key so a retry runs. The handler then answers with
+    /// [`idem_core::handler_completed`], which tells the layer not to complete the record again.
+    ///
+    /// ```no_run
+    /// use idem_core::{handler_completed, IdempotencyAttempt, StoredResponse};
+    /// use idem_store_postgres::PostgresStore;
+    /// use std::time::Duration;
+    ///
+    /// # async fn handler(store: PostgresStore, attempt: IdempotencyAttempt) -> Result<http::Response<bytes::Bytes>, Box<dyn std::error::Error>> {
+    /// let mut tx = store.pool().begin().await?;
+    /// sqlx::query("INSERT INTO orders (sku) VALUES ('tea')").execute(&mut *tx).await?;
+    /// let stored = StoredResponse { status: 201, headers: vec![], body: "created".into() };
+    /// store.complete_in(&mut tx, &attempt, &stored, Duration::from_secs(24 * 3600)).await?;
+    /// tx.commit().await?;
+    /// Ok(handler_completed(&stored))
+    /// # }
+    /// ```
+    ///
+    /// Errors as [`IdempotencyStore::complete`]: `StaleFence` when the lease was lost (roll back:
+    /// another attempt may be running), `Unavailable` when the statement failed.
+    pub async fn complete_in(
+        &self,
+        conn: &mut PgConnection,
+        attempt: &IdempotencyAttempt,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        self.complete_on(
+            conn,
+            &attempt.scope,
+            &attempt.key,
+            attempt.fence,
+            response,
+            retention,
+        )
+        .await
+    }
+
+    async fn complete_on<'e, E>(
+        &self,
+        executor: E,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Result<(), StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+    {
+        let fence_value = i64::try_from(fence.0).map_err(|_| StoreError::StaleFence { fence })?;
+        let status = i16::try_from(response.status)
+            .map_err(|_| StoreError::Corrupt(DecodeError::Malformed("status out of range")))?;
+        let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
+        let values: Vec<&[u8]> = response.headers.iter().map(|(_, v)| v.as_ref()).collect();
+        let row = sqlx::query(sql::COMPLETE)
+            .bind(scope)
+            .bind(key.as_str())
+            .bind(fence_value)
+            .bind(micros(retention))
+            .bind(status)
+            .bind(&names)
+            .bind(&values)
+            .bind(response.body.as_ref())
+            .bind(self.pinned())
+            .bind(self.offset_us())
+            .fetch_optional(executor)
+            .await
+            .map_err(unavailable)?;
+        match row {
+            Some(_) => Ok(()),
+            None => Err(StoreError::StaleFence { fence }),
+        }
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(e) as BoxError)
+}
+
+fn malformed(what: &'static str) -> StoreError {
+    StoreError::Corrupt(DecodeError::Malformed(what))
+}
+
+fn get<'r, T>(row: &'r PgRow, column: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(column)
+        .map_err(|_| malformed("a record column has an unexpected type"))
+}
+
+/// The stored response of a completed row.
+fn response_of(row: &PgRow) -> Result<StoredResponse, StoreError> {
+    let status: Option<i16> = get(row, "response_status")?;
+    let names: Option<Vec<String>> = get(row, "response_header_names")?;
+    let values: Option<Vec<Vec<u8>>> = get(row, "response_header_values")?;
+    let body: Option<Vec<u8>> = get(row, "response_body")?;
+    let status = status
+        .and_then(|s| u16::try_from(s).ok())
+        .filter(|s| (100..=999).contains(s))
+        .ok_or(malformed("the stored status is missing or out of range"))?;
+    let (names, values) = (names.unwrap_or_default(), values.unwrap_or_default());
+    if names.len() != values.len() {
+        return Err(malformed("stored header names and values differ in number"));
+    }
+    Ok(StoredResponse {
+        status,
+        headers: names
+            .into_iter()
+            .zip(values)
+            .map(|(n, v)| (n, Bytes::from(v)))
+            .collect(),
+        body: Bytes::from(body.ok_or(malformed("the stored body is missing"))?),
+    })
+}
+
+#[async_trait]
+impl IdempotencyStore for PostgresStore {
+    async fn begin(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<BeginOutcome, StoreError> {
+        // The statement sees one snapshot; a row that a concurrent statement inserted or took over
+        // after it was taken shows up on the next run (see `sql::BEGIN`).
+        let mut attempts = 0;
+        let row = loop {
+            attempts += 1;
+            let row = sqlx::query(sql::BEGIN)
+                .bind(scope)
+                .bind(key.as_str())
+                .bind(&fingerprint.as_bytes()[..])
+                .bind(micros(lease))
+                .bind(self.pinned())
+                .bind(self.offset_us())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            let settled = match &row {
+                None => false,
+                Some(row) => get::<bool>(row, "acquired")? || get::<i64>(row, "remaining_us")? > 0,
+            };
+            match row {
+                Some(row) if settled => break row,
+                _ if attempts >= BEGIN_ATTEMPTS => {
+                    return Err(StoreError::Unavailable(
+                        "the record kept changing under concurrent begins".into(),
+                    ))
+                }
+                _ => {}
+            }
+        };
+        let version: i16 = get(&row, "version")?;
+        if version != RECORD_VERSION {
+            return Err(StoreError::Corrupt(DecodeError::UnknownVersion(
+                u8::try_from(version).unwrap_or(u8::MAX),
+            )));
+        }
+        if get::<bool>(&row, "acquired")? {
+            let fence: i64 = get(&row, "fence")?;
+            let fence = u64::try_from(fence).map_err(|_| malformed("negative fence"))?;
+            return Ok(BeginOutcome::Acquired {
+                fence: Fence(fence),
+            });
+        }
+        let stored_fp: Vec<u8> = get(&row, "fingerprint")?;
+        if stored_fp.as_slice() != fingerprint.as_bytes() {
+            return Ok(BeginOutcome::Mismatch);
+        }
+        match get::<i16>(&row, "state")? {
+            1 => {
+                let us: i64 = get(&row, "remaining_us")?;
+                Ok(BeginOutcome::InFlight {
+                    retry_after: Duration::from_micros(u64::try_from(us).unwrap_or(0)),
+                })
+            }
+            2 => Ok(BeginOutcome::Completed(response_of(&row)?)),
+            _ => Err(malformed("unknown record state")),
+        }
+    }
+
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        self.complete_on(&self.pool, scope, key, fence, response, retention)
+            .await
+    }
+
+    async fn release(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+    ) -> Result<(), StoreError> {
+        let fence_value = i64::try_from(fence.0).map_err(|_| StoreError::StaleFence { fence })?;
+        let row = sqlx::query(sql::RELEASE)
+            .bind(scope)
+            .bind(key.as_str())
+            .bind(fence_value)
+            .bind(self.pinned())
+            .bind(self.offset_us())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        match row {
+            Some(_) => Ok(()),
+            None => Err(StoreError::StaleFence { fence }),
+        }
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(sql::PURGE_BATCH)
+                .bind(PURGE_BATCH)
+                .bind(self.pinned())
+                .bind(self.offset_us())
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+            total += done;
+            if done < PURGE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The statements: each store operation is exactly one of them.
+//!
+//! `now` is the database's `clock_timestamp()` plus the store's test offset, or the pinned test
+//! time when one is set; so every server of a fleet measures leases with one clock.
+
+/// The database time of a statement: `$pinned` (µs since the epoch) or `clock_timestamp()` plus
+/// `$offset` µs.
+macro_rules! now_sql {
+    ($pinned:literal, $offset:literal) => {
+        concat!(
+            "COALESCE(timestamptz 'epoch' + ",
+            $pinned,
+            "::bigint * interval '1 microsecond', clock_timestamp() + ",
+            $offset,
+            "::bigint * interval '1 microsecond')"
+        )
+    };
+}
+
+/// `begin`: $1 scope, $2 key, $3 fingerprint, $4 lease µs, $5 pinned µs, $6 offset µs.
+///
+/// Three parts, run by PostgreSQL as one statement on one snapshot:
+/// - `ins` inserts a new row with a fence from the sequence (`ON CONFLICT DO NOTHING`: an existing
+///   row is neither written nor locked);
+/// - `tak` takes over an existing row whose `expires_at` has passed (`UPDATE … WHERE expires_at <=
+///   now`; under concurrency PostgreSQL re-checks that condition on the newest row version, so two
+///   takeovers of one dead row cannot both win);
+/// - `cur` reads the row as it stands when neither wrote.
+///
+/// A live row is only read, so replays and in-flight answers write nothing (no WAL flush at
+/// commit). `acquired` says whether this statement's fence now holds the row. When a concurrent
+/// statement inserted or took over the row after this statement's snapshot was taken, no row (or
+/// a dead one) comes back; the caller runs the statement again, and then sees the new row.
+pub(crate) const BEGIN: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_sql!("$5", "$6"),
+    " AS now, nextval('idem_fence_seq') AS fence),
+ins AS (
+  INSERT INTO idem_records (scope, key, version, fingerprint, state, fence, expires_at, created_at)
+  SELECT $1, $2, 1, $3, 1, t.fence, t.now + $4::bigint * interval '1 microsecond', t.now FROM t
+  ON CONFLICT (scope, key) DO NOTHING
+  RETURNING version, state, fingerprint, fence, expires_at, response_status,
+            response_header_names, response_header_values, response_body
+),
+tak AS (
+  UPDATE idem_records r SET
+    version = 1, fingerprint = $3, state = 1, fence = t.fence,
+    expires_at = t.now + $4::bigint * interval '1 microsecond', created_at = t.now,
+    response_status = NULL, response_header_names = NULL, response_header_values = NULL,
+    response_body = NULL
+  FROM t
+  WHERE r.scope = $1 AND r.key = $2 AND r.expires_at <= t.now AND NOT EXISTS (SELECT 1 FROM ins)
+  RETURNING r.version, r.state, r.fingerprint, r.fence, r.expires_at, r.response_status,
+            r.response_header_names, r.response_header_values, r.response_body
+),
+cur AS (
+  SELECT r.version, r.state, r.fingerprint, r.fence, r.expires_at, r.response_status,
+         r.response_header_names, r.response_header_values, r.response_body
+  FROM idem_records r
+  WHERE r.scope = $1 AND r.key = $2
+    AND NOT EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM tak)
+),
+row AS (SELECT * FROM ins UNION ALL SELECT * FROM tak UNION ALL SELECT * FROM cur)
+SELECT row.version, row.state, row.fingerprint, row.fence, row.fence = t.fence AS acquired,
+       (EXTRACT(EPOCH FROM (row.expires_at - t.now)) * 1000000)::bigint AS remaining_us,
+       row.response_status, row.response_header_names, row.response_header_values,
+       row.response_body
+FROM row, t"
+);
+
+/// `complete`: $1 scope, $2 key, $3 fence, $4 retention µs, $5 status, $6 header names,
+/// $7 header values, $8 body, $9 pinned µs, $10 offset µs. One row back when the fence held a
+/// live lease.
+pub(crate) const COMPLETE: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_sql!("$9", "$10"),
+    " AS now)
+UPDATE idem_records r SET
+  state = 2,
+  expires_at = t.now + $4::bigint * interval '1 microsecond',
+  response_status = $5, response_header_names = $6, response_header_values = $7, response_body = $8
+FROM t
+WHERE r.scope = $1 AND r.key = $2 AND r.fence = $3 AND r.state = 1 AND r.version = 1
+  AND r.expires_at > t.now
+RETURNING r.fence"
+);
+
+/// `release`: $1 scope, $2 key, $3 fence, $4 pinned µs, $5 offset µs.
+pub(crate) const RELEASE: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_sql!("$4", "$5"),
+    " AS now)
+DELETE FROM idem_records r USING t
+WHERE r.scope = $1 AND r.key = $2 AND r.fence = $3 AND r.state = 1 AND r.version = 1
+  AND r.expires_at > t.now
+RETURNING r.fence"
+);
+
+/// One batch of `purge_expired`: $1 batch size, $2 pinned µs, $3 offset µs. Rows locked by a
+/// running statement are skipped, so the sweep never waits for live traffic.
+pub(crate) const PURGE_BATCH: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_sql!("$2", "$3"),
+    " AS now),
+dead AS (
+  SELECT r.scope, r.key FROM idem_records r, t WHERE r.expires_at <= t.now
+  LIMIT $1 FOR UPDATE OF r SKIP LOCKED
+)
+DELETE FROM idem_records r USING dead, t
+WHERE r.scope = dead.scope AND r.key = dead.key AND r.expires_at <= t.now"
+);
