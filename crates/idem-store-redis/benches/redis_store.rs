@@ -67,6 +67,21 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    // The floor of any script: EVALSHA of `return 1` (what Lua costs before the script does
+    // anything).
+    let noop = redis::Script::new("return 1");
+    group.bench_function("noop_script", |b| {
+        let mut conn = store.connection();
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let _: i64 = noop.invoke_async(&mut conn).await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
     group.bench_function("begin_acquire", |b| {
         b.iter_custom(|iters| {
             let keys: Vec<_> = (0..iters).map(|_| next_key()).collect();
