@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `test` | every test of the workspace, all features (the README's test command) |
 //! | `proptest [--cases N]` | the test suite with N proptest cases per property (default 4096) |
-//! | `bench [idem | webhook | redis | postgres]` | the criterion benchmarks (all, or one group) |
+//! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis]` | the criterion benchmarks (all, or one group) |
 //! | `ci` | `fmt --check`, `clippy -D warnings`, `test`, `doc` with warnings denied |
 //!
 //! Before tests run, every backing service that a crate of the workspace tests against is checked
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] | bench [idem | webhook | redis | postgres] | ci>\n\
+                "usage: cargo xtask <test | proptest [--cases N] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis] | ci>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks\n\
@@ -80,7 +80,7 @@ fn bench(which: Option<&str>) -> Result {
     match which {
         None => {
             services::ensure_all()?;
-            cargo(&["bench", "--workspace"], &[])
+            cargo(&["bench", "--workspace", "--all-features"], &[])
         }
         Some("idem") => cargo(
             &["bench", "-p", "idem-core", "--bench", "memory_store"],
@@ -107,8 +107,27 @@ fn bench(which: Option<&str>) -> Result {
                 &[],
             )
         }
+        Some("ratelimit") => cargo(
+            &["bench", "-p", "ratelimit-token-bucket", "--bench", "limiter"],
+            &[],
+        ),
+        Some("ratelimit-redis") => {
+            services::ensure_all()?;
+            cargo(
+                &[
+                    "bench",
+                    "-p",
+                    "ratelimit-token-bucket",
+                    "--features",
+                    "redis",
+                    "--bench",
+                    "redis_limiter",
+                ],
+                &[],
+            )
+        }
         Some(other) => Err(format!(
-            "no benchmark group `{other}`; known: idem, webhook, redis, postgres"
+            "no benchmark group `{other}`; known: idem, webhook, redis, postgres, ratelimit, ratelimit-redis"
         )),
     }
 }

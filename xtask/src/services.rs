@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 struct Service {
     name: &'static str,
-    /// The workspace crate whose tests need it.
-    needed_by: &'static str,
+    /// The workspace crates whose tests need it.
+    needed_by: &'static [&'static str],
     url_var: &'static str,
     default_url: &'static str,
     default_port: u16,
@@ -23,7 +23,7 @@ struct Service {
 const SERVICES: &[Service] = &[
     Service {
         name: "Redis",
-        needed_by: "crates/idem-store-redis",
+        needed_by: &["crates/idem-store-redis", "crates/ratelimit-token-bucket"],
         url_var: "REDIS_URL",
         default_url: "redis://127.0.0.1:6379",
         default_port: 6379,
@@ -32,7 +32,7 @@ const SERVICES: &[Service] = &[
     },
     Service {
         name: "PostgreSQL",
-        needed_by: "crates/idem-store-postgres",
+        needed_by: &["crates/idem-store-postgres"],
         url_var: "DATABASE_URL",
         default_url: "postgres://postgres@127.0.0.1:5432/test",
         default_port: 5432,
@@ -43,7 +43,10 @@ const SERVICES: &[Service] = &[
 /// Makes sure every service a workspace crate needs answers.
 pub fn ensure_all() -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for s in SERVICES.iter().filter(|s| root.join(s.needed_by).exists()) {
+    for s in SERVICES
+        .iter()
+        .filter(|s| s.needed_by.iter().any(|c| root.join(c).exists()))
+    {
         ensure(s)?;
     }
     Ok(())

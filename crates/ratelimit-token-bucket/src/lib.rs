@@ -1,0 +1,63 @@
+//! Per-key request rate limits with burst, in memory or shared by a fleet on Redis.
+//!
+//! "Each user may make 10 requests per second, with bursts of 20, and 1000 per hour": a
+//! [`Quota`] is one such limit, [`Quotas`] a set checked all-or-nothing, and the decision is
+//! GCRA — a token bucket kept as one timestamp per key, in integer nanoseconds, on an injected
+//! [`Clock`].
+//!
+//! ```
+//! use ratelimit_token_bucket::{Decision, FakeClock, KeyedLimiter, Quota, Quotas};
+//! use std::time::Duration;
+//!
+//! let quotas = Quotas::new([
+//!     Quota::per_second(10).burst(20).named("per-second"),
+//!     Quota::per_hour(1000).named("per-hour"),
+//! ])?;
+//! let clock = FakeClock::new();
+//! let limiter = KeyedLimiter::with_clock(quotas, clock.clone());
+//!
+//! // A burst of 20 passes at once, the 21st waits exactly one emission interval.
+//! for _ in 0..20 {
+//!     assert!(limiter.check(&"user-42", 1)?.is_allowed());
+//! }
+//! let Decision::Limited(limited) = limiter.check(&"user-42", 1)? else { unreachable!() };
+//! assert_eq!(limited.retry_after(), Duration::from_millis(100));
+//!
+//! // A request that costs more than the burst could never pass: a typed error, not a 429.
+//! assert!(limiter.check(&"user-42", 21).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! | type | state | use |
+//! |---|---|---|
+//! | [`DirectLimiter`] | one atomic TAT | one global limit |
+//! | [`KeyedLimiter`] | sharded map, idle keys dropped | per user, per IP, per API key |
+//! | `RedisLimiter` (feature `redis`) | one Redis key per limited key, one Lua script per decision | one limit for a whole fleet |
+//! | `RateLimitLayer` (feature `tower`) | — | 429 + `Retry-After` + `RateLimit` headers |
+//!
+//! The algorithm is described in [`gcra`]; the HTTP behaviour in the `middleware` module.
+#![warn(missing_docs)]
+
+pub mod clock;
+mod direct;
+pub mod gcra;
+mod keyed;
+mod limiter;
+pub mod quota;
+
+#[cfg(feature = "tower")]
+pub mod middleware;
+#[cfg(feature = "redis")]
+mod redis_limiter;
+
+pub use clock::{Clock, FakeClock, MonotonicClock};
+pub use direct::DirectLimiter;
+pub use gcra::{Allowed, CostExceedsBurst, Decision, Limited, Quotas};
+pub use keyed::{KeyedLimiter, DEFAULT_SHARDS};
+pub use limiter::{BoxError, Error, Limiter};
+pub use quota::{Quota, QuotaError, MAX_QUOTAS, MAX_WINDOW};
+
+#[cfg(feature = "tower")]
+pub use middleware::{RateLimitLayer, RateLimitService};
+#[cfg(feature = "redis")]
+pub use redis_limiter::{FailMode, RedisLimiter};

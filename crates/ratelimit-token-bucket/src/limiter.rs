@@ -1,0 +1,63 @@
+//! The seam between the tower layer and a limiter backend.
+
+use crate::clock::Clock;
+use crate::gcra::{CostExceedsBurst, Decision, Quotas};
+use crate::keyed::KeyedLimiter;
+use async_trait::async_trait;
+use std::hash::Hash;
+
+/// Boxed error of a backend's transport.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a limiter can fail with (a limited request is a [`Decision`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request's cost is larger than a quota's burst: it would never pass.
+    #[error(transparent)]
+    CostExceedsBurst(#[from] CostExceedsBurst),
+    /// The shared backend (Redis) did not answer; fail-closed limiters report it.
+    #[error("rate-limit backend unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The backend holds state this version cannot read.
+    #[error("rate-limit state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A keyed rate limiter the [`RateLimitLayer`](crate::RateLimitLayer) can ask.
+///
+/// Implemented by [`KeyedLimiter`] (in memory) and, with the `redis` feature, by
+/// `RedisLimiter` (fleet-wide).
+#[async_trait]
+pub trait Limiter<K: ?Sized + Sync>: Send + Sync + 'static {
+    /// Decides one request of `cost` for `key`, counting it if it passes.
+    async fn check(&self, key: &K, cost: u32) -> Result<Decision, Error>;
+
+    /// The quotas enforced (for the `RateLimit-Policy` header).
+    fn quotas(&self) -> &Quotas;
+}
+
+#[async_trait]
+impl<K, C> Limiter<K> for KeyedLimiter<K, C>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    C: Clock,
+{
+    async fn check(&self, key: &K, cost: u32) -> Result<Decision, Error> {
+        Ok(KeyedLimiter::check(self, key, cost)?)
+    }
+
+    fn quotas(&self) -> &Quotas {
+        KeyedLimiter::quotas(self)
+    }
+}
+
+#[async_trait]
+impl<K: ?Sized + Sync, L: Limiter<K> + ?Sized> Limiter<K> for std::sync::Arc<L> {
+    async fn check(&self, key: &K, cost: u32) -> Result<Decision, Error> {
+        (**self).check(key, cost).await
+    }
+
+    fn quotas(&self) -> &Quotas {
+        (**self).quotas()
+    }
+}

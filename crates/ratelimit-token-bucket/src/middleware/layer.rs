@@ -1,0 +1,140 @@
+use super::service::RateLimitService;
+use crate::Limiter;
+use http::request::Parts;
+use http::HeaderValue;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tower_layer::Layer;
+
+pub(crate) type CostFn = dyn Fn(&Parts) -> u32 + Send + Sync;
+
+/// Limits each key's request rate in front of an HTTP service.
+///
+/// ```
+/// use ratelimit_token_bucket::{KeyedLimiter, Quota, Quotas, RateLimitLayer};
+/// use tower::ServiceBuilder;
+/// # use bytes::Bytes; use http_body_util::Full;
+/// # let handler = tower::service_fn(|_req: http::Request<Full<Bytes>>| async {
+/// #     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+/// # });
+///
+/// let limiter = KeyedLimiter::new(Quotas::new([Quota::per_second(10).burst(20)]).unwrap());
+/// let layer = RateLimitLayer::new(limiter, |parts: &http::request::Parts| {
+///     parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
+/// });
+/// let service = ServiceBuilder::new().layer(layer).service(handler);
+/// ```
+pub struct RateLimitLayer<L, K, F> {
+    pub(crate) limiter: Arc<L>,
+    pub(crate) key: Arc<F>,
+    pub(crate) cost: Arc<CostFn>,
+    pub(crate) policy: HeaderValue,
+    pub(crate) metrics: Arc<Metrics>,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<L, K, F> RateLimitLayer<L, K, F>
+where
+    L: Limiter<K>,
+    K: Send + Sync + 'static,
+    F: Fn(&Parts) -> Option<K> + Send + Sync + 'static,
+{
+    /// A layer asking `limiter` for the key `key` extracts (`None`: not limited).
+    pub fn new(limiter: L, key: F) -> Self {
+        Self::from_shared(Arc::new(limiter), key)
+    }
+
+    /// A layer on a limiter the application also uses elsewhere.
+    pub fn from_shared(limiter: Arc<L>, key: F) -> Self {
+        let policy = HeaderValue::from_str(limiter.quotas().policy_header())
+            .expect("quota names are validated as printable ASCII");
+        Self {
+            limiter,
+            key: Arc::new(key),
+            cost: Arc::new(|_| 1),
+            policy,
+            metrics: Arc::default(),
+            _key: PhantomData,
+        }
+    }
+
+    /// Weighs requests: `cost` returns the units a request takes (default 1 each).
+    pub fn cost(mut self, cost: impl Fn(&Parts) -> u32 + Send + Sync + 'static) -> Self {
+        self.cost = Arc::new(cost);
+        self
+    }
+
+    /// Counters of this layer and every service it made.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+}
+
+impl<L, K, F> Clone for RateLimitLayer<L, K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            limiter: self.limiter.clone(),
+            key: self.key.clone(),
+            cost: self.cost.clone(),
+            policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<L, K, F> std::fmt::Debug for RateLimitLayer<L, K, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L, K, F, S> Layer<S> for RateLimitLayer<L, K, F> {
+    type Service = RateLimitService<S, L, K, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub(crate) allowed: AtomicU64,
+    pub(crate) limited: AtomicU64,
+    pub(crate) unkeyed: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) failed: AtomicU64,
+}
+
+impl Metrics {
+    fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            allowed: self.allowed.load(Ordering::Relaxed),
+            limited: self.limited.load(Ordering::Relaxed),
+            unkeyed: self.unkeyed.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counters of a [`RateLimitLayer`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Requests that passed.
+    pub allowed: u64,
+    /// Requests answered 429.
+    pub limited: u64,
+    /// Requests without a key, passed unlimited.
+    pub unkeyed: u64,
+    /// Requests whose cost could never pass (400).
+    pub rejected: u64,
+    /// Requests answered 503/500 because the backend failed.
+    pub failed: u64,
+}

@@ -1,0 +1,193 @@
+use super::layer::RateLimitLayer;
+use super::{PROBLEM_JSON, RATELIMIT, RATELIMIT_POLICY};
+use crate::{Decision, Error, Limiter};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower_service::Service;
+
+/// The service made by [`RateLimitLayer`].
+pub struct RateLimitService<S, L, K, F> {
+    pub(crate) inner: S,
+    pub(crate) layer: RateLimitLayer<L, K, F>,
+}
+
+impl<S: Clone, L, K, F> Clone for RateLimitService<S, L, K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S, L, K, F> std::fmt::Debug for RateLimitService<S, L, K, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitService")
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, L, K, F, ReqB, ResB> Service<Request<ReqB>> for RateLimitService<S, L, K, F>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    L: Limiter<K>,
+    K: Send + Sync + 'static,
+    F: Fn(&Parts) -> Option<K> + Send + Sync + 'static,
+    ReqB: Send + 'static,
+    ResB: From<Bytes> + Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<ResB>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let key = (self.layer.key)(&parts);
+        let cost = (self.layer.cost)(&parts);
+        let req = Request::from_parts(parts, body);
+        // The inner service made ready by `poll_ready` serves this request; the clone waits for
+        // the next `poll_ready`.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.layer.metrics.clone();
+        let Some(key) = key else {
+            metrics.unkeyed.fetch_add(1, Ordering::Relaxed);
+            return Box::pin(inner.call(req));
+        };
+        let limiter = self.layer.limiter.clone();
+        let policy = self.layer.policy.clone();
+        Box::pin(async move {
+            let decision = limiter.check(&key, cost).await;
+            let quotas = limiter.quotas();
+            match decision {
+                Ok(Decision::Allowed(allowed)) => {
+                    metrics.allowed.fetch_add(1, Ordering::Relaxed);
+                    let mut res = inner.call(req).await?;
+                    let headers = res.headers_mut();
+                    headers.insert(RATELIMIT_POLICY, policy);
+                    headers.insert(
+                        RATELIMIT,
+                        state_header(
+                            quotas.name(allowed.quota()),
+                            allowed.remaining(),
+                            allowed.reset_after(),
+                        ),
+                    );
+                    Ok(res)
+                }
+                Ok(Decision::Limited(limited)) => {
+                    metrics.limited.fetch_add(1, Ordering::Relaxed);
+                    let name = quotas.name(limited.quota());
+                    tracing::debug!(quota = name, retry_after = ?limited.retry_after(), "rate limited");
+                    let q = &quotas.quotas()[limited.quota()];
+                    let detail = format!(
+                        "quota \"{name}\" allows {} requests per {:?} with bursts of {}; retry in {:?}",
+                        q.rate(),
+                        q.period(),
+                        q.burst_size(),
+                        limited.retry_after()
+                    );
+                    let mut res = problem(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "Too many requests",
+                        &detail,
+                        Some(limited.retry_after()),
+                    );
+                    let headers = res.headers_mut();
+                    headers.insert(RATELIMIT_POLICY, policy);
+                    headers.insert(RATELIMIT, state_header(name, 0, limited.reset_after()));
+                    Ok(res)
+                }
+                Err(Error::CostExceedsBurst(e)) => {
+                    metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                    let detail = format!(
+                        "this request costs {} units; quota \"{}\" never holds more than {}",
+                        e.cost,
+                        quotas.name(e.quota),
+                        e.burst
+                    );
+                    Ok(problem(
+                        StatusCode::BAD_REQUEST,
+                        "rate_limit_cost_exceeds_burst",
+                        "Request larger than the rate limit",
+                        &detail,
+                        None,
+                    ))
+                }
+                Err(Error::Unavailable(_)) => {
+                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    Ok(problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "rate_limit_unavailable",
+                        "Rate limiter unavailable",
+                        "the shared rate limiter cannot be reached; the request was not run",
+                        Some(Duration::from_secs(1)),
+                    ))
+                }
+                Err(Error::Corrupt(_)) => {
+                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    Ok(problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "rate_limit_state_corrupt",
+                        "Rate limiter state unreadable",
+                        "the rate limiter's stored state could not be read; the request was not run",
+                        None,
+                    ))
+                }
+            }
+        })
+    }
+}
+
+/// `"name";r=<remaining>;t=<seconds, rounded up>`.
+fn state_header(name: &str, remaining: u64, reset_after: Duration) -> HeaderValue {
+    let t = ceil_secs(reset_after);
+    HeaderValue::from_str(&format!("\"{name}\";r={remaining};t={t}"))
+        .expect("quota names are validated as printable ASCII")
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn problem<B: From<Bytes>>(
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: &str,
+    retry_after: Option<Duration>,
+) -> Response<B> {
+    let mut body = serde_json::json!({
+        "type": format!("urn:problem-type:{code}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+        "code": code,
+    });
+    if let Some(after) = retry_after {
+        body["retry_after_ms"] = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).into();
+    }
+    let mut res = Response::new(B::from(Bytes::from(body.to_string())));
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    if let Some(after) = retry_after {
+        headers.insert(header::RETRY_AFTER, ceil_secs(after).max(1).into());
+    }
+    res
+}

@@ -1,0 +1,218 @@
+//! The fleet-wide limiter on Redis (feature `redis`).
+
+use crate::clock::Clock;
+use crate::gcra::{Decision, Quotas};
+use crate::keyed::KeyedLimiter;
+use crate::limiter::{BoxError, Error, Limiter};
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The decision script (see `redis_decide.lua` in the crate's sources).
+const DECIDE: &str = include_str!("redis_decide.lua");
+
+/// What a [`RedisLimiter`] does when Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Report [`Error::Unavailable`]: the layer answers 503 and the request does not run.
+    #[default]
+    Closed,
+    /// Decide with a local in-memory limiter of the same quotas (each server then enforces the
+    /// limit on its own, so a fleet of N servers admits up to N times the limit while Redis is
+    /// down); counted by [`RedisLimiter::fallback_decisions`].
+    Open,
+}
+
+/// A rate limiter whose state lives in Redis, so every server of a fleet shares one limit.
+///
+/// Each decision is one `EVALSHA` of a Lua script (re-sent on `NOSCRIPT`) that reads the key's
+/// TATs, decides on the Redis server's clock (`TIME`, so the app servers' clocks do not matter),
+/// and writes the new TATs with a `PX` expiry equal to the time until the bucket is full — an
+/// expired key is a full bucket. One Redis key per limited key, `{prefix}:{<key>}`, hash-tagged so
+/// it can live on any Redis Cluster node.
+///
+/// ```no_run
+/// use ratelimit_token_bucket::{FailMode, Quota, Quotas, RedisLimiter};
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let quotas = Quotas::new([Quota::per_second(10).burst(20)])?;
+/// let limiter = RedisLimiter::connect("redis://127.0.0.1:6379", quotas)
+///     .await?
+///     .prefix("orders-api:rl")
+///     .fail_mode(FailMode::Open);
+/// let decision = limiter.check("user-42", 1).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisLimiter {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    quotas: Arc<Quotas>,
+    script: Arc<Script>,
+    fail_mode: FailMode,
+    fallback: Arc<KeyedLimiter<String>>,
+    fallbacks: Arc<AtomicU64>,
+    pinned: Option<Arc<dyn Clock>>,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("prefix", &self.prefix)
+            .field("quotas", &self.quotas)
+            .field("fail_mode", &self.fail_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Connects to the Redis at `url` with request-path settings: 1 s to connect, 1 s per reply,
+    /// 2 reconnect retries at most 500 ms apart. Keys are prefixed `rl`; fail-closed.
+    pub async fn connect(url: &str, quotas: Quotas) -> Result<Self, redis::RedisError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self::with_connection(conn, quotas))
+    }
+
+    /// A limiter over an existing connection manager.
+    pub fn with_connection(conn: ConnectionManager, quotas: Quotas) -> Self {
+        Self {
+            conn,
+            prefix: Arc::from("rl"),
+            fallback: Arc::new(KeyedLimiter::new(quotas.clone())),
+            quotas: Arc::new(quotas),
+            script: Arc::new(Script::new(DECIDE)),
+            fail_mode: FailMode::Closed,
+            fallbacks: Arc::default(),
+            pinned: None,
+        }
+    }
+
+    /// The key prefix (default `rl`): one per application, environment or limit.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Arc::from(prefix);
+        self
+    }
+
+    /// What to do when Redis does not answer (default [`FailMode::Closed`]).
+    pub fn fail_mode(mut self, mode: FailMode) -> Self {
+        self.fail_mode = mode;
+        self
+    }
+
+    /// Decides at `clock`'s time (nanoseconds, as if since the Unix epoch) instead of the server's
+    /// `TIME`: for tests and simulations that must compare decisions at exact times.
+    pub fn pin_time(mut self, clock: impl Clock) -> Self {
+        self.pinned = Some(Arc::new(clock));
+        self
+    }
+
+    /// The quotas enforced per key.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
+    /// Decisions taken by the local fallback while Redis was unreachable (fail-open).
+    pub fn fallback_decisions(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// The connection, for administration and tests.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The Redis key holding `key`'s state.
+    pub fn state_key(&self, key: &(impl Display + ?Sized)) -> String {
+        format!("{}:{{{}}}", self.prefix, key)
+    }
+
+    /// Decides one request of `cost` for `key`, counting it if it passes.
+    pub async fn check(&self, key: &(impl Display + ?Sized), cost: u32) -> Result<Decision, Error> {
+        self.quotas.check_cost(cost)?;
+        let mut invocation = self.script.key(self.state_key(key));
+        match &self.pinned {
+            Some(clock) => {
+                let now = clock.now_nanos();
+                invocation.arg(now / 1_000_000_000).arg(now % 1_000_000_000)
+            }
+            None => invocation.arg("").arg(""),
+        };
+        invocation.arg(cost);
+        for i in 0..self.quotas.len() {
+            let (interval, tolerance) = self.quotas.params(i);
+            invocation.arg(interval).arg(tolerance);
+        }
+        let mut conn = self.conn.clone();
+        let reply = match invocation.invoke_async::<Vec<Value>>(&mut conn).await {
+            Ok(reply) => reply,
+            Err(e) if matches!(e.code(), Some("WRONGTYPE" | "CORRUPT")) => {
+                return Err(Error::Corrupt(format!(
+                    "{} holds something other than rate-limit state",
+                    self.state_key(key)
+                )))
+            }
+            Err(e) => return self.fail(key, cost, e),
+        };
+        self.decode(&reply, cost)
+    }
+
+    fn fail(
+        &self,
+        key: &(impl Display + ?Sized),
+        cost: u32,
+        e: redis::RedisError,
+    ) -> Result<Decision, Error> {
+        match self.fail_mode {
+            FailMode::Closed => Err(Error::Unavailable(Box::new(e) as BoxError)),
+            FailMode::Open => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                Ok(KeyedLimiter::check(&self.fallback, &key.to_string(), cost)?)
+            }
+        }
+    }
+
+    fn decode(&self, reply: &[Value], cost: u32) -> Result<Decision, Error> {
+        let n = self.quotas.len();
+        let int = |v: &Value| match v {
+            Value::Int(i) => u64::try_from(*i).ok(),
+            _ => None,
+        };
+        let malformed =
+            || Error::Corrupt("the decision script returned an unexpected reply".into());
+        if reply.len() != n + 1 {
+            return Err(malformed());
+        }
+        let allowed = int(&reply[0]).ok_or_else(malformed)? == 1;
+        let mut offsets = [0u64; crate::quota::MAX_QUOTAS];
+        for i in 0..n {
+            offsets[i] = int(&reply[i + 1]).ok_or_else(malformed)?;
+        }
+        let decision = self.quotas.decide_offsets(&offsets[..n], cost)?;
+        if decision.is_allowed() != allowed {
+            return Err(Error::Corrupt(
+                "the script and the client disagree on a decision".into(),
+            ));
+        }
+        Ok(decision)
+    }
+}
+
+#[async_trait]
+impl<K: Display + ?Sized + Sync> Limiter<K> for RedisLimiter {
+    async fn check(&self, key: &K, cost: u32) -> Result<Decision, Error> {
+        RedisLimiter::check(self, key, cost).await
+    }
+
+    fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+}
