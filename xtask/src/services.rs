@@ -23,7 +23,11 @@ struct Service {
 const SERVICES: &[Service] = &[
     Service {
         name: "Redis",
-        needed_by: &["crates/idem-store-redis", "crates/ratelimit-token-bucket"],
+        needed_by: &[
+            "crates/idem-store-redis",
+            "crates/ratelimit-token-bucket",
+            "crates/ratelimit-concurrent",
+        ],
         url_var: "REDIS_URL",
         default_url: "redis://127.0.0.1:6379",
         default_port: 6379,

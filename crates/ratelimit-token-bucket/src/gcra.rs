@@ -135,6 +135,7 @@ impl Quotas {
     }
 
     /// The emission interval and tolerance of quota `i`, in nanoseconds.
+    #[cfg(feature = "redis")]
     pub(crate) fn params(&self, i: usize) -> (u64, u64) {
         (self.interval[i], self.tolerance[i])
     }

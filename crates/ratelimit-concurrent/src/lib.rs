@@ -1,0 +1,43 @@
+//! Per-key caps on requests in flight: "each API key may have at most 20 requests in progress".
+//!
+//! Rate limits bound how often a client may start requests; they do not bound how much work it has
+//! running, and slow, resource-hungry endpoints are where that matters. A [`ConcurrencyLimiter`]
+//! hands out one [`Permit`] per request in flight; dropping the permit (the request finished,
+//! failed, panicked or was cancelled) frees the slot.
+//!
+//! ```
+//! use ratelimit_concurrent::{ConcurrencyLimiter, Reason};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // 20 in flight per key; the 21st waits up to 100 ms in a queue of at most 10.
+//! let limiter = ConcurrencyLimiter::new(20).unwrap().queue(10, Duration::from_millis(100));
+//! let permits: Vec<_> = (0..20).map(|_| limiter.try_acquire(&"key-1").unwrap()).collect();
+//! let refused = limiter.acquire(&"key-1").await.unwrap_err();
+//! assert_eq!(refused.reason, Reason::TimedOut);
+//! drop(permits);
+//! assert_eq!(limiter.active_keys(), 0); // no state is kept for idle keys
+//! # }
+//! ```
+//!
+//! | type | state | use |
+//! |---|---|---|
+//! | [`ConcurrencyLimiter`] | sharded map of keys with requests in flight or waiting | one server |
+//! | `RedisConcurrencyLimiter` (feature `redis`) | a sorted set of leases per key | a whole fleet |
+//! | [`Vegas`] | pure controller | a cap that follows the service's latency |
+//! | `ConcurrencyLimitLayer` (feature `tower`) | — | 429 + `Retry-After` + problem+json |
+#![warn(missing_docs)]
+
+pub mod adaptive;
+mod limiter;
+#[cfg(feature = "tower")]
+pub mod middleware;
+#[cfg(feature = "redis")]
+mod redis_leases;
+
+pub use adaptive::Vegas;
+pub use limiter::{ConcurrencyLimiter, ConfigError, Limited, OwnedPermit, Permit, Reason};
+#[cfg(feature = "tower")]
+pub use middleware::ConcurrencyLimitLayer;
+#[cfg(feature = "redis")]
+pub use redis_leases::{Error, FailMode, Lease, RedisConcurrencyLimiter};

@@ -1,0 +1,341 @@
+//! Fleet-wide caps on Redis (feature `redis`): leases in a sorted set per key.
+
+use crate::limiter::{ConcurrencyLimiter, Limited, OwnedPermit, Reason};
+use ratelimit_token_bucket::Clock;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const ACQUIRE: &str = include_str!("redis_acquire.lua");
+const RENEW: &str = include_str!("redis_renew.lua");
+
+/// Boxed error of the Redis transport.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a fleet-wide acquisition can end with besides a lease.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key is at its cap.
+    #[error(transparent)]
+    Limited(#[from] Limited),
+    /// Redis did not answer (fail-closed).
+    #[error("concurrency limiter backend unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The key holds something other than a set of leases.
+    #[error("concurrency limiter state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// What the limiter does when Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Report [`Error::Unavailable`]: the request does not run.
+    #[default]
+    Closed,
+    /// Take a permit from a local in-memory limiter with the same cap (each server then enforces
+    /// the cap on its own); counted by [`RedisConcurrencyLimiter::fallback_permits`].
+    Open,
+}
+
+/// A per-key cap on requests in flight shared by every server of a fleet.
+///
+/// Each key is a Redis sorted set of lease ids scored by their expiry. Acquiring is one Lua
+/// script (drop expired leases, count, add); releasing is one `ZREM`. A process that crashes
+/// never releases its leases, and they expire after the lease time, so a crash costs capacity for
+/// at most one lease. A request that runs longer than the lease renews it with
+/// [`Lease::renew`]. Time is the Redis server's (`TIME`); keys are `{prefix}:{<key>}`,
+/// hash-tagged for Redis Cluster.
+///
+/// ```no_run
+/// use ratelimit_concurrent::RedisConcurrencyLimiter;
+/// use std::time::Duration;
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let limiter = RedisConcurrencyLimiter::connect("redis://127.0.0.1:6379", 20)
+///     .await?
+///     .lease(Duration::from_secs(30));
+/// let lease = limiter.acquire("api-key-1").await?;
+/// // ... the request runs ...
+/// lease.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisConcurrencyLimiter {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    max: u32,
+    lease: Duration,
+    scripts: Arc<(Script, Script)>,
+    fail_mode: FailMode,
+    fallback: ConcurrencyLimiter<String>,
+    fallbacks: Arc<AtomicU64>,
+    pinned: Option<Arc<dyn Clock>>,
+    ids: Arc<(u64, AtomicU64)>,
+}
+
+impl std::fmt::Debug for RedisConcurrencyLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConcurrencyLimiter")
+            .field("prefix", &self.prefix)
+            .field("max", &self.max)
+            .field("lease", &self.lease)
+            .field("fail_mode", &self.fail_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConcurrencyLimiter {
+    /// Connects with request-path settings (1 s to connect, 1 s per reply, 2 reconnect retries);
+    /// `max` requests per key (at least 1), leases of 30 s, prefix `cl`, fail-closed.
+    pub async fn connect(url: &str, max: u32) -> Result<Self, redis::RedisError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self::with_connection(conn, max))
+    }
+
+    /// A limiter over an existing connection manager.
+    pub fn with_connection(conn: ConnectionManager, max: u32) -> Self {
+        let max = max.max(1);
+        let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        Self {
+            conn,
+            prefix: Arc::from("cl"),
+            max,
+            lease: Duration::from_secs(30),
+            scripts: Arc::new((Script::new(ACQUIRE), Script::new(RENEW))),
+            fail_mode: FailMode::Closed,
+            fallback: ConcurrencyLimiter::new(max).expect("max is at least 1"),
+            fallbacks: Arc::default(),
+            pinned: None,
+            ids: Arc::new((seed, AtomicU64::new(0))),
+        }
+    }
+
+    /// The key prefix (default `cl`).
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Arc::from(prefix);
+        self
+    }
+
+    /// How long a lease lives without renewal (default 30 s; at least 1 ms).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(1));
+        self
+    }
+
+    /// What to do when Redis does not answer (default [`FailMode::Closed`]).
+    pub fn fail_mode(mut self, mode: FailMode) -> Self {
+        self.fail_mode = mode;
+        self
+    }
+
+    /// Uses `clock`'s reading (nanoseconds, as if since the Unix epoch) instead of the server's
+    /// `TIME`: for tests that expire leases without waiting.
+    pub fn pin_time(mut self, clock: impl Clock) -> Self {
+        self.pinned = Some(Arc::new(clock));
+        self
+    }
+
+    /// The cap per key.
+    pub fn max_in_flight(&self) -> u32 {
+        self.max
+    }
+
+    /// Permits given by the local fallback while Redis was unreachable (fail-open).
+    pub fn fallback_permits(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// The connection, for administration and tests.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The Redis key of `key`'s leases.
+    pub fn leases_key(&self, key: &str) -> String {
+        format!("{}:{{{}}}", self.prefix, key)
+    }
+
+    fn now_arg(&self) -> String {
+        self.pinned
+            .as_ref()
+            .map(|c| (c.now_nanos() / 1000).to_string())
+            .unwrap_or_default()
+    }
+
+    fn lease_micros(&self) -> u64 {
+        u64::try_from(self.lease.as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// A lease for `key` if it has fewer than the cap in flight fleet-wide.
+    pub async fn acquire(&self, key: &str) -> Result<Lease, Error> {
+        let n = self.ids.1.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:x}.{:x}.{n:x}", std::process::id(), self.ids.0);
+        let redis_key = self.leases_key(key);
+        let mut conn = self.conn.clone();
+        let reply = self
+            .scripts
+            .0
+            .key(&redis_key)
+            .arg(self.now_arg())
+            .arg(self.lease_micros())
+            .arg(self.max)
+            .arg(&id)
+            .invoke_async::<Vec<Value>>(&mut conn)
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => return self.fail(key, e),
+        };
+        let int = |i: usize| match reply.get(i) {
+            Some(Value::Int(v)) => Ok(*v),
+            _ => Err(Error::Corrupt(
+                "the acquire script returned an unexpected reply".into(),
+            )),
+        };
+        let holders = u32::try_from(int(1)?).unwrap_or(u32::MAX);
+        if int(0)? == 1 {
+            return Ok(Lease {
+                inner: LeaseInner::Redis {
+                    limiter: self.clone(),
+                    key: redis_key,
+                    id,
+                    done: false,
+                },
+            });
+        }
+        let wait = Duration::from_micros(u64::try_from(int(2)?).unwrap_or(0));
+        Err(Error::Limited(Limited {
+            reason: Reason::Full,
+            in_flight: holders,
+            max: self.max,
+            retry_after: wait.max(Duration::from_millis(1)),
+        }))
+    }
+
+    fn fail(&self, key: &str, e: redis::RedisError) -> Result<Lease, Error> {
+        if e.code() == Some("WRONGTYPE") {
+            return Err(Error::Corrupt(format!(
+                "{} holds something other than a set of leases",
+                self.leases_key(key)
+            )));
+        }
+        match self.fail_mode {
+            FailMode::Closed => Err(Error::Unavailable(Box::new(e))),
+            FailMode::Open => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                let permit = self.fallback.try_acquire_owned(&key.to_owned())?;
+                Ok(Lease {
+                    inner: LeaseInner::Local(permit),
+                })
+            }
+        }
+    }
+}
+
+/// A fleet-wide slot. Release it with [`release`](Self::release); dropping it releases it in the
+/// background (on the current tokio runtime), and a lease never released expires on its own.
+#[derive(Debug)]
+pub struct Lease {
+    inner: LeaseInner,
+}
+
+#[derive(Debug)]
+enum LeaseInner {
+    Redis {
+        limiter: RedisConcurrencyLimiter,
+        key: String,
+        id: String,
+        done: bool,
+    },
+    /// Taken from the local fallback while Redis was down.
+    Local(#[allow(dead_code)] OwnedPermit<String>),
+}
+
+impl Lease {
+    /// Whether this lease came from the local fallback (fail-open while Redis was down).
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner, LeaseInner::Local(_))
+    }
+
+    /// Extends the lease by its full length from now; `Ok(false)` if it had already expired (its
+    /// slot may be someone else's by now: the request should stop).
+    pub async fn renew(&self) -> Result<bool, Error> {
+        let LeaseInner::Redis {
+            limiter, key, id, ..
+        } = &self.inner
+        else {
+            return Ok(true);
+        };
+        let mut conn = limiter.conn.clone();
+        let renewed: i64 = limiter
+            .scripts
+            .1
+            .key(key)
+            .arg(limiter.now_arg())
+            .arg(limiter.lease_micros())
+            .arg("")
+            .arg(id)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::Unavailable(Box::new(e)))?;
+        Ok(renewed == 1)
+    }
+
+    /// Frees the slot now.
+    pub async fn release(mut self) -> Result<(), Error> {
+        if let LeaseInner::Redis {
+            limiter,
+            key,
+            id,
+            done,
+        } = &mut self.inner
+        {
+            *done = true;
+            let mut conn = limiter.conn.clone();
+            redis::cmd("ZREM")
+                .arg(&*key)
+                .arg(&*id)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| Error::Unavailable(Box::new(e)))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let LeaseInner::Redis {
+            limiter,
+            key,
+            id,
+            done,
+        } = &mut self.inner
+        else {
+            return;
+        };
+        if *done {
+            return;
+        }
+        // Best effort: without a runtime the lease simply expires.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let mut conn = limiter.conn.clone();
+            let (key, id) = (std::mem::take(key), std::mem::take(id));
+            rt.spawn(async move {
+                let _ = redis::cmd("ZREM")
+                    .arg(key)
+                    .arg(id)
+                    .query_async::<()>(&mut conn)
+                    .await;
+            });
+        }
+    }
+}

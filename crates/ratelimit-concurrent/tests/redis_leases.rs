@@ -1,0 +1,239 @@
+//! RedisConcurrencyLimiter against the real Redis of `REDIS_URL` (default
+//! `redis://127.0.0.1:6379`); each test has its own key prefix.
+
+use ratelimit_concurrent::{Error, FailMode, RedisConcurrencyLimiter};
+use ratelimit_token_bucket::FakeClock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn unique(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "test:cl:{name}:{}:{nanos}:{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn limiter_at(url: &str, prefix: &str, max: u32) -> RedisConcurrencyLimiter {
+    match RedisConcurrencyLimiter::connect(url, max).await {
+        Ok(l) => l.prefix(prefix),
+        Err(e) => panic!(
+            "Redis is not reachable at {url} ({e}); start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no` or run `cargo xtask test`, which starts it"
+        ),
+    }
+}
+
+async fn admin() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis reachable")
+}
+
+async fn holders(limiter: &RedisConcurrencyLimiter, key: &str) -> u64 {
+    redis::cmd("ZCARD")
+        .arg(limiter.leases_key(key))
+        .query_async(&mut admin().await)
+        .await
+        .unwrap()
+}
+
+fn limited(r: Result<ratelimit_concurrent::Lease, Error>) -> ratelimit_concurrent::Limited {
+    match r {
+        Err(Error::Limited(l)) => l,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn two_servers_share_one_fleet_wide_cap() {
+    let prefix = unique("fleet");
+    let a = limiter_at(&url(), &prefix, 3).await;
+    let b = limiter_at(&url(), &prefix, 3).await;
+    let a1 = a.acquire("tenant").await.unwrap();
+    let _a2 = a.acquire("tenant").await.unwrap();
+    let _b1 = b.acquire("tenant").await.unwrap();
+    let l = limited(b.acquire("tenant").await);
+    assert_eq!((l.in_flight, l.max), (3, 3));
+    limited(a.acquire("tenant").await);
+    assert!(b.acquire("other-tenant").await.is_ok());
+    a1.release().await.unwrap();
+    assert!(
+        b.acquire("tenant").await.is_ok(),
+        "a slot freed on A is usable from B"
+    );
+}
+
+#[tokio::test]
+async fn a_crashed_holders_lease_expires_after_the_lease_time() {
+    let clock = FakeClock::at(Duration::from_secs(1_764_000_000));
+    let limiter = limiter_at(&url(), &unique("crash"), 1)
+        .await
+        .lease(Duration::from_secs(30))
+        .pin_time(clock.clone());
+    // The holder "crashes": it never releases, not even on drop.
+    std::mem::forget(limiter.acquire("job").await.unwrap());
+    clock.advance(Duration::from_secs(29));
+    let l = limited(limiter.acquire("job").await);
+    assert_eq!(
+        l.retry_after,
+        Duration::from_secs(1),
+        "the lease ends in exactly 1 s"
+    );
+    clock.advance(Duration::from_secs(1) + Duration::from_micros(1));
+    let lease = limiter.acquire("job").await.unwrap();
+    assert_eq!(
+        holders(&limiter, "job").await,
+        1,
+        "the expired lease was dropped"
+    );
+    lease.release().await.unwrap();
+    assert_eq!(holders(&limiter, "job").await, 0);
+}
+
+#[tokio::test]
+async fn a_long_request_renews_its_lease() {
+    let clock = FakeClock::at(Duration::from_secs(1_764_000_000));
+    let limiter = limiter_at(&url(), &unique("renew"), 1)
+        .await
+        .lease(Duration::from_secs(10))
+        .pin_time(clock.clone());
+    let lease = limiter.acquire("export").await.unwrap();
+    clock.advance(Duration::from_secs(8));
+    assert!(lease.renew().await.unwrap());
+    clock.advance(Duration::from_secs(7)); // 15 s after acquiring: alive thanks to the renewal
+    limited(limiter.acquire("export").await);
+    clock.advance(Duration::from_secs(4)); // 11 s after the renewal: expired
+    assert!(
+        !lease.renew().await.unwrap(),
+        "an expired lease cannot be renewed"
+    );
+    assert!(limiter.acquire("export").await.is_ok());
+}
+
+#[tokio::test]
+async fn a_dropped_lease_is_released_in_the_background() {
+    let limiter = limiter_at(&url(), &unique("drop"), 2).await;
+    let lease = limiter.acquire("k").await.unwrap();
+    assert_eq!(holders(&limiter, "k").await, 1);
+    drop(lease);
+    // The ZREM runs on a spawned task; poll for it rather than assume its timing.
+    for _ in 0..100 {
+        if holders(&limiter, "k").await == 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the dropped lease was not released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_acquisitions_never_exceed_the_cap() {
+    let limiter = Arc::new(limiter_at(&url(), &unique("race"), 10).await);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.acquire("hot").await.map(std::mem::forget).is_ok() })
+        })
+        .collect();
+    let mut taken = 0;
+    for t in tasks {
+        taken += usize::from(t.await.unwrap());
+    }
+    assert_eq!(taken, 10);
+    assert_eq!(holders(&limiter, "hot").await, 10);
+}
+
+#[tokio::test]
+async fn a_key_of_another_type_is_a_typed_error() {
+    let limiter = limiter_at(&url(), &unique("corrupt"), 2).await;
+    let _: () = redis::cmd("SET")
+        .arg(limiter.leases_key("k"))
+        .arg("not a set")
+        .query_async(&mut admin().await)
+        .await
+        .unwrap();
+    assert!(matches!(limiter.acquire("k").await, Err(Error::Corrupt(_))));
+}
+
+/// A private redis-server on a free port, stopped on demand: Redis really goes away.
+struct PrivateRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (the machine's Redis package provides it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, url }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_closed_or_open_as_configured() {
+    let mut redis = PrivateRedis::start().await;
+    let closed = limiter_at(&redis.url, "closed", 1).await;
+    let open = limiter_at(&redis.url, "open", 1)
+        .await
+        .fail_mode(FailMode::Open);
+    closed.acquire("k").await.unwrap().release().await.unwrap();
+    redis.stop();
+
+    assert!(matches!(
+        closed.acquire("k").await,
+        Err(Error::Unavailable(_))
+    ));
+    // Fail-open: a local limiter with the same cap takes over, and says so.
+    let local = open.acquire("k").await.unwrap();
+    assert!(local.is_local());
+    assert!(matches!(open.acquire("k").await, Err(Error::Limited(_))));
+    drop(local);
+    assert!(open.acquire("k").await.unwrap().is_local());
+    assert_eq!(open.fallback_permits(), 3);
+}
