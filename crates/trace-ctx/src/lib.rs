@@ -1,0 +1,49 @@
+//! W3C Trace Context, request ids and the problem+json error envelope.
+//!
+//! "Attach request ids, trace ids, latency and error tags so teams can debug distributed systems
+//! quickly": the [`TraceLayer`], outermost in a service, gives every request a
+//! [`TraceContext`] (its trace from `traceparent`/`tracestate`, or a new one; its request id from
+//! `X-Request-Id`, or a new one), echoes the request id, and turns every RFC 9457 problem body
+//! produced inside it into the envelope below. Outgoing calls carry the trace on with
+//! [`TraceContext::inject`].
+//!
+//! ```
+//! use trace_ctx::{TraceParent, TraceState};
+//!
+//! let tp = TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")?;
+//! assert!(tp.flags.sampled());
+//! assert_eq!(tp.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+//!
+//! // Invalid input is a typed error (the layer then starts a new trace, never fails a request).
+//! assert!(TraceParent::parse(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_err());
+//!
+//! let mut state = TraceState::parse([&b"congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"[..]])?;
+//! state.insert("rojo", "00f067aa0ba902b8")?; // an updated member moves to the front
+//! assert_eq!(state.to_string(), "rojo=00f067aa0ba902b8,congo=t61rcWkgMzE");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The envelope (RFC 9457 members plus extensions):
+//! `{"type", "title", "status", "detail", "instance", "error_code", "request_id", "trace_id",
+//! "latency_ms"}` — see [`problem`].
+#![warn(missing_docs)]
+
+mod context;
+mod ids;
+#[cfg(feature = "tower")]
+pub mod middleware;
+#[cfg(feature = "opentelemetry")]
+mod otel;
+pub mod problem;
+pub mod request_id;
+pub mod traceparent;
+pub mod tracestate;
+
+pub use context::{TraceContext, TRACEPARENT, TRACESTATE};
+pub use ids::{SpanId, TraceId};
+#[cfg(feature = "tower")]
+pub use middleware::{TraceLayer, TraceService};
+pub use problem::{Problem, PROBLEM_JSON};
+pub use request_id::{RequestId, X_REQUEST_ID};
+pub use traceparent::{TraceFlags, TraceParent, TraceParentError};
+pub use tracestate::{TraceState, TraceStateError};

@@ -1,0 +1,170 @@
+//! The tower layer (feature `tower`): [`TraceLayer`].
+//!
+//! Placed outermost, for each request it:
+//! 1. reads the trace context and request id ([`TraceContext::from_headers`]; never fails) and
+//!    inserts the [`TraceContext`] into the request's extensions for handlers and inner layers;
+//! 2. runs the inner service inside a `tracing` span `request` carrying `request_id`, `trace_id`,
+//!    `span_id`, method and path;
+//! 3. echoes `X-Request-Id` on the response;
+//! 4. measures the latency and, when the response is `application/problem+json` (up to
+//!    [`max_problem_bytes`](TraceLayer::max_problem_bytes)), adds `request_id`, `trace_id`,
+//!    `latency_ms`, `error_code` and `instance` to its body (see [`crate::problem::enrich`]).
+//!    Other responses stream through untouched.
+
+use crate::problem::{enrich, is_problem};
+use crate::TraceContext;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument;
+
+/// Request ids, trace context, latency and problem+json enrichment for an HTTP service.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::StatusCode;
+/// use http_body_util::{BodyExt, Full};
+/// use trace_ctx::{Problem, TraceContext, TraceLayer};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = ServiceBuilder::new()
+///     .layer(TraceLayer::new())
+///     .service_fn(|req: http::Request<Full<Bytes>>| async move {
+///         assert!(req.extensions().get::<TraceContext>().is_some());
+///         let problem = Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "Upstream timed out");
+///         Ok::<_, std::convert::Infallible>(problem.into_response::<Full<Bytes>>())
+///     });
+/// let res = svc.oneshot(http::Request::new(Full::new(Bytes::new()))).await.unwrap();
+/// let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+/// let body = res.into_body().collect().await.unwrap().to_bytes();
+/// let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+/// assert_eq!(body["request_id"], id.as_str());
+/// assert!(body["latency_ms"].is_u64());
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TraceLayer {
+    max_problem_bytes: usize,
+}
+
+impl TraceLayer {
+    /// A layer enriching problem bodies up to 64 KiB.
+    pub fn new() -> Self {
+        Self {
+            max_problem_bytes: 64 * 1024,
+        }
+    }
+
+    /// The largest problem body enriched (bigger ones pass unchanged).
+    pub fn max_problem_bytes(mut self, bytes: usize) -> Self {
+        self.max_problem_bytes = bytes;
+        self
+    }
+}
+
+impl Default for TraceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService {
+            inner,
+            max_problem_bytes: self.max_problem_bytes,
+        }
+    }
+}
+
+/// The service made by [`TraceLayer`].
+#[derive(Debug, Clone)]
+pub struct TraceService<S> {
+    inner: S,
+    max_problem_bytes: usize,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for TraceService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<ResB>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let started = Instant::now();
+        let ctx = TraceContext::from_headers(req.headers());
+        let span = tracing::info_span!(
+            "request",
+            request_id = %ctx.request_id(),
+            trace_id = %ctx.trace_id(),
+            span_id = %ctx.span_id(),
+            method = %req.method(),
+            path = %req.uri().path(),
+        );
+        let instance = req.uri().path().to_owned();
+        req.extensions_mut().insert(ctx.clone());
+        let fut = self.inner.call(req).instrument(span);
+        let max = self.max_problem_bytes;
+        Box::pin(async move {
+            let mut res = fut.await?;
+            res.headers_mut()
+                .insert("x-request-id", ctx.request_id().to_header_value());
+            if !is_problem(res.headers()) {
+                return Ok(res);
+            }
+            let small = res
+                .body()
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n as usize <= max);
+            if !small {
+                return Ok(res);
+            }
+            let (mut parts, body) = res.into_parts();
+            let Ok(collected) = body.collect().await else {
+                // The body failed while being read: nothing of it can be sent any more.
+                parts.headers.remove(header::CONTENT_LENGTH);
+                return Ok(Response::from_parts(parts, ResB::from(Bytes::new())));
+            };
+            let bytes = collected.to_bytes();
+            let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let trace_id = ctx.trace_id().to_string();
+            let body = match enrich(
+                &bytes,
+                parts.status,
+                ctx.request_id().as_str(),
+                &trace_id,
+                latency_ms,
+                &instance,
+            ) {
+                Some(enriched) => Bytes::from(enriched),
+                None => bytes,
+            };
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            Ok(Response::from_parts(parts, ResB::from(body)))
+        })
+    }
+}

@@ -1,0 +1,200 @@
+//! The `tracestate` header (W3C Trace Context Level 1 §3.3).
+//!
+//! A list of up to 32 `key=value` members, comma-separated with optional whitespace, left-most
+//! most recent. Keys are `simple-key` (`lcalpha 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/")`)
+//! or `tenant@system` multi-tenant keys (tenant: `(lcalpha / DIGIT)` then up to 240 key
+//! characters; system: `lcalpha` then up to 13). Values are 1–256 printable ASCII characters
+//! without `,` or `=`, not ending in a space. Empty members are skipped; several `tracestate`
+//! fields are one list. A list with an invalid member, a duplicate key or more than 32 members is
+//! rejected whole (the request keeps its trace, without tracestate).
+
+use std::fmt;
+
+/// The most members a list may have.
+pub const MAX_MEMBERS: usize = 32;
+
+/// Why a `tracestate` list (or a member to add) was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceStateError {
+    /// A member without `=`.
+    #[error("tracestate member without '='")]
+    MissingEquals,
+    /// A key outside the grammar.
+    #[error("invalid tracestate key")]
+    InvalidKey,
+    /// A value outside the grammar.
+    #[error("invalid tracestate value")]
+    InvalidValue,
+    /// The same key twice.
+    #[error("duplicate tracestate key")]
+    DuplicateKey,
+    /// More than 32 members.
+    #[error("more than 32 tracestate members")]
+    TooManyMembers,
+    /// Not ASCII text.
+    #[error("tracestate is not ASCII text")]
+    NotText,
+}
+
+/// An ordered `tracestate` list, most recent first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceState {
+    members: Vec<(String, String)>,
+}
+
+fn key_char(c: u8) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/')
+}
+
+/// Whether `key` is a valid simple or multi-tenant key.
+pub fn valid_key(key: &str) -> bool {
+    let k = key.as_bytes();
+    match key.split_once('@') {
+        None => {
+            (1..=256).contains(&k.len())
+                && k[0].is_ascii_lowercase()
+                && k[1..].iter().all(|&c| key_char(c))
+        }
+        Some((tenant, system)) => {
+            let (t, s) = (tenant.as_bytes(), system.as_bytes());
+            (1..=241).contains(&t.len())
+                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
+                && t[1..].iter().all(|&c| key_char(c))
+                && (1..=14).contains(&s.len())
+                && s[0].is_ascii_lowercase()
+                && s[1..].iter().all(|&c| key_char(c))
+        }
+    }
+}
+
+/// Whether `value` is a valid member value.
+pub fn valid_value(value: &str) -> bool {
+    let v = value.as_bytes();
+    let nblk = |c: u8| matches!(c, 0x21..=0x2B | 0x2D..=0x3C | 0x3E..=0x7E);
+    (1..=256).contains(&v.len())
+        && v[..v.len() - 1].iter().all(|&c| c == b' ' || nblk(c))
+        && nblk(v[v.len() - 1])
+}
+
+impl TraceState {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses one or several `tracestate` field values (in order) as one list.
+    pub fn parse<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, TraceStateError> {
+        let mut members: Vec<(String, String)> = Vec::new();
+        for field in fields {
+            let field = std::str::from_utf8(field).map_err(|_| TraceStateError::NotText)?;
+            for member in field.split(',') {
+                let member = member.trim_matches(|c| c == ' ' || c == '\t');
+                if member.is_empty() {
+                    continue;
+                }
+                let (key, value) = member
+                    .split_once('=')
+                    .ok_or(TraceStateError::MissingEquals)?;
+                if !valid_key(key) {
+                    return Err(TraceStateError::InvalidKey);
+                }
+                if !valid_value(value) {
+                    return Err(TraceStateError::InvalidValue);
+                }
+                if members.iter().any(|(k, _)| k == key) {
+                    return Err(TraceStateError::DuplicateKey);
+                }
+                if members.len() == MAX_MEMBERS {
+                    return Err(TraceStateError::TooManyMembers);
+                }
+                members.push((key.to_owned(), value.to_owned()));
+            }
+        }
+        Ok(Self { members })
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `key` (this vendor's member) and moves it to the front, as the specification asks of a
+    /// vendor that updates its entry; the right-most member is dropped beyond 32.
+    pub fn insert(&mut self, key: &str, value: &str) -> Result<(), TraceStateError> {
+        if !valid_key(key) {
+            return Err(TraceStateError::InvalidKey);
+        }
+        if !valid_value(value) {
+            return Err(TraceStateError::InvalidValue);
+        }
+        self.members.retain(|(k, _)| k != key);
+        self.members.insert(0, (key.to_owned(), value.to_owned()));
+        self.members.truncate(MAX_MEMBERS);
+        Ok(())
+    }
+
+    /// Removes `key`'s member.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let i = self.members.iter().position(|(k, _)| k == key)?;
+        Some(self.members.remove(i).1)
+    }
+
+    /// The members, most recent first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.members.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there is no member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The header value to send, or `None` for an empty list (an empty field should not be sent).
+    /// Kept within 512 characters as the specification recommends: members longer than 128
+    /// characters go first, right-most first, then right-most members.
+    pub fn to_header_value(&self) -> Option<http::HeaderValue> {
+        let mut keep: Vec<&(String, String)> = self.members.iter().collect();
+        let len = |m: &[&(String, String)]| -> usize {
+            m.iter().map(|(k, v)| k.len() + v.len() + 1).sum::<usize>() + m.len().saturating_sub(1)
+        };
+        while len(&keep) > 512 {
+            match keep.iter().rposition(|(k, v)| k.len() + v.len() + 1 > 128) {
+                Some(i) => {
+                    keep.remove(i);
+                }
+                None => {
+                    keep.pop();
+                }
+            }
+        }
+        if keep.is_empty() {
+            return None;
+        }
+        let text = keep
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Some(http::HeaderValue::from_str(&text).expect("validated printable ASCII"))
+    }
+}
+
+impl fmt::Display for TraceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (k, v)) in self.members.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{k}={v}")?;
+        }
+        Ok(())
+    }
+}
