@@ -1,0 +1,48 @@
+//! Priority-aware load shedding: when a server is too busy, drop the least important work first
+//! and keep capacity for the requests that matter.
+//!
+//! Requests fall into four [`Class`]es, lowest first: test-mode, read, write, critical. Two
+//! mechanisms protect the higher ones:
+//!
+//! - **Reserved capacity** ([`Shedder`], [`Shares`]): each class may fill only its share of the
+//!   server's slots (by default test-mode 50 %, read 70 %, write 80 %, critical 100 %), so the top
+//!   of the capacity is always free for more important work.
+//! - **The overload controller** ([`controller`]): when admitted requests get slower than a target,
+//!   it raises a *pressure* that sheds a growing fraction of test-mode traffic, then of reads, then
+//!   of writes — never critical requests — and lowers it slowly once latency is back, with a
+//!   hysteresis band so a steady load does not oscillate.
+//!
+//! ```
+//! use loadshed_fleet::{Class, ControllerConfig, Shedder, ShedReason};
+//! use ratelimit_token_bucket::FakeClock;
+//! use std::time::Duration;
+//!
+//! let clock = FakeClock::new();
+//! let shedder = Shedder::with_shares(100, Default::default())?
+//!     .controller(ControllerConfig::default(), clock.clone());
+//! // Two seconds of requests that take 80 ms (the target is 50 ms): the pressure climbs.
+//! for _ in 0..20 {
+//!     let guard = shedder.admit(Class::Critical)?;
+//!     clock.advance(Duration::from_millis(80));
+//!     drop(guard);
+//!     clock.advance(Duration::from_millis(20));
+//! }
+//! shedder.tick();
+//! assert!(shedder.pressure() > 1.0); // all test-mode traffic is shed now
+//! assert_eq!(shedder.admit(Class::TestMode).unwrap_err().reason, ShedReason::Overload);
+//! assert!(shedder.admit(Class::Critical).is_ok());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
+mod class;
+pub mod controller;
+#[cfg(feature = "tower")]
+pub mod middleware;
+mod shedder;
+
+pub use class::{Class, Classify, DefaultClassifier};
+pub use controller::{Controller, ControllerConfig};
+#[cfg(feature = "tower")]
+pub use middleware::LoadShedLayer;
+pub use shedder::{ConfigError, Guard, Shares, Shed, ShedReason, Shedder, Snapshot};
