@@ -1,7 +1,15 @@
-//! The orders API: a small payment-style service behind the workspace's layers.
+//! The orders API: a small payment-style service behind every layer of the workspace.
 //!
-//! `POST /orders` creates an order and is protected by an `Idempotency-Key`, so a client that
-//! times out and retries, or a user who double-clicks, creates one order, not two.
+//! Outermost first (the order [docs/architecture.md](../docs/architecture.md) explains):
+//!
+//! 1. `trace-ctx` — request id, trace context, latency; completes every problem+json body;
+//! 2. `loadshed-fleet` — sheds test-mode, then reads, then writes under overload; the payment
+//!    capture route is critical;
+//! 3. `ratelimit-token-bucket` — requests per second per principal, with burst;
+//! 4. `ratelimit-concurrent` — requests in flight per principal;
+//! 5. `idem-core` — `Idempotency-Key` on `POST /orders` and `POST /payments/{id}/capture`;
+//! 6. the handlers. `POST /webhooks/psp` is verified (`webhook-sig`, Standard Webhooks) and
+//!    deduplicated by event id.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -24,16 +32,24 @@
 //! # });
 //! ```
 
-use axum::extract::{Path, State};
+pub mod demo;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use idem_core::{IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, MemoryStore};
+use loadshed_fleet::{DefaultClassifier, LoadShedLayer, Shedder};
 use parking_lot::Mutex;
+use ratelimit_concurrent::{ConcurrencyLimitLayer, ConcurrencyLimiter};
+use ratelimit_token_bucket::{KeyedLimiter, Quota, Quotas, RateLimitLayer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+use trace_ctx::{Problem, TraceContext, TraceLayer};
+use webhook_sig::{ReplayGuard, Scheme, Secret, Signer, VerifiedWebhook, Verifier, WebhookLayer};
 
 /// An order as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,28 +73,61 @@ pub struct NewOrder {
     pub quantity: u32,
 }
 
-#[derive(Default)]
-struct Orders {
-    next: u64,
-    by_id: BTreeMap<String, Order>,
+/// The limits of the API (per principal unless said otherwise).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Request rate per principal.
+    pub rate: Quota,
+    /// Requests in flight per principal.
+    pub in_flight: u32,
+    /// The server's slots for the load shedder.
+    pub capacity: u32,
 }
 
-/// The service: its order book and its idempotency store.
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            rate: Quota::per_second(20).burst(40),
+            in_flight: 8,
+            capacity: 64,
+        }
+    }
+}
+
+/// The shared secret of the payment provider's webhooks (a demo value: real deployments read it
+/// from their secret store).
+pub const PSP_WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[derive(Default)]
+struct Book {
+    next: u64,
+    orders: BTreeMap<String, Order>,
+    captured: Vec<String>,
+    events: Vec<String>,
+}
+
+type Db = Arc<Mutex<Book>>;
+
+/// The service: its order book, its stores and its limiters.
 #[derive(Clone)]
 pub struct OrdersApi<S> {
-    orders: Arc<Mutex<Orders>>,
+    book: Db,
     idempotency: IdempotencyLayer<S>,
+    rate: Arc<KeyedLimiter<String>>,
+    concurrency: ConcurrencyLimiter<String>,
+    shedder: Arc<Shedder>,
+    webhooks: WebhookLayer<MemoryStore>,
 }
 
 impl OrdersApi<MemoryStore> {
-    /// The API on the embedded in-memory store.
+    /// The API on the embedded in-memory stores, with the default limits.
     pub fn in_memory() -> Self {
-        Self::new(MemoryStore::new())
+        Self::new(MemoryStore::new(), Limits::default())
     }
 }
 
 /// The principal of a request: its bearer token, or `public`. Keys of two principals never meet.
-fn principal(headers: &axum::http::HeaderMap) -> String {
+pub fn principal(headers: &http::HeaderMap) -> String {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -89,70 +138,131 @@ fn principal(headers: &axum::http::HeaderMap) -> String {
 
 impl<S: IdempotencyStore> OrdersApi<S> {
     /// The API on any idempotency store.
-    pub fn new(store: S) -> Self {
+    pub fn new(store: S, limits: Limits) -> Self {
         let policy = IdempotencyPolicy::default()
             .require_key(true)
             .scope_with(|parts| principal(&parts.headers));
+        let secret = Secret::from_standard(PSP_WEBHOOK_SECRET).expect("a valid demo secret");
+        let webhooks = WebhookLayer::new(Verifier::new(Scheme::StandardWebhooks, secret))
+            .replay_guard(ReplayGuard::new(MemoryStore::new()).scope("psp"));
         Self {
-            orders: Arc::default(),
+            book: Arc::default(),
             idempotency: IdempotencyLayer::new(store, policy),
+            rate: Arc::new(KeyedLimiter::new(
+                Quotas::new([limits.rate]).expect("valid default quota"),
+            )),
+            concurrency: ConcurrencyLimiter::new(limits.in_flight.max(1)).expect("cap ≥ 1"),
+            shedder: Arc::new(Shedder::new(limits.capacity.max(1)).expect("capacity ≥ 1")),
+            webhooks,
         }
     }
 
-    /// The HTTP routes with their layers.
+    /// The HTTP routes with every layer.
     pub fn router(&self) -> Router {
-        let creating = Router::new()
+        let idempotent = Router::new()
             .route("/orders", post(create_order))
+            .route("/payments/{id}/capture", post(capture_payment))
             .layer(self.idempotency.clone());
+        let webhooks = Router::new()
+            .route("/webhooks/psp", post(receive_webhook))
+            .layer(self.webhooks.clone());
+        let classifier = DefaultClassifier::new().critical(http::Method::POST, "/payments/");
         Router::new()
             .route("/orders", get(list_orders))
             .route("/orders/{id}", get(get_order))
-            .merge(creating)
-            .with_state(self.orders.clone())
+            .route("/reports/slow", get(slow_report))
+            .merge(idempotent)
+            .merge(webhooks)
+            .with_state(self.book.clone())
+            .layer(ConcurrencyLimitLayer::new(
+                self.concurrency.clone(),
+                |parts: &http::request::Parts| Some(principal(&parts.headers)),
+            ))
+            .layer(RateLimitLayer::from_shared(
+                self.rate.clone(),
+                |parts: &http::request::Parts| Some(principal(&parts.headers)),
+            ))
+            .layer(LoadShedLayer::from_shared(self.shedder.clone(), classifier))
+            .layer(TraceLayer::new())
     }
 
     /// How many orders exist.
     pub fn order_count(&self) -> usize {
-        self.orders.lock().by_id.len()
+        self.book.lock().orders.len()
+    }
+
+    /// Payments captured, in order (a payment captured twice would appear twice).
+    pub fn captures(&self) -> Vec<String> {
+        self.book.lock().captured.clone()
+    }
+
+    /// Webhook events processed, in order.
+    pub fn webhook_events(&self) -> Vec<String> {
+        self.book.lock().events.clone()
     }
 
     /// The idempotency layer's counters.
     pub fn idempotency_metrics(&self) -> idem_core::MetricsSnapshot {
         self.idempotency.metrics()
     }
+
+    /// The load shedder, for its counters.
+    pub fn shedder(&self) -> &Shedder {
+        &self.shedder
+    }
 }
 
-type Db = Arc<Mutex<Orders>>;
+/// An outgoing `order.created` webhook to a merchant's endpoint: the JSON event signed with
+/// Standard Webhooks headers under `secret`, and the request's trace context and request id
+/// carried on (`trace-ctx`).
+pub fn outgoing_webhook(
+    ctx: &TraceContext,
+    url: &str,
+    secret: &Secret,
+    event_id: &str,
+    order: &Order,
+) -> http::Request<bytes::Bytes> {
+    let body = serde_json::json!({ "type": "order.created", "data": order }).to_string();
+    let signer = Signer::new(Scheme::StandardWebhooks, secret);
+    let mut headers = signer
+        .headers(event_id, body.as_bytes())
+        .expect("event ids are printable");
+    ctx.inject(&mut headers);
+    let mut req = http::Request::post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(bytes::Bytes::from(body))
+        .expect("a valid request");
+    req.headers_mut().extend(headers);
+    req
+}
 
-fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": format!("urn:problem-type:{code}"),
-        "title": status.canonical_reason().unwrap_or("error"),
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": code,
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
+fn problem(status: StatusCode, code: &str, title: &str, detail: &str) -> Response {
+    Problem::new(status, code, title)
+        .detail(detail)
+        .into_response::<axum::body::Body>()
 }
 
 async fn create_order(
     State(db): State<Db>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
 ) -> Response {
     let new: NewOrder = match serde_json::from_slice(&body) {
         Ok(n) => n,
-        Err(e) => return problem(StatusCode::BAD_REQUEST, "invalid_body", &e.to_string()),
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "Invalid body",
+                &e.to_string(),
+            )
+        }
     };
     if new.quantity == 0 || new.sku.is_empty() {
         return problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_order",
+            "Invalid order",
             "sku must be set and quantity at least 1",
         );
     }
@@ -164,7 +274,7 @@ async fn create_order(
         sku: new.sku,
         quantity: new.quantity,
     };
-    db.by_id.insert(order.id.clone(), order.clone());
+    db.orders.insert(order.id.clone(), order.clone());
     (
         StatusCode::CREATED,
         [(header::LOCATION, format!("/orders/{}", order.id))],
@@ -174,12 +284,44 @@ async fn create_order(
 }
 
 async fn get_order(State(db): State<Db>, Path(id): Path<String>) -> Response {
-    match db.lock().by_id.get(&id) {
+    match db.lock().orders.get(&id) {
         Some(order) => Json(order.clone()).into_response(),
-        None => problem(StatusCode::NOT_FOUND, "order_not_found", "no such order"),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "order_not_found",
+            "Order not found",
+            "no such order",
+        ),
     }
 }
 
 async fn list_orders(State(db): State<Db>) -> Json<Vec<Order>> {
-    Json(db.lock().by_id.values().cloned().collect())
+    Json(db.lock().orders.values().cloned().collect())
+}
+
+async fn capture_payment(State(db): State<Db>, Path(id): Path<String>) -> Response {
+    db.lock().captured.push(id.clone());
+    Json(serde_json::json!({ "payment": id, "status": "captured" })).into_response()
+}
+
+#[derive(Deserialize)]
+struct SlowQuery {
+    ms: Option<u64>,
+}
+
+/// A report that takes a while (up to 2 s): what in-flight limits and load shedding protect.
+async fn slow_report(Query(q): Query<SlowQuery>) -> Json<serde_json::Value> {
+    let ms = q.ms.unwrap_or(200).min(2000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(serde_json::json!({ "report": "ready", "took_ms": ms }))
+}
+
+async fn receive_webhook(
+    State(db): State<Db>,
+    Extension(event): Extension<VerifiedWebhook>,
+) -> StatusCode {
+    db.lock()
+        .events
+        .push(event.id.unwrap_or_else(|| "unnamed".into()));
+    StatusCode::NO_CONTENT
 }

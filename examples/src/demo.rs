@@ -1,0 +1,302 @@
+//! The demo scenario: what each layer does, played against the API in-process.
+//!
+//! `cargo run -p examples --bin demo` prints a progress bar and a summary table; the test
+//! `tests/demo.rs` runs the same scenarios and requires every expectation to hold.
+
+use crate::{Limits, OrdersApi, PSP_WEBHOOK_SECRET};
+use axum::body::Body;
+use axum::Router;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use ratelimit_token_bucket::Quota;
+use std::time::Duration;
+use tower::ServiceExt;
+use webhook_sig::{Scheme, Secret, Signer};
+
+/// One scenario's outcome.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// What was played.
+    pub name: &'static str,
+    /// What should happen.
+    pub expected: String,
+    /// What happened.
+    pub observed: String,
+    /// Whether it did.
+    pub ok: bool,
+}
+
+async fn send(router: &Router, req: Request<Body>) -> (Response<Body>, serde_json::Value) {
+    let res = router
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("the router is infallible");
+    let (parts, body) = res.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (Response::from_parts(parts, Body::from(bytes)), json)
+}
+
+fn create(key: &str, who: &str, body: &str) -> Request<Body> {
+    Request::post("/orders")
+        .header("idempotency-key", key)
+        .header("authorization", format!("Bearer {who}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn get(path: &str, who: &str) -> Request<Body> {
+    Request::get(path)
+        .header("authorization", format!("Bearer {who}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// The scenarios, in order; `progress(done, total, name)` is called before each.
+pub async fn run(mut progress: impl FnMut(usize, usize, &str)) -> Vec<Outcome> {
+    const TOTAL: usize = 7;
+    let mut out = Vec::new();
+    let api = OrdersApi::in_memory();
+    let router = api.router();
+
+    progress(0, TOTAL, "retries and double-clicks");
+    let body = r#"{"sku":"tea","quantity":2}"#;
+    let mut statuses = Vec::new();
+    let mut replays = 0;
+    for _ in 0..5 {
+        let (res, _) = send(&router, create("checkout-1", "alice", body)).await;
+        statuses.push(res.status().as_u16());
+        replays += usize::from(res.headers().contains_key("idempotent-replayed"));
+    }
+    out.push(Outcome {
+        name: "5 retries of one POST /orders (same Idempotency-Key)",
+        expected: "1 order created, 4 replays of the same 201".into(),
+        observed: format!(
+            "{} order(s), {replays} replays, statuses {statuses:?}",
+            api.order_count()
+        ),
+        ok: api.order_count() == 1 && replays == 4 && statuses.iter().all(|&s| s == 201),
+    });
+
+    progress(1, TOTAL, "same key, another body");
+    let (res, json) = send(
+        &router,
+        create("checkout-1", "alice", r#"{"sku":"cake","quantity":1}"#),
+    )
+    .await;
+    out.push(Outcome {
+        name: "same key with a different body",
+        expected: "422 idempotency_key_reused, no new order".into(),
+        observed: format!(
+            "{} {}, {} order(s)",
+            res.status().as_u16(),
+            json["code"],
+            api.order_count()
+        ),
+        ok: res.status() == StatusCode::UNPROCESSABLE_ENTITY && api.order_count() == 1,
+    });
+
+    progress(2, TOTAL, "a burst beyond the rate limit");
+    let mut limited = None;
+    let mut passed = 0;
+    for _ in 0..60 {
+        let (res, _) = send(&router, get("/orders", "carol")).await;
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited.get_or_insert(res);
+        } else {
+            passed += 1;
+        }
+    }
+    let ok = limited.as_ref().is_some_and(|r| {
+        r.headers().contains_key("ratelimit") && r.headers().contains_key("retry-after")
+    });
+    let header = |r: &Response<Body>, h: &str| {
+        r.headers()
+            .get(h)
+            .map_or("-".into(), |v| v.to_str().unwrap_or("-").to_owned())
+    };
+    out.push(Outcome {
+        name: "60 quick GETs from one client (20/s, burst 40)",
+        expected: "the burst passes, then 429 with RateLimit headers".into(),
+        observed: match &limited {
+            Some(r) => format!(
+                "{passed} passed, then 429; RateLimit: {}; Retry-After: {}",
+                header(r, "ratelimit"),
+                header(r, "retry-after")
+            ),
+            None => format!("{passed} passed, none limited"),
+        },
+        ok: ok && (40..60).contains(&passed),
+    });
+
+    progress(3, TOTAL, "too many requests in flight");
+    let slow: Vec<_> = (0..12)
+        .map(|_| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                send(&router, get("/reports/slow?ms=300", "bob"))
+                    .await
+                    .0
+                    .status()
+            })
+        })
+        .collect();
+    let mut ok_count = 0;
+    let mut refused = 0;
+    for t in slow {
+        match t.await.expect("no panic") {
+            StatusCode::OK => ok_count += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            _ => {}
+        }
+    }
+    out.push(Outcome {
+        name: "12 slow reports at once from one client (cap 8 in flight)",
+        expected: "8 run, 4 refused with 429 concurrency_limited".into(),
+        observed: format!("{ok_count} ran, {refused} refused"),
+        ok: ok_count == 8 && refused == 4,
+    });
+
+    progress(
+        4,
+        TOTAL,
+        "overload: shed reads and test mode, keep critical",
+    );
+    // A small server (10 slots) whose read share (70 %) is full of slow reports.
+    let small = OrdersApi::new(
+        idem_core::MemoryStore::new(),
+        Limits {
+            rate: Quota::per_second(1000),
+            in_flight: 100,
+            capacity: 10,
+        },
+    );
+    let small_router = small.router();
+    let holders: Vec<_> = (0..7)
+        .map(|i| {
+            let router = small_router.clone();
+            tokio::spawn(async move {
+                send(&router, get("/reports/slow?ms=400", &format!("u{i}")))
+                    .await
+                    .0
+                    .status()
+            })
+        })
+        .collect();
+    // Wait until the 7 reports hold their slots (they sleep 400 ms inside).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while small.shedder().snapshot().in_flight < 7 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (read, _) = send(&small_router, get("/orders", "dave")).await;
+    let test_mode = Request::post("/orders")
+        .header("x-test-mode", "true")
+        .header("idempotency-key", "t-1")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let (test, test_json) = send(&small_router, test_mode).await;
+    let capture = Request::post("/payments/pi_42/capture")
+        .header("idempotency-key", "capture-pi_42")
+        .body(Body::empty())
+        .unwrap();
+    let (critical, _) = send(&small_router, capture).await;
+    for h in holders {
+        let _ = h.await;
+    }
+    out.push(Outcome {
+        name: "overload: read slots full, then a read, a test-mode write, a payment capture",
+        expected: "read 503, test-mode 503, capture 200 (reserved capacity)".into(),
+        observed: format!(
+            "read {}, test-mode {} ({}), capture {}",
+            read.status().as_u16(),
+            test.status().as_u16(),
+            test_json["reason"].as_str().unwrap_or("-"),
+            critical.status().as_u16()
+        ),
+        ok: read.status() == StatusCode::SERVICE_UNAVAILABLE
+            && test.status() == StatusCode::SERVICE_UNAVAILABLE
+            && critical.status() == StatusCode::OK
+            && small.captures() == ["pi_42"],
+    });
+
+    progress(5, TOTAL, "forged and replayed webhooks");
+    let secret = Secret::from_standard(PSP_WEBHOOK_SECRET).expect("valid");
+    let event = br#"{"type":"payment.succeeded","id":"evt_1"}"#;
+    let webhook = |signer: &Signer| {
+        let mut req = Request::post("/webhooks/psp")
+            .header("content-type", "application/json")
+            .body(Body::from(&event[..]))
+            .unwrap();
+        req.headers_mut()
+            .extend(signer.headers("evt_1", event).expect("valid id"));
+        req
+    };
+    let genuine = Signer::new(Scheme::StandardWebhooks, &secret);
+    let forger = Signer::new(
+        Scheme::StandardWebhooks,
+        &Secret::from_text("guessed").expect("valid"),
+    );
+    let (first, _) = send(&router, webhook(&genuine)).await;
+    let (replayed, replay_json) = send(&router, webhook(&genuine)).await;
+    let (forged, forged_json) = send(&router, webhook(&forger)).await;
+    out.push(Outcome {
+        name: "a genuine webhook, the same again, a forged one",
+        expected: "204, then 409 webhook_replayed, 401 webhook_signature_invalid; processed once"
+            .into(),
+        observed: format!(
+            "{}, {} {}, {} {}; processed {:?}",
+            first.status().as_u16(),
+            replayed.status().as_u16(),
+            replay_json["code"],
+            forged.status().as_u16(),
+            forged_json["code"],
+            api.webhook_events()
+        ),
+        ok: first.status() == StatusCode::NO_CONTENT
+            && replayed.status() == StatusCode::CONFLICT
+            && forged.status() == StatusCode::UNAUTHORIZED
+            && api.webhook_events() == ["evt_1"],
+    });
+
+    progress(6, TOTAL, "an error, traced");
+    let traced = Request::get("/orders/ord_404")
+        .header("authorization", "Bearer erin")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let (res, json) = send(&router, traced).await;
+    let header_id = res
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    out.push(Outcome {
+        name: "GET of a missing order with a traceparent",
+        expected: "404 problem+json with request_id, trace_id, error_code, latency_ms".into(),
+        observed: format!(
+            "{} request_id={} trace_id={} error_code={} latency_ms={}",
+            res.status().as_u16(),
+            json["request_id"],
+            json["trace_id"],
+            json["error_code"],
+            json["latency_ms"]
+        ),
+        ok: res.status() == StatusCode::NOT_FOUND
+            && json["request_id"] == header_id
+            && json["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+            && json["error_code"] == "order_not_found"
+            && json["latency_ms"].is_u64(),
+    });
+    progress(TOTAL, TOTAL, "done");
+    out
+}
