@@ -3,7 +3,7 @@
 //! | command | what it runs |
 //! |---|---|
 //! | `test` | every test of the workspace, all features (the README's test command) |
-//! | `proptest [--cases N]` | the test suite with N proptest cases per property (default 4096) |
+//! | `proptest [--cases N] [--seed S]` | the test suite with N proptest cases per property (default 4096), from seed S |
 //! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision]` | the criterion benchmarks (all, or one group) |
 //! | `ci` | `fmt --check`, `clippy -D warnings`, `test`, `doc` with warnings denied |
 //!
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision] | ci>\n\
+                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision] | ci>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks\n\
@@ -68,12 +68,31 @@ fn test(env: &[(&str, &str)]) -> Result {
 }
 
 fn proptest(args: &[String]) -> Result {
-    let cases = match args {
-        [] => "4096".to_owned(),
-        [flag, n] if flag == "--cases" && n.parse::<u32>().is_ok() => n.clone(),
-        _ => return Err("usage: cargo xtask proptest [--cases N]".into()),
-    };
-    test(&[("PROPTEST_CASES", &cases)])
+    let usage = || "usage: cargo xtask proptest [--cases N] [--seed S]".to_owned();
+    let mut cases = "4096".to_owned();
+    let mut seed = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .filter(|v| v.parse::<u64>().is_ok())
+            .ok_or_else(usage)?;
+        match flag.as_str() {
+            "--cases" => cases = value.clone(),
+            "--seed" => seed = Some(value.clone()),
+            _ => return Err(usage()),
+        }
+    }
+    eprintln!(
+        "xtask: {cases} cases per property, seed {}",
+        seed.as_deref()
+            .unwrap_or("random (proptest prints it on failure)")
+    );
+    let mut env = vec![("PROPTEST_CASES", cases.as_str())];
+    if let Some(seed) = &seed {
+        env.push(("PROPTEST_RNG_SEED", seed));
+    }
+    test(&env)
 }
 
 fn bench(which: Option<&str>) -> Result {
