@@ -43,7 +43,7 @@ use idem_core::{IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, MemorySto
 use loadshed_fleet::{DefaultClassifier, LoadShedLayer, Shedder};
 use parking_lot::Mutex;
 use ratelimit_concurrent::{ConcurrencyLimitLayer, ConcurrencyLimiter};
-use ratelimit_token_bucket::{KeyedLimiter, Quota, Quotas, RateLimitLayer};
+use ratelimit_token_bucket::{KeyedLimiter, Limiter, Quota, Quotas, RateLimitLayer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -113,7 +113,7 @@ type Db = Arc<Mutex<Book>>;
 pub struct OrdersApi<S> {
     book: Db,
     idempotency: IdempotencyLayer<S>,
-    rate: Arc<KeyedLimiter<String>>,
+    rate: Arc<dyn Limiter<String>>,
     concurrency: ConcurrencyLimiter<String>,
     shedder: Arc<Shedder>,
     webhooks: WebhookLayer<MemoryStore>,
@@ -150,11 +150,18 @@ impl<S: IdempotencyStore> OrdersApi<S> {
             idempotency: IdempotencyLayer::new(store, policy),
             rate: Arc::new(KeyedLimiter::new(
                 Quotas::new([limits.rate]).expect("valid default quota"),
-            )),
+            )) as Arc<dyn Limiter<String>>,
             concurrency: ConcurrencyLimiter::new(limits.in_flight.max(1)).expect("cap ≥ 1"),
             shedder: Arc::new(Shedder::new(limits.capacity.max(1)).expect("capacity ≥ 1")),
             webhooks,
         }
+    }
+
+    /// Uses `limiter` for the request rate (for example a `RedisLimiter`, shared by a fleet)
+    /// instead of the in-memory one.
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn Limiter<String>>) -> Self {
+        self.rate = limiter;
+        self
     }
 
     /// The HTTP routes with every layer.
@@ -178,12 +185,23 @@ impl<S: IdempotencyStore> OrdersApi<S> {
                 self.concurrency.clone(),
                 |parts: &http::request::Parts| Some(principal(&parts.headers)),
             ))
-            .layer(RateLimitLayer::from_shared(
+            .layer(RateLimitLayer::new(
                 self.rate.clone(),
                 |parts: &http::request::Parts| Some(principal(&parts.headers)),
             ))
             .layer(LoadShedLayer::from_shared(self.shedder.clone(), classifier))
             .layer(TraceLayer::new())
+    }
+
+    /// The same handlers without any layer (no idempotency, limits, shedding or tracing): the
+    /// baseline of the end-to-end benchmark.
+    pub fn bare_router(&self) -> Router {
+        Router::new()
+            .route("/orders", get(list_orders).post(create_order))
+            .route("/orders/{id}", get(get_order))
+            .route("/payments/{id}/capture", post(capture_payment))
+            .route("/reports/slow", get(slow_report))
+            .with_state(self.book.clone())
     }
 
     /// How many orders exist.

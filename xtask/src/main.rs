@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `test` | every test of the workspace, all features (the README's test command) |
 //! | `proptest [--cases N] [--seed S]` | the test suite with N proptest cases per property (default 4096), from seed S |
-//! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision]` | the criterion benchmarks (all, or one group) |
+//! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | e2e]` | the criterion benchmarks (all, or one group) |
 //! | `ci` | `fmt --check`, `clippy -D warnings`, `test`, `doc` with warnings denied |
 //!
 //! Before tests run, every backing service that a crate of the workspace tests against is checked
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision] | ci>\n\
+                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | e2e] | ci>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks\n\
@@ -126,6 +126,10 @@ fn bench(which: Option<&str>) -> Result {
                 &[],
             )
         }
+        Some("e2e") => {
+            services::ensure_all()?;
+            cargo(&["bench", "-p", "examples", "--bench", "e2e"], &[])
+        }
         Some("loadshed") => cargo(
             &["bench", "-p", "loadshed-fleet", "--bench", "simulation"],
             &[],
@@ -174,7 +178,7 @@ fn bench(which: Option<&str>) -> Result {
             )
         }
         Some(other) => Err(format!(
-            "no benchmark group `{other}`; known: idem, webhook, redis, postgres, ratelimit, ratelimit-redis, concurrency, concurrency-redis, trace, loadshed, loadshed-decision"
+            "no benchmark group `{other}`; known: idem, webhook, redis, postgres, ratelimit, ratelimit-redis, concurrency, concurrency-redis, trace, loadshed, loadshed-decision, e2e"
         )),
     }
 }

@@ -54,11 +54,12 @@ impl TraceContext {
             .get(X_REQUEST_ID)
             .and_then(|v| RequestId::parse(v.as_bytes()))
             .unwrap_or_else(RequestId::generate);
-        let parsed = match headers.get_all(TRACEPARENT).iter().collect::<Vec<_>>()[..] {
-            [] => None,
-            [one] => Some(TraceParent::parse(one.as_bytes())),
+        let mut fields = headers.get_all(TRACEPARENT).iter();
+        let parsed = match (fields.next(), fields.next()) {
+            (None, _) => None,
+            (Some(one), None) => Some(TraceParent::parse(one.as_bytes())),
             // Several traceparent fields: ambiguous, so invalid.
-            _ => Some(Err(TraceParentError::Malformed)),
+            (Some(_), Some(_)) => Some(Err(TraceParentError::Malformed)),
         };
         match parsed {
             Some(Ok(parent)) => Self {

@@ -122,7 +122,8 @@ where
             method = %req.method(),
             path = %req.uri().path(),
         );
-        let instance = req.uri().path().to_owned();
+        // A cheap, reference-counted copy: the path is only read if a problem body comes back.
+        let uri = req.uri().clone();
         req.extensions_mut().insert(ctx.clone());
         let fut = self.inner.call(req).instrument(span);
         let max = self.max_problem_bytes;
@@ -156,7 +157,7 @@ where
                 ctx.request_id().as_str(),
                 &trace_id,
                 latency_ms,
-                &instance,
+                uri.path(),
             ) {
                 Some(enriched) => Bytes::from(enriched),
                 None => bytes,

@@ -18,8 +18,8 @@ impl RequestId {
     /// A new random id: 32 lowercase hex characters.
     pub fn generate() -> Self {
         let mut out = [0u8; 32];
-        let bytes = [next_u64().to_be_bytes(), next_u64().to_be_bytes()].concat();
-        write_hex(&mut out, &bytes);
+        write_hex(&mut out[..16], &next_u64().to_be_bytes());
+        write_hex(&mut out[16..], &next_u64().to_be_bytes());
         Self(Arc::from(std::str::from_utf8(&out).expect("hex is ASCII")))
     }
 

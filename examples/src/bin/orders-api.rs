@@ -1,17 +1,38 @@
-//! The orders API on the in-memory store: `cargo run -p examples --bin orders-api`.
+//! The orders API: `cargo run -p examples --bin orders-api [-- --redis URL | --postgres URL]`.
 //!
-//! Listens on `ADDR` (default `127.0.0.1:3000`).
+//! In memory by default (no services needed). `--redis URL` puts the idempotency records and the
+//! rate limits on Redis (shared by every server of a fleet); `--postgres URL` puts the
+//! idempotency records on PostgreSQL (running its migrations). Listens on `ADDR` (default
+//! `127.0.0.1:3000`). The concurrency limit and the load shedder are per server by design.
 
+use examples::{Limits, OrdersApi};
+use ratelimit_token_bucket::{FailMode, Limiter, Quotas, RedisLimiter};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: SocketAddr = std::env::var("ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:3000".into())
-        .parse()?;
-    let api = examples::OrdersApi::in_memory();
+enum Backend {
+    Memory,
+    Redis(String),
+    Postgres(String),
+}
+
+fn backend() -> Result<Backend, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => Ok(Backend::Memory),
+        [flag, url] if flag == "--redis" => Ok(Backend::Redis(url.clone())),
+        [flag, url] if flag == "--postgres" => Ok(Backend::Postgres(url.clone())),
+        _ => Err("usage: orders-api [--redis URL | --postgres URL]".into()),
+    }
+}
+
+async fn serve(
+    router: axum::Router,
+    addr: SocketAddr,
+    what: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("orders API on http://{addr} (in-memory stores and limiters)");
+    println!("orders API on http://{addr} ({what})");
     println!("try the same request twice; the second is a replay and no second order is made:");
     println!(
         "  curl -i -X POST http://{addr}/orders -H 'Idempotency-Key: demo-1' \\\n       -H 'content-type: application/json' -d '{{\"sku\":\"tea\",\"quantity\":2}}'"
@@ -21,10 +42,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -i -X POST http://{addr}/payments/pi_1/capture -H 'Idempotency-Key: cap-1'   # critical route");
     println!("every layer is on: trace-ctx, load shedding, 20 req/s per client (burst 40), 8 in flight per client, idempotency");
     println!("the guided tour of all of them: cargo run -p examples --bin demo");
-    axum::serve(listener, api.router())
+    axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr: SocketAddr = std::env::var("ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:3000".into())
+        .parse()?;
+    let limits = Limits::default();
+    match backend()? {
+        Backend::Memory => {
+            let api = OrdersApi::new(idem_core::MemoryStore::new(), limits);
+            serve(api.router(), addr, "in-memory stores and limiters").await
+        }
+        Backend::Redis(url) => {
+            let store = idem_store_redis::RedisStore::connect(&url)
+                .await
+                .map_err(|e| format!("Redis at {url}: {e}"))?
+                .prefix("orders-api:idem");
+            let limiter = RedisLimiter::connect(&url, Quotas::new([limits.rate])?)
+                .await
+                .map_err(|e| format!("Redis at {url}: {e}"))?
+                .prefix("orders-api:rl")
+                .fail_mode(FailMode::Open);
+            let api = OrdersApi::new(store, limits)
+                .with_rate_limiter(Arc::new(limiter) as Arc<dyn Limiter<String>>);
+            serve(api.router(), addr, "idempotency and rate limits on Redis").await
+        }
+        Backend::Postgres(url) => {
+            let store = idem_store_postgres::PostgresStore::connect(&url)
+                .await
+                .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
+            store.migrate().await?;
+            let api = OrdersApi::new(store, limits);
+            serve(api.router(), addr, "idempotency on PostgreSQL").await
+        }
+    }
 }
