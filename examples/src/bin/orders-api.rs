@@ -72,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .prefix("orders-api:rl")
                 .fail_mode(FailMode::Open);
             let api = OrdersApi::new(store, limits)
-                .with_rate_limiter(Arc::new(limiter) as Arc<dyn Limiter<String>>);
+                .with_rate_limiter(Arc::new(limiter) as Arc<dyn Limiter<u64>>);
             serve(api.router(), addr, "idempotency and rate limits on Redis").await
         }
         Backend::Postgres(url) => {
