@@ -40,4 +40,6 @@ pub use limiter::{ConcurrencyLimiter, ConfigError, Limited, OwnedPermit, Permit,
 #[cfg(feature = "tower")]
 pub use middleware::ConcurrencyLimitLayer;
 #[cfg(feature = "redis")]
-pub use redis_leases::{Error, FailMode, Lease, RedisConcurrencyLimiter};
+pub use ratelimit_token_bucket::FailMode;
+#[cfg(feature = "redis")]
+pub use redis_leases::{Error, Lease, RedisConcurrencyLimiter};

@@ -1,7 +1,7 @@
 //! Fleet-wide caps on Redis (feature `redis`): leases in a sorted set per key.
 
 use crate::limiter::{ConcurrencyLimiter, Limited, OwnedPermit, Reason};
-use ratelimit_token_bucket::Clock;
+use ratelimit_token_bucket::{BoxError, Clock, FailMode};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use std::hash::BuildHasher;
@@ -11,9 +11,6 @@ use std::time::Duration;
 
 const ACQUIRE: &str = include_str!("redis_acquire.lua");
 const RENEW: &str = include_str!("redis_renew.lua");
-
-/// Boxed error of the Redis transport.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a fleet-wide acquisition can end with besides a lease.
 #[derive(Debug, thiserror::Error)]
@@ -27,17 +24,6 @@ pub enum Error {
     /// The key holds something other than a set of leases.
     #[error("concurrency limiter state is unreadable: {0}")]
     Corrupt(String),
-}
-
-/// What the limiter does when Redis does not answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailMode {
-    /// Report [`Error::Unavailable`]: the request does not run.
-    #[default]
-    Closed,
-    /// Take a permit from a local in-memory limiter with the same cap (each server then enforces
-    /// the cap on its own); counted by [`RedisConcurrencyLimiter::fallback_permits`].
-    Open,
 }
 
 /// A per-key cap on requests in flight shared by every server of a fleet.
@@ -130,7 +116,9 @@ impl RedisConcurrencyLimiter {
         self
     }
 
-    /// What to do when Redis does not answer (default [`FailMode::Closed`]).
+    /// What to do when Redis does not answer (default [`FailMode::Closed`]; `Open` takes the
+    /// permit from a local limiter with the same cap, counted by
+    /// [`fallback_permits`](Self::fallback_permits)).
     pub fn fail_mode(mut self, mode: FailMode) -> Self {
         self.fail_mode = mode;
         self

@@ -94,7 +94,6 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     /// Decides one request of `cost` for `key` now, counting it if it passes.
     #[inline]
     pub fn check(&self, key: &K, cost: u32) -> Result<Decision, CostExceedsBurst> {
-        self.quotas.check_cost(cost)?;
         let now = self.clock.now_nanos();
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shard(hash).lock();

@@ -54,10 +54,10 @@ pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use direct::DirectLimiter;
 pub use gcra::{Allowed, CostExceedsBurst, Decision, Limited, Quotas};
 pub use keyed::{KeyedLimiter, DEFAULT_SHARDS};
-pub use limiter::{BoxError, Error, Limiter};
+pub use limiter::{BoxError, Error, FailMode, Limiter};
 pub use quota::{Quota, QuotaError, MAX_QUOTAS, MAX_WINDOW};
 
 #[cfg(feature = "tower")]
 pub use middleware::{RateLimitLayer, RateLimitService};
 #[cfg(feature = "redis")]
-pub use redis_limiter::{FailMode, RedisLimiter};
+pub use redis_limiter::RedisLimiter;

@@ -23,6 +23,18 @@ pub enum Error {
     Corrupt(String),
 }
 
+/// What a limiter backed by a shared server (Redis) does when the server does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Report the outage (`Unavailable`): the layer answers 503 and the request does not run.
+    #[default]
+    Closed,
+    /// Decide with a local in-memory limiter of the same limits. Each server then enforces the
+    /// limit on its own, so a fleet of N servers admits up to N times the limit while the server
+    /// is down; the limiter counts these fallback decisions.
+    Open,
+}
+
 /// A keyed rate limiter the [`RateLimitLayer`](crate::RateLimitLayer) can ask.
 ///
 /// Implemented by [`KeyedLimiter`] (in memory) and, with the `redis` feature, by

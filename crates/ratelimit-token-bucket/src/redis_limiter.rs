@@ -3,7 +3,7 @@
 use crate::clock::Clock;
 use crate::gcra::{Decision, Quotas};
 use crate::keyed::KeyedLimiter;
-use crate::limiter::{BoxError, Error, Limiter};
+use crate::limiter::{BoxError, Error, FailMode, Limiter};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
@@ -14,18 +14,6 @@ use std::time::Duration;
 
 /// The decision script (see `redis_decide.lua` in the crate's sources).
 const DECIDE: &str = include_str!("redis_decide.lua");
-
-/// What a [`RedisLimiter`] does when Redis does not answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailMode {
-    /// Report [`Error::Unavailable`]: the layer answers 503 and the request does not run.
-    #[default]
-    Closed,
-    /// Decide with a local in-memory limiter of the same quotas (each server then enforces the
-    /// limit on its own, so a fleet of N servers admits up to N times the limit while Redis is
-    /// down); counted by [`RedisLimiter::fallback_decisions`].
-    Open,
-}
 
 /// A rate limiter whose state lives in Redis, so every server of a fleet shares one limit.
 ///
