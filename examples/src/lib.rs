@@ -266,9 +266,9 @@ pub fn outgoing_webhook(
     req
 }
 
-fn problem(status: StatusCode, code: &str, title: &str, detail: &str) -> Response {
+fn problem(status: StatusCode, code: &'static str, title: &'static str, detail: &str) -> Response {
     Problem::new(status, code, title)
-        .detail(detail)
+        .with_detail(detail)
         .into_response::<axum::body::Body>()
 }
 

@@ -10,7 +10,7 @@
 use std::fmt;
 
 /// The name of the request header that carries the key.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub use retry_safe_core::headers::IDEMPOTENCY_KEY;
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;

@@ -58,7 +58,6 @@
 #![warn(missing_docs)]
 
 mod attempt;
-mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod fingerprint;
@@ -70,15 +69,15 @@ mod policy;
 pub mod store;
 
 pub use attempt::{handler_completed, CompletedByHandler, IdempotencyAttempt};
-#[cfg(feature = "tower")]
-pub use clock::TokioClock;
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use fingerprint::Fingerprint;
 pub use key::{IdempotencyKey, KeyError, IDEMPOTENCY_KEY, MAX_KEY_LEN};
 pub use memory::{MemoryStore, MemoryStoreConfig};
 #[cfg(feature = "tower")]
 pub use middleware::{IdempotencyLayer, IdempotencyService, MetricsSnapshot, IDEMPOTENT_REPLAYED};
-pub use policy::{FailMode, IdempotencyPolicy, ScopeFn};
+pub use policy::{IdempotencyPolicy, ScopeFn};
+#[cfg(feature = "tower")]
+pub use retry_safe_core::TokioClock;
+pub use retry_safe_core::{BoxError, Clock, FailMode, ManualClock, Problem, SystemClock};
 pub use store::{
     BeginOutcome, DecodeError, Fence, IdempotencyStore, StoreError, StoredResponse, TimeOffset,
 };

@@ -1,5 +1,6 @@
 //! [`IdempotencyPolicy`]: what the layer does, per route group.
 
+use crate::FailMode;
 use http::{HeaderName, Method, StatusCode};
 use std::fmt;
 use std::sync::Arc;
@@ -7,18 +8,6 @@ use std::time::Duration;
 
 /// The scope function: from a request's head to the tenant/principal its keys belong to.
 pub type ScopeFn = Arc<dyn Fn(&http::request::Parts) -> String + Send + Sync>;
-
-/// What happens when the store cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailMode {
-    /// Answer 503 with `Retry-After`; the handler does not run. The default: a payment API would
-    /// rather refuse than risk running a request twice.
-    #[default]
-    Closed,
-    /// Run the handler without idempotency protection, counted in
-    /// [`MetricsSnapshot::fail_open`](crate::MetricsSnapshot::fail_open) and logged at `warn`.
-    Open,
-}
 
 /// How the layer treats requests, built fluently from [`IdempotencyPolicy::default`].
 ///

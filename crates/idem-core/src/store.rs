@@ -88,8 +88,7 @@ impl TimeOffset {
     }
 }
 
-/// A boxed error from a store's backend.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use retry_safe_core::BoxError;
 
 /// The lease token of one attempt: larger means later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -4,8 +4,8 @@
 //! Goal: under 100 ns per request.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use loadshed_fleet::SystemClock;
 use loadshed_fleet::{Class, Classify, ControllerConfig, DefaultClassifier, Shedder};
-use ratelimit_token_bucket::MonotonicClock;
 use std::hint::black_box;
 
 fn bench(c: &mut Criterion) {
@@ -16,7 +16,7 @@ fn bench(c: &mut Criterion) {
     });
     let controlled = Shedder::new(1024)
         .unwrap()
-        .controller(ControllerConfig::default(), MonotonicClock::new());
+        .controller(ControllerConfig::default(), SystemClock::new());
     group.bench_function("admit+release with controller", |b| {
         b.iter(|| {
             drop(black_box(

@@ -13,11 +13,11 @@
 //! if it was admitted and completed within 1 s of its arrival. (b) and (c) admit at most 32
 //! requests in flight (16 running, 16 queued); (a) queues without bound. Strategy (b) runs
 //! tower's real `LoadShed<ConcurrencyLimit<_>>` services, polled with a no-op waker on virtual
-//! time; (c) runs the real `Shedder` on a `FakeClock` set to each event's time.
+//! time; (c) runs the real `Shedder` on a `ManualClock` set to each event's time.
 
+use loadshed_fleet::ManualClock;
 use loadshed_fleet::{Class, ControllerConfig, Guard, Shares, Shedder};
 use plotters::prelude::*;
-use ratelimit_token_bucket::FakeClock;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -141,9 +141,9 @@ where
 }
 
 struct Ours<'a> {
-    shedder: &'a Shedder<FakeClock>,
-    clock: FakeClock,
-    held: HashMap<u64, Guard<'a, FakeClock>>,
+    shedder: &'a Shedder<ManualClock>,
+    clock: ManualClock,
+    held: HashMap<u64, Guard<'a, ManualClock>>,
 }
 
 impl Admission for Ours<'_> {
@@ -352,7 +352,7 @@ fn main() {
     };
     let b = run(&mut tower_shed);
 
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let shedder = Shedder::with_shares(SLOTS, Shares::default())
         .unwrap()
         .controller(

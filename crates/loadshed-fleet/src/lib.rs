@@ -14,10 +14,10 @@
 //!
 //! ```
 //! use loadshed_fleet::{Class, ControllerConfig, Shedder, ShedReason};
-//! use ratelimit_token_bucket::FakeClock;
+//! use loadshed_fleet::ManualClock;
 //! use std::time::Duration;
 //!
-//! let clock = FakeClock::new();
+//! let clock = ManualClock::new();
 //! let shedder = Shedder::with_shares(100, Default::default())?
 //!     .controller(ControllerConfig::default(), clock.clone());
 //! // Two seconds of requests that take 80 ms (the target is 50 ms): the pressure climbs.
@@ -45,4 +45,5 @@ pub use class::{Class, Classify, DefaultClassifier};
 pub use controller::{Controller, ControllerConfig};
 #[cfg(feature = "tower")]
 pub use middleware::LoadShedLayer;
+pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 pub use shedder::{ConfigError, Guard, Shares, Shed, ShedReason, Shedder, Snapshot};

@@ -6,10 +6,11 @@
 //! (`capacity`: its class's share is full; `overload`: the controller is shedding its class).
 //! Counters per class: [`Shedder::snapshot`]; pressure changes are logged as `tracing` events.
 
+use crate::Clock;
 use crate::{Class, Classify, ShedReason, Shedder};
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use ratelimit_token_bucket::Clock;
+use http::{Request, Response, StatusCode};
+use retry_safe_core::Problem;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -150,23 +151,17 @@ fn refusal<B: From<Bytes>>(
         ShedReason::Capacity => "capacity",
         ShedReason::Overload => "overload",
     };
-    let body = serde_json::json!({
-        "type": "urn:problem-type:overloaded",
-        "title": "Server overloaded",
-        "status": 503,
-        "detail": format!("the server is shedding {} requests ({reason}); retry later", class.name()),
-        "code": "overloaded",
-        "class": class.name(),
-        "reason": reason,
-    });
-    let mut res = Response::new(B::from(Bytes::from(body.to_string())));
-    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
-    let headers = res.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    headers.insert(header::RETRY_AFTER, secs.max(1).into());
-    res
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "Server overloaded",
+    )
+    .with_detail(format!(
+        "the server is shedding {} requests ({reason}); retry later",
+        class.name()
+    ))
+    .with("class", class.name())
+    .with("reason", reason)
+    .with_retry_after(retry)
+    .into_response()
 }

@@ -2,8 +2,8 @@
 
 use crate::class::Class;
 use crate::controller::{shed_probability, Controller, ControllerConfig};
+use crate::{Clock, SystemClock};
 use parking_lot::Mutex;
-use ratelimit_token_bucket::{Clock, MonotonicClock};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ pub struct Snapshot {
 /// let critical = shedder.admit(Class::Critical).unwrap(); // the reserve is still free
 /// # drop((writes, critical));
 /// ```
-pub struct Shedder<C = MonotonicClock> {
+pub struct Shedder<C = SystemClock> {
     capacity: u32,
     limits: [u32; 4],
     in_flight: AtomicU32,
@@ -101,7 +101,7 @@ struct Control<C> {
     completed: AtomicU64,
 }
 
-impl Shedder<MonotonicClock> {
+impl Shedder<SystemClock> {
     /// A shedder with `capacity` slots and the default shares, without controller.
     pub fn new(capacity: u32) -> Result<Self, ConfigError> {
         Self::with_shares(capacity, Shares::default())
@@ -288,7 +288,7 @@ impl<C: Clock> Control<C> {
 }
 
 /// A request's slot; dropping it frees the slot and reports the request's latency.
-pub struct Guard<'a, C: Clock = MonotonicClock> {
+pub struct Guard<'a, C: Clock = SystemClock> {
     shedder: &'a Shedder<C>,
     started: u64,
 }

@@ -1,16 +1,17 @@
 //! Deterministic tests of reserved capacity, escalation, recovery and stability.
 
 use loadshed_fleet::controller::{shed_probability, Step};
+use loadshed_fleet::ManualClock;
 use loadshed_fleet::{
     Class, Classify, ConfigError, Controller, ControllerConfig, DefaultClassifier, Shares,
     ShedReason, Shedder,
 };
-use ratelimit_token_bucket::FakeClock;
 use std::time::Duration;
 
 #[test]
 fn with_capacity_10_and_a_20_percent_reserve_the_9th_non_critical_request_is_shed() {
-    let shedder: Shedder<FakeClock> = Shedder::with_shares(10, Shares([80, 80, 80, 100])).unwrap();
+    let shedder: Shedder<ManualClock> =
+        Shedder::with_shares(10, Shares([80, 80, 80, 100])).unwrap();
     let held: Vec<_> = [Class::Write, Class::Read, Class::TestMode, Class::Write]
         .iter()
         .cycle()
@@ -42,17 +43,17 @@ fn default_shares_step_the_reserve_by_class() {
     assert_eq!(limits, [5, 7, 8, 10]);
     assert_eq!(Shedder::new(0).unwrap_err(), ConfigError::ZeroCapacity);
     assert_eq!(
-        Shedder::<FakeClock>::with_shares(10, Shares([80, 70, 80, 100])).unwrap_err(),
+        Shedder::<ManualClock>::with_shares(10, Shares([80, 70, 80, 100])).unwrap_err(),
         ConfigError::InvalidShares
     );
     assert_eq!(
-        Shedder::<FakeClock>::with_shares(10, Shares([50, 70, 80, 90])).unwrap_err(),
+        Shedder::<ManualClock>::with_shares(10, Shares([50, 70, 80, 90])).unwrap_err(),
         ConfigError::InvalidShares
     );
 }
 
 /// One window of requests of `latency` through the shedder (one admitted critical request).
-fn window(shedder: &Shedder<FakeClock>, clock: &FakeClock, latency: Duration) {
+fn window(shedder: &Shedder<ManualClock>, clock: &ManualClock, latency: Duration) {
     let guard = shedder.admit(Class::Critical).unwrap();
     clock.advance(latency);
     drop(guard);
@@ -62,7 +63,7 @@ fn window(shedder: &Shedder<FakeClock>, clock: &FakeClock, latency: Duration) {
 
 /// The share of 2000 probe requests of `class` that are shed. Admitted probes stay in flight
 /// (forgotten, in a shedder of a million slots) so they add no latency samples to the window.
-fn shed_share(shedder: &Shedder<FakeClock>, class: Class) -> f64 {
+fn shed_share(shedder: &Shedder<ManualClock>, class: Class) -> f64 {
     let n = 2000;
     let shed = (0..n)
         .filter(|_| match shedder.admit(class) {
@@ -78,7 +79,7 @@ fn shed_share(shedder: &Shedder<FakeClock>, class: Class) -> f64 {
 
 #[test]
 fn sustained_overload_sheds_test_mode_then_reads_then_writes_and_never_critical() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let shedder = Shedder::with_shares(1_000_000, Shares::default())
         .unwrap()
         .controller(ControllerConfig::default(), clock.clone())

@@ -40,6 +40,5 @@ pub use limiter::{ConcurrencyLimiter, ConfigError, Limited, OwnedPermit, Permit,
 #[cfg(feature = "tower")]
 pub use middleware::ConcurrencyLimitLayer;
 #[cfg(feature = "redis")]
-pub use ratelimit_token_bucket::FailMode;
-#[cfg(feature = "redis")]
 pub use redis_leases::{Error, Lease, RedisConcurrencyLimiter};
+pub use retry_safe_core::{BoxError, Clock, FailMode, ManualClock, SystemClock};

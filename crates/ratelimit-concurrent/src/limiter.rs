@@ -1,9 +1,9 @@
 //! The in-memory keyed limiter: permits, bounded waiting, per-key state that disappears when idle.
 
 use crate::adaptive::Vegas;
+use crate::Clock;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
-use ratelimit_token_bucket::Clock;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

@@ -9,7 +9,8 @@
 use crate::{ConcurrencyLimiter, Limited, Reason};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
+use retry_safe_core::Problem;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
@@ -160,22 +161,13 @@ fn refusal<B: From<Bytes>>(limited: &Limited) -> Response<B> {
             limited.in_flight
         ),
     };
-    let body = serde_json::json!({
-        "type": "urn:problem-type:concurrency_limited",
-        "title": "Too many requests in progress",
-        "status": 429,
-        "detail": detail,
-        "code": "concurrency_limited",
-        "max_in_flight": limited.max,
-    });
-    let mut res = Response::new(B::from(Bytes::from(body.to_string())));
-    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    let secs = limited.retry_after.as_secs() + u64::from(limited.retry_after.subsec_nanos() > 0);
-    let headers = res.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    headers.insert(header::RETRY_AFTER, secs.max(1).into());
-    res
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "concurrency_limited",
+        "Too many requests in progress",
+    )
+    .with_detail(detail)
+    .with("max_in_flight", limited.max)
+    .with_retry_after(limited.retry_after)
+    .into_response()
 }

@@ -1,7 +1,7 @@
 //! Fleet-wide caps on Redis (feature `redis`): leases in a sorted set per key.
 
 use crate::limiter::{ConcurrencyLimiter, Limited, OwnedPermit, Reason};
-use ratelimit_token_bucket::{BoxError, Clock, FailMode};
+use crate::{BoxError, Clock, FailMode};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use std::hash::BuildHasher;

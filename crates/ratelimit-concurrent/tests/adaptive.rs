@@ -1,7 +1,7 @@
 //! The adaptive limit converges near a simulated service's concurrency knee (deterministic clock).
 
+use ratelimit_concurrent::ManualClock;
 use ratelimit_concurrent::{ConcurrencyLimiter, Vegas};
-use ratelimit_token_bucket::FakeClock;
 use std::time::Duration;
 
 /// A service that answers in 20 ms with up to `knee` requests at once; past the knee, requests
@@ -76,7 +76,7 @@ fn the_limiter_adapts_its_cap_from_the_latency_of_its_permits() {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
 
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let knee = 30;
     let limiter = ConcurrencyLimiter::new(1)
         .unwrap()
@@ -103,6 +103,6 @@ fn the_limiter_adapts_its_cap_from_the_latency_of_its_permits() {
     assert_settled(&caps[20_000..], knee, "the limiter's cap");
 }
 
-fn clock_nanos(clock: &FakeClock) -> u64 {
-    ratelimit_token_bucket::Clock::now_nanos(clock)
+fn clock_nanos(clock: &ManualClock) -> u64 {
+    ratelimit_concurrent::Clock::now_nanos(clock)
 }

@@ -1,8 +1,8 @@
 //! RedisConcurrencyLimiter against the real Redis of `REDIS_URL` (default
 //! `redis://127.0.0.1:6379`); each test has its own key prefix.
 
+use ratelimit_concurrent::ManualClock;
 use ratelimit_concurrent::{Error, FailMode, RedisConcurrencyLimiter};
-use ratelimit_token_bucket::FakeClock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +77,7 @@ async fn two_servers_share_one_fleet_wide_cap() {
 
 #[tokio::test]
 async fn a_crashed_holders_lease_expires_after_the_lease_time() {
-    let clock = FakeClock::at(Duration::from_secs(1_764_000_000));
+    let clock = ManualClock::at(Duration::from_secs(1_764_000_000));
     let limiter = limiter_at(&url(), &unique("crash"), 1)
         .await
         .lease(Duration::from_secs(30))
@@ -104,7 +104,7 @@ async fn a_crashed_holders_lease_expires_after_the_lease_time() {
 
 #[tokio::test]
 async fn a_long_request_renews_its_lease() {
-    let clock = FakeClock::at(Duration::from_secs(1_764_000_000));
+    let clock = ManualClock::at(Duration::from_secs(1_764_000_000));
     let limiter = limiter_at(&url(), &unique("renew"), 1)
         .await
         .lease(Duration::from_secs(10))

@@ -1,8 +1,8 @@
 //! One limit shared by every request: no key, no map.
 
-use crate::clock::{Clock, MonotonicClock};
 use crate::gcra::{CostExceedsBurst, Decision, Quotas};
 use crate::quota::MAX_QUOTAS;
+use crate::{Clock, SystemClock};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,17 +12,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// a short mutex makes the check all-or-nothing.
 ///
 /// ```
-/// use ratelimit_token_bucket::{DirectLimiter, FakeClock, Quota, Quotas};
+/// use ratelimit_token_bucket::{DirectLimiter, ManualClock, Quota, Quotas};
 /// use std::time::Duration;
 ///
-/// let clock = FakeClock::new();
+/// let clock = ManualClock::new();
 /// let limiter = DirectLimiter::with_clock(Quotas::new([Quota::per_second(1)]).unwrap(), clock.clone());
 /// assert!(limiter.check(1).unwrap().is_allowed());
 /// assert!(!limiter.check(1).unwrap().is_allowed());
 /// clock.advance(Duration::from_secs(1));
 /// assert!(limiter.check(1).unwrap().is_allowed());
 /// ```
-pub struct DirectLimiter<C = MonotonicClock> {
+pub struct DirectLimiter<C = SystemClock> {
     quotas: Quotas,
     clock: C,
     state: State,
@@ -33,10 +33,10 @@ enum State {
     Many(Mutex<[u64; MAX_QUOTAS]>),
 }
 
-impl DirectLimiter<MonotonicClock> {
+impl DirectLimiter<SystemClock> {
     /// A limiter on the monotonic clock.
     pub fn new(quotas: Quotas) -> Self {
-        Self::with_clock(quotas, MonotonicClock::new())
+        Self::with_clock(quotas, SystemClock::new())
     }
 }
 

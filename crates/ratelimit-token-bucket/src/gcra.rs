@@ -83,7 +83,7 @@ impl Quotas {
             }
             // A bucket of `burst` units that refills in `window` seconds (rounded up).
             let window = q.window();
-            let secs = window.as_secs() + u64::from(window.subsec_nanos() > 0);
+            let secs = retry_safe_core::ceil_secs(window);
             let _ = write!(
                 policy_header,
                 "\"{}\";q={};w={}",

@@ -1,8 +1,8 @@
 //! One limit per key, in memory.
 
-use crate::clock::{Clock, MonotonicClock};
 use crate::gcra::{CostExceedsBurst, Decision, Quotas};
 use crate::quota::MAX_QUOTAS;
+use crate::{Clock, SystemClock};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use std::hash::{BuildHasher, Hash};
@@ -24,15 +24,15 @@ const FIRST_SWEEP: usize = 1024;
 /// ever seen.
 ///
 /// ```
-/// use ratelimit_token_bucket::{FakeClock, KeyedLimiter, Quota, Quotas};
+/// use ratelimit_token_bucket::{ManualClock, KeyedLimiter, Quota, Quotas};
 ///
-/// let limiter = KeyedLimiter::with_clock(Quotas::new([Quota::per_minute(2)]).unwrap(), FakeClock::new());
+/// let limiter = KeyedLimiter::with_clock(Quotas::new([Quota::per_minute(2)]).unwrap(), ManualClock::new());
 /// assert!(limiter.check(&"alice", 1).unwrap().is_allowed());
 /// assert!(limiter.check(&"alice", 1).unwrap().is_allowed());
 /// assert!(!limiter.check(&"alice", 1).unwrap().is_allowed());
 /// assert!(limiter.check(&"bob", 1).unwrap().is_allowed()); // every key has its own bucket
 /// ```
-pub struct KeyedLimiter<K, C = MonotonicClock> {
+pub struct KeyedLimiter<K, C = SystemClock> {
     quotas: Quotas,
     clock: C,
     hasher: foldhash::fast::RandomState,
@@ -48,10 +48,10 @@ struct Shard<K> {
     sweep_at: usize,
 }
 
-impl<K: Hash + Eq + Clone> KeyedLimiter<K, MonotonicClock> {
+impl<K: Hash + Eq + Clone> KeyedLimiter<K, SystemClock> {
     /// A limiter on the monotonic clock.
     pub fn new(quotas: Quotas) -> Self {
-        Self::with_clock(quotas, MonotonicClock::new())
+        Self::with_clock(quotas, SystemClock::new())
     }
 }
 

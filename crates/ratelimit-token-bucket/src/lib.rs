@@ -6,14 +6,14 @@
 //! [`Clock`].
 //!
 //! ```
-//! use ratelimit_token_bucket::{Decision, FakeClock, KeyedLimiter, Quota, Quotas};
+//! use ratelimit_token_bucket::{Decision, ManualClock, KeyedLimiter, Quota, Quotas};
 //! use std::time::Duration;
 //!
 //! let quotas = Quotas::new([
 //!     Quota::per_second(10).burst(20).named("per-second"),
 //!     Quota::per_hour(1000).named("per-hour"),
 //! ])?;
-//! let clock = FakeClock::new();
+//! let clock = ManualClock::new();
 //! let limiter = KeyedLimiter::with_clock(quotas, clock.clone());
 //!
 //! // A burst of 20 passes at once, the 21st waits exactly one emission interval.
@@ -38,7 +38,6 @@
 //! The algorithm is described in [`gcra`]; the HTTP behaviour in the `middleware` module.
 #![warn(missing_docs)]
 
-pub mod clock;
 mod direct;
 pub mod gcra;
 mod keyed;
@@ -50,12 +49,12 @@ pub mod middleware;
 #[cfg(feature = "redis")]
 mod redis_limiter;
 
-pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use direct::DirectLimiter;
 pub use gcra::{Allowed, CostExceedsBurst, Decision, Limited, Quotas};
 pub use keyed::{KeyedLimiter, DEFAULT_SHARDS};
-pub use limiter::{BoxError, Error, FailMode, Limiter};
+pub use limiter::{Error, Limiter};
 pub use quota::{Quota, QuotaError, MAX_QUOTAS, MAX_WINDOW};
+pub use retry_safe_core::{BoxError, Clock, FailMode, ManualClock, SystemClock};
 
 #[cfg(feature = "tower")]
 pub use middleware::{RateLimitLayer, RateLimitService};

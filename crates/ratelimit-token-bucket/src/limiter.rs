@@ -1,13 +1,10 @@
 //! The seam between the tower layer and a limiter backend.
 
-use crate::clock::Clock;
 use crate::gcra::{CostExceedsBurst, Decision, Quotas};
 use crate::keyed::KeyedLimiter;
+use crate::{BoxError, Clock};
 use async_trait::async_trait;
 use std::hash::Hash;
-
-/// Boxed error of a backend's transport.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a limiter can fail with (a limited request is a [`Decision`], not an error).
 #[derive(Debug, thiserror::Error)]
@@ -21,18 +18,6 @@ pub enum Error {
     /// The backend holds state this version cannot read.
     #[error("rate-limit state is unreadable: {0}")]
     Corrupt(String),
-}
-
-/// What a limiter backed by a shared server (Redis) does when the server does not answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailMode {
-    /// Report the outage (`Unavailable`): the layer answers 503 and the request does not run.
-    #[default]
-    Closed,
-    /// Decide with a local in-memory limiter of the same limits. Each server then enforces the
-    /// limit on its own, so a fleet of N servers admits up to N times the limit while the server
-    /// is down; the limiter counts these fallback decisions.
-    Open,
 }
 
 /// A keyed rate limiter the [`RateLimitLayer`](crate::RateLimitLayer) can ask.

@@ -1,6 +1,6 @@
 //! Quotas: how many requests per period, with how large a burst.
 
-use crate::clock::to_nanos;
+use retry_safe_core::duration_to_nanos as to_nanos;
 use std::fmt;
 use std::time::Duration;
 

@@ -1,9 +1,10 @@
 //! The fleet-wide limiter on Redis (feature `redis`).
 
-use crate::clock::Clock;
 use crate::gcra::{Decision, Quotas};
 use crate::keyed::KeyedLimiter;
-use crate::limiter::{BoxError, Error, FailMode, Limiter};
+use crate::limiter::{Error, Limiter};
+use crate::Clock;
+use crate::{BoxError, FailMode};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};

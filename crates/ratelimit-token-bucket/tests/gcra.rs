@@ -1,8 +1,8 @@
 //! The GCRA decisions on a hand-driven clock: every figure is exact.
 
 use ratelimit_token_bucket::{
-    CostExceedsBurst, Decision, DirectLimiter, FakeClock, KeyedLimiter, Quota, QuotaError, Quotas,
-    MAX_WINDOW,
+    CostExceedsBurst, Decision, DirectLimiter, KeyedLimiter, ManualClock, Quota, QuotaError,
+    Quotas, MAX_WINDOW,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ fn allowed(d: Decision) -> ratelimit_token_bucket::Allowed {
 
 #[test]
 fn a_full_burst_passes_then_requests_pass_at_the_steady_rate() {
-    let clock = FakeClock::at(Duration::from_secs(100));
+    let clock = ManualClock::at(Duration::from_secs(100));
     let limiter = KeyedLimiter::with_clock(
         Quotas::new([Quota::per_second(10).burst(5)]).unwrap(),
         clock.clone(),
@@ -65,7 +65,7 @@ fn retry_after_is_exact_to_the_nanosecond_with_a_rounded_interval() {
     // 3 per second: the interval is 333 333 334 ns (rounded up: never more than 3 per second).
     let q = Quota::per_second(3);
     assert_eq!(q.interval(), Duration::from_nanos(333_333_334));
-    let clock = FakeClock::at(Duration::from_secs(1));
+    let clock = ManualClock::at(Duration::from_secs(1));
     let limiter = DirectLimiter::with_clock(Quotas::new([q]).unwrap(), clock.clone());
     for _ in 0..3 {
         assert!(limiter.check(1).unwrap().is_allowed());
@@ -80,7 +80,7 @@ fn retry_after_is_exact_to_the_nanosecond_with_a_rounded_interval() {
 
 #[test]
 fn weighted_requests_take_their_cost_and_wait_for_it() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let limiter = KeyedLimiter::with_clock(
         Quotas::new([Quota::per_second(10)]).unwrap(), // burst 10, 100 ms per unit
         clock.clone(),
@@ -106,7 +106,7 @@ fn a_cost_above_the_burst_is_an_error_not_an_eternal_limit() {
             Quota::per_minute(1000).burst(20),
         ])
         .unwrap(),
-        FakeClock::new(),
+        ManualClock::new(),
     );
     let e = limiter.check(&"k", 21).unwrap_err();
     assert_eq!(
@@ -158,7 +158,7 @@ fn several_quotas_are_all_or_nothing() {
 
 #[test]
 fn a_clock_stepping_backwards_limits_instead_of_failing() {
-    let clock = FakeClock::at(Duration::from_secs(10));
+    let clock = ManualClock::at(Duration::from_secs(10));
     let limiter =
         DirectLimiter::with_clock(Quotas::new([Quota::per_second(1)]).unwrap(), clock.clone());
     assert!(limiter.check(1).unwrap().is_allowed());
@@ -223,7 +223,7 @@ fn a_direct_limiter_counts_each_unit_once_under_contention() {
         Quotas::new([Quota::per_hour(1000)]).unwrap(),
         Quotas::new([Quota::per_hour(1000), Quota::per_day(5000)]).unwrap(),
     ] {
-        let limiter = Arc::new(DirectLimiter::with_clock(quotas, FakeClock::new()));
+        let limiter = Arc::new(DirectLimiter::with_clock(quotas, ManualClock::new()));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let limiter = limiter.clone();
@@ -243,7 +243,7 @@ fn a_direct_limiter_counts_each_unit_once_under_contention() {
 fn a_keyed_limiter_counts_each_unit_once_under_contention() {
     let limiter = Arc::new(KeyedLimiter::with_clock(
         Quotas::new([Quota::per_hour(500)]).unwrap(),
-        FakeClock::new(),
+        ManualClock::new(),
     ));
     let threads: Vec<_> = (0..4)
         .map(|_| {
@@ -265,7 +265,7 @@ fn a_keyed_limiter_counts_each_unit_once_under_contention() {
 
 #[test]
 fn idle_keys_are_dropped_and_active_ones_kept() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let limiter =
         KeyedLimiter::with_clock(Quotas::new([Quota::per_second(1)]).unwrap(), clock.clone());
     for k in 0..10_000u32 {
@@ -291,7 +291,7 @@ fn idle_keys_are_dropped_and_active_ones_kept() {
 
 #[test]
 fn shards_sweep_idle_keys_as_they_grow() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let limiter = KeyedLimiter::with_shards(
         Quotas::new([Quota::per_second(1)]).unwrap(),
         clock.clone(),

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use ratelimit_token_bucket::{FakeClock, KeyedLimiter, Quota, Quotas, RateLimitLayer};
+use ratelimit_token_bucket::{KeyedLimiter, ManualClock, Quota, Quotas, RateLimitLayer};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -54,7 +54,7 @@ async fn json(res: Response<Body>) -> serde_json::Value {
 
 #[tokio::test]
 async fn allowed_responses_carry_the_ratelimit_headers_and_the_excess_gets_a_429() {
-    let clock = FakeClock::at(Duration::from_secs(50));
+    let clock = ManualClock::at(Duration::from_secs(50));
     let limiter = KeyedLimiter::with_clock(
         Quotas::new([Quota::per_second(2).burst(3).named("api")]).unwrap(),
         clock.clone(),
@@ -127,8 +127,10 @@ async fn allowed_responses_carry_the_ratelimit_headers_and_the_excess_gets_a_429
 
 #[tokio::test]
 async fn requests_without_a_key_are_not_limited() {
-    let limiter =
-        KeyedLimiter::with_clock(Quotas::new([Quota::per_hour(1)]).unwrap(), FakeClock::new());
+    let limiter = KeyedLimiter::with_clock(
+        Quotas::new([Quota::per_hour(1)]).unwrap(),
+        ManualClock::new(),
+    );
     let runs = Arc::new(AtomicUsize::new(0));
     let layer = RateLimitLayer::new(limiter, user_key);
     let svc = layer.layer(handler(runs.clone()));
@@ -145,7 +147,7 @@ async fn requests_without_a_key_are_not_limited() {
 async fn weighted_requests_spend_their_cost_and_impossible_costs_get_a_400() {
     let limiter = KeyedLimiter::with_clock(
         Quotas::new([Quota::per_minute(10)]).unwrap(),
-        FakeClock::new(),
+        ManualClock::new(),
     );
     let runs = Arc::new(AtomicUsize::new(0));
     let layer = RateLimitLayer::new(limiter, user_key).cost(|parts| {

@@ -1,6 +1,6 @@
 //! Memory of the keyed limiter under a million distinct keys, measured by a counting allocator.
 
-use ratelimit_token_bucket::{FakeClock, KeyedLimiter, Quota, Quotas};
+use ratelimit_token_bucket::{KeyedLimiter, ManualClock, Quota, Quotas};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
@@ -37,7 +37,7 @@ fn live() -> isize {
 
 #[test]
 fn a_million_idle_keys_give_their_memory_back() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let limiter = KeyedLimiter::with_clock(
         Quotas::new([Quota::per_second(10).burst(20)]).unwrap(),
         clock.clone(),

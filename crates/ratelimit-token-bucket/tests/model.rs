@@ -4,13 +4,13 @@ mod common;
 
 use common::{quota_sets, quotas_of, streams, Model, Outcome};
 use proptest::prelude::*;
-use ratelimit_token_bucket::{Clock, DirectLimiter, FakeClock, KeyedLimiter};
+use ratelimit_token_bucket::{Clock, DirectLimiter, KeyedLimiter, ManualClock};
 use std::time::Duration;
 
 proptest! {
     #[test]
     fn the_keyed_limiter_decides_as_a_token_bucket(set in quota_sets(), stream in streams()) {
-        let clock = FakeClock::at(Duration::from_secs(3600));
+        let clock = ManualClock::at(Duration::from_secs(3600));
         let limiter = KeyedLimiter::with_shards(quotas_of(&set), clock.clone(), 2);
         let mut model = Model::new(&set);
         for (i, &(key, gap, cost)) in stream.iter().enumerate() {
@@ -26,7 +26,7 @@ proptest! {
 
     #[test]
     fn the_direct_limiter_decides_as_a_token_bucket(set in quota_sets(), stream in streams()) {
-        let clock = FakeClock::at(Duration::from_secs(1));
+        let clock = ManualClock::at(Duration::from_secs(1));
         let limiter = DirectLimiter::with_clock(quotas_of(&set), clock.clone());
         let mut model = Model::new(&set);
         for &(_, gap, cost) in &stream {

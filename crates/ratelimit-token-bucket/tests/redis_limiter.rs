@@ -7,7 +7,7 @@ mod common;
 use common::{quota_sets, quotas_of, streams, Model, Outcome};
 use proptest::prelude::*;
 use ratelimit_token_bucket::{
-    Clock, Decision, Error, FailMode, FakeClock, KeyedLimiter, Quota, Quotas, RedisLimiter,
+    Clock, Decision, Error, FailMode, KeyedLimiter, ManualClock, Quota, Quotas, RedisLimiter,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -72,7 +72,7 @@ proptest! {
     fn redis_and_memory_make_the_same_decisions(set in quota_sets(), stream in streams(), start in 0u64..1_000_000_000) {
         let rt = runtime();
         let origin = Duration::from_secs(1_764_000_000) + Duration::from_nanos(start);
-        let clock = FakeClock::at(origin);
+        let clock = ManualClock::at(origin);
         let redis = rt.block_on(limiter("model", quotas_of(&set))).pin_time(clock.clone());
         let memory = KeyedLimiter::with_clock(quotas_of(&set), clock.clone());
         let mut model = Model::new(&set);

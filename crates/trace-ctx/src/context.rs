@@ -9,9 +9,9 @@ use crate::TraceId;
 use http::HeaderMap;
 
 /// The `traceparent` header.
-pub const TRACEPARENT: &str = "traceparent";
+pub use retry_safe_core::headers::TRACEPARENT;
 /// The `tracestate` header.
-pub const TRACESTATE: &str = "tracestate";
+pub use retry_safe_core::headers::TRACESTATE;
 
 /// One request's place in its trace, and its request id (a request extension under the layer).
 ///

@@ -43,7 +43,7 @@ pub use context::{TraceContext, TRACEPARENT, TRACESTATE};
 pub use ids::{SpanId, TraceId};
 #[cfg(feature = "tower")]
 pub use middleware::{TraceLayer, TraceService};
-pub use problem::{Problem, PROBLEM_JSON};
+pub use problem::{is_problem, Problem, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use traceparent::{TraceFlags, TraceParent, TraceParentError};
 pub use tracestate::{TraceState, TraceStateError};

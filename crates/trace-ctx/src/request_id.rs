@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// The request id header.
-pub const X_REQUEST_ID: &str = "x-request-id";
+pub use retry_safe_core::headers::X_REQUEST_ID;
 
 /// The longest incoming request id accepted.
 pub const MAX_LEN: usize = 128;

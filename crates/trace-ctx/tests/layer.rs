@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use ratelimit_token_bucket::{FakeClock, KeyedLimiter, Quota, Quotas, RateLimitLayer};
+use ratelimit_token_bucket::{KeyedLimiter, ManualClock, Quota, Quotas, RateLimitLayer};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use tower::{ServiceBuilder, ServiceExt};
@@ -21,7 +21,7 @@ async fn json(res: Response<Body>) -> serde_json::Value {
 async fn a_429_from_an_inner_layer_carries_the_request_and_trace_ids() {
     let limiter = KeyedLimiter::with_clock(
         Quotas::new([Quota::per_minute(1)]).unwrap(),
-        FakeClock::new(),
+        ManualClock::new(),
     );
     let seen = Arc::new(Mutex::new(Vec::new()));
     let handler = {
@@ -124,7 +124,7 @@ async fn a_valid_request_id_is_kept_and_an_unsafe_one_replaced() {
                         "upstream_timeout",
                         "Upstream timed out",
                     )
-                    .detail("the payment provider did not answer")
+                    .with_detail("the payment provider did not answer")
                     .into_response::<Body>(),
                 )
             });

@@ -2,9 +2,9 @@
 //! events fail the signature, stale ones the timestamp window, replayed ones the replay guard.
 //!
 //! ```
-//! use webhook_sig::{ManualWallClock, Scheme, Secret, Signer, Verifier, VerifyError};
+//! use webhook_sig::{ManualClock, Scheme, Secret, Signer, Verifier, VerifyError};
 //!
-//! let clock = ManualWallClock::at(1_700_000_000);
+//! let clock = ManualClock::at_unix_secs(1_700_000_000);
 //! let secret = Secret::from_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
 //! let body = br#"{"type":"payment.succeeded","amount":1999}"#;
 //!
@@ -23,7 +23,7 @@
 //!     verifier.verify(&headers, br#"{"type":"payment.succeeded","amount":1}"#),
 //!     Err(VerifyError::NoMatchingSignature)
 //! );
-//! clock.advance(301);
+//! clock.advance(std::time::Duration::from_secs(301));
 //! assert_eq!(verifier.verify(&headers, body), Err(VerifyError::TooOld { age_secs: 301 }));
 //! ```
 //!
@@ -32,7 +32,7 @@
 //!   Stripe-style (`Stripe-Signature: t=…,v1=…`) and GitHub-style (`X-Hub-Signature-256`).
 //! - [`Secret`]: key bytes, redacted in `Debug`. [`Verifier`] accepts several secrets (rotation)
 //!   and several signatures per header, compares in constant time and checks the timestamp
-//!   against an injected [`WallClock`]. [`Signer`] makes the headers of an outgoing webhook.
+//!   against an injected [`Clock`]. [`Signer`] makes the headers of an outgoing webhook.
 //! - [`ReplayGuard`]: each event id processed at most once, on any
 //!   [`idem_core::IdempotencyStore`] (memory, Redis, PostgreSQL).
 //! - [`WebhookLayer`] (feature `tower`, on by default): the receiving side for tower, axum and
@@ -41,7 +41,6 @@
 
 #![warn(missing_docs)]
 
-mod clock;
 mod error;
 pub mod header;
 #[cfg(feature = "tower")]
@@ -51,11 +50,11 @@ mod secret;
 mod sign;
 mod verify;
 
-pub use clock::{ManualWallClock, SystemWallClock, WallClock};
 pub use error::VerifyError;
 #[cfg(feature = "tower")]
 pub use middleware::{VerifiedWebhook, WebhookLayer, WebhookService};
 pub use replay::{ReplayGuard, ReplayTicket, DEFAULT_LEASE, DEFAULT_RETENTION};
+pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 pub use secret::{Secret, SecretError};
 pub use sign::{SignError, Signer};
 pub use verify::{Verified, Verifier, DEFAULT_TOLERANCE};

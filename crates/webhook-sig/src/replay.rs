@@ -123,7 +123,7 @@ impl<S: IdempotencyStore> ReplayGuard<S> {
             }),
             Ok(BeginOutcome::Completed(_) | BeginOutcome::Mismatch) => Err(VerifyError::Replayed),
             Ok(BeginOutcome::InFlight { retry_after }) => Err(VerifyError::InFlight {
-                retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+                retry_after_secs: retry_safe_core::retry_after_secs(retry_after),
             }),
             Err(_) => Err(VerifyError::ReplayStoreUnavailable),
         }

@@ -1,8 +1,8 @@
 //! The sending side: signature headers for an outgoing webhook.
 
-use crate::clock::{SystemWallClock, WallClock};
 use crate::header;
 use crate::verify::{keyed, HmacSha256};
+use crate::{Clock, SystemClock};
 use crate::{Scheme, Secret};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -22,9 +22,9 @@ pub enum SignError {
 /// Signs outgoing webhooks with one secret.
 ///
 /// ```
-/// use webhook_sig::{ManualWallClock, Scheme, Secret, Signer, Verifier};
+/// use webhook_sig::{ManualClock, Scheme, Secret, Signer, Verifier};
 ///
-/// let clock = ManualWallClock::at(1_700_000_000);
+/// let clock = ManualClock::at_unix_secs(1_700_000_000);
 /// let secret = Secret::from_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
 /// let signer = Signer::new(Scheme::StandardWebhooks, &secret).with_clock(clock.clone());
 /// let body = br#"{"type":"order.paid","order":42}"#;
@@ -39,7 +39,7 @@ pub enum SignError {
 pub struct Signer {
     scheme: Scheme,
     key: HmacSha256,
-    clock: Arc<dyn WallClock>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for Signer {
@@ -57,12 +57,12 @@ impl Signer {
         Self {
             scheme,
             key: keyed(secret),
-            clock: Arc::new(SystemWallClock),
+            clock: Arc::new(SystemClock::new()),
         }
     }
 
     /// Reads the time from `clock` instead of the system clock.
-    pub fn with_clock(mut self, clock: impl WallClock) -> Self {
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
     }
@@ -104,7 +104,7 @@ impl Signer {
     /// `X-Hub-Signature-256` and `X-GitHub-Delivery`. The id must be visible ASCII where it is
     /// sent.
     pub fn headers(&self, id: &str, body: &[u8]) -> Result<HeaderMap, SignError> {
-        self.headers_at(id, self.clock.unix_now(), body)
+        self.headers_at(id, self.clock.unix_secs(), body)
     }
 
     /// The headers of [`Signer::headers`] for the Unix time `timestamp`.

@@ -1,7 +1,7 @@
 //! The verifier: checks a received webhook's headers and raw body.
 
-use crate::clock::{SystemWallClock, WallClock};
 use crate::header::{self, Tag, Tags};
+use crate::{Clock, SystemClock};
 use crate::{Scheme, Secret, VerifyError};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName};
@@ -54,12 +54,12 @@ pub struct Verified {
 ///
 /// ```
 /// use http::{HeaderMap, HeaderName};
-/// use webhook_sig::{ManualWallClock, Scheme, Secret, Verifier, VerifyError};
+/// use webhook_sig::{ManualClock, Scheme, Secret, Verifier, VerifyError};
 ///
 /// // The example of the Standard Webhooks specification.
 /// let secret = Secret::from_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
 /// let verifier = Verifier::new(Scheme::StandardWebhooks, secret)
-///     .with_clock(ManualWallClock::at(1_614_265_330));
+///     .with_clock(ManualClock::at_unix_secs(1_614_265_330));
 /// let mut headers = HeaderMap::new();
 /// headers.insert("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek".parse().unwrap());
 /// headers.insert("webhook-timestamp", "1614265330".parse().unwrap());
@@ -81,7 +81,7 @@ pub struct Verifier {
     scheme: Scheme,
     keys: Vec<HmacSha256>,
     tolerance_secs: u64,
-    clock: Arc<dyn WallClock>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for Verifier {
@@ -102,7 +102,7 @@ impl Verifier {
             scheme,
             keys: vec![keyed(&secret)],
             tolerance_secs: DEFAULT_TOLERANCE.as_secs(),
-            clock: Arc::new(SystemWallClock),
+            clock: Arc::new(SystemClock::new()),
         }
     }
 
@@ -122,7 +122,7 @@ impl Verifier {
     }
 
     /// Reads the time from `clock` instead of the system clock.
-    pub fn with_clock(mut self, clock: impl WallClock) -> Self {
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
     }
@@ -135,7 +135,7 @@ impl Verifier {
     /// Verifies `body` (the raw bytes as received, before any parsing) against `headers`, at the
     /// clock's current time.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
-        self.verify_at(headers, body, self.clock.unix_now())
+        self.verify_at(headers, body, self.clock.unix_secs())
     }
 
     /// Verifies as [`Verifier::verify`] does, at the Unix time `now`.

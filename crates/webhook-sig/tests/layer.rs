@@ -3,13 +3,13 @@
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use idem_core::{ManualClock, MemoryStore, MemoryStoreConfig};
+use idem_core::{MemoryStore, MemoryStoreConfig};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use webhook_sig::{
-    ManualWallClock, ReplayGuard, Scheme, Secret, Signer, VerifiedWebhook, Verifier, WebhookLayer,
+    ManualClock, ReplayGuard, Scheme, Secret, Signer, VerifiedWebhook, Verifier, WebhookLayer,
 };
 
 const NOW: u64 = 1_700_000_000;
@@ -20,7 +20,7 @@ fn secret() -> Secret {
 }
 
 fn verifier(scheme: Scheme) -> Verifier {
-    Verifier::new(scheme, secret()).with_clock(ManualWallClock::at(NOW))
+    Verifier::new(scheme, secret()).with_clock(ManualClock::at_unix_secs(NOW))
 }
 
 fn request(headers: &HeaderMap, body: &'static [u8]) -> Request<Full<Bytes>> {

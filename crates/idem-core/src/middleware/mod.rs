@@ -17,20 +17,18 @@
 //! | store unreachable, fail-closed | 503 `idempotency_store_unavailable` + `Retry-After` |
 //! | the handler panicked | 500 `internal_error` (the key is released) |
 //!
-//! Every rejection is an RFC 9457 `application/problem+json` body; see [`problem`].
+//! Every rejection is an RFC 9457 `application/problem+json` body; see [`Problem`](crate::Problem).
 //!
 //! The handler finds its [`IdempotencyAttempt`] in the request's extensions; a response marked
 //! [`CompletedByHandler`] (see [`handler_completed`]) is passed through without `complete`, the
 //! handler having completed the record in its own transaction.
 
 mod layer;
-pub mod problem;
 mod service;
 
 pub use self::layer::{IdempotencyLayer, MetricsSnapshot};
 pub use self::service::IdempotencyService;
 
-/// The response header that marks a replayed response.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+pub use retry_safe_core::headers::IDEMPOTENT_REPLAYED;
 
 pub use crate::attempt::{handler_completed, CompletedByHandler, IdempotencyAttempt};

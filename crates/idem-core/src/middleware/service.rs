@@ -1,8 +1,8 @@
 use super::layer::Metrics;
-use super::problem::Problem;
 use super::{CompletedByHandler, IdempotencyAttempt, IDEMPOTENT_REPLAYED};
 use crate::key::IDEMPOTENCY_KEY;
 use crate::store::{BoxError, StoreError};
+use crate::Problem;
 use crate::{
     BeginOutcome, FailMode, Fence, Fingerprint, IdempotencyKey, IdempotencyPolicy,
     IdempotencyStore, StoredResponse,
@@ -122,8 +122,8 @@ fn read_key<B>(
                 StatusCode::BAD_REQUEST,
                 "idempotency_key_missing",
                 "Idempotency-Key header missing",
-                "this endpoint requires an Idempotency-Key header",
-            ));
+            )
+            .with_detail("this endpoint requires an Idempotency-Key header"));
         }
         return Ok(None);
     };
@@ -132,8 +132,8 @@ fn read_key<B>(
             StatusCode::BAD_REQUEST,
             "idempotency_key_invalid",
             "Idempotency-Key header invalid",
-            detail,
         )
+        .with_detail(detail)
     };
     if values.next().is_some() {
         return Err(invalid("more than one Idempotency-Key header".into()));
@@ -179,11 +179,11 @@ where
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request_body_too_large",
                 "Request body too large",
-                format!(
-                    "an idempotent request body may be at most {} bytes",
-                    ctx.policy.max_request_bytes
-                ),
             )
+            .with_detail(format!(
+                "an idempotent request body may be at most {} bytes",
+                ctx.policy.max_request_bytes
+            ))
             .into_response())
         }
         Err(_) => {
@@ -191,8 +191,8 @@ where
                 StatusCode::BAD_REQUEST,
                 "request_body_unreadable",
                 "Request body could not be read",
-                "the request body ended with an error",
             )
+            .with_detail("the request body ended with an error")
             .into_response())
         }
     };
@@ -259,8 +259,8 @@ where
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
                 "Internal error",
-                "the request failed; it may be retried with the same Idempotency-Key",
             )
+            .with_detail("the request failed; it may be retried with the same Idempotency-Key")
             .into_response());
         }
     };
@@ -279,12 +279,7 @@ where
         Some(collected) => collected.to_bytes(),
         None => {
             guard.release().await;
-            return Ok(Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "Internal error",
-                "the response could not be produced; it may be retried with the same Idempotency-Key",
-            )
+            return Ok(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error").with_detail("the response could not be produced; it may be retried with the same Idempotency-Key")
             .into_response());
         }
     };
@@ -390,6 +385,8 @@ impl<S: IdempotencyStore> Ctx<S> {
                             StatusCode::UNPROCESSABLE_ENTITY,
                             "idempotency_key_reused",
                             "Idempotency-Key reused with another request",
+                        )
+                        .with_detail(
                             "this key was already used with a different method, path or body",
                         )
                         .into_response(),
@@ -411,9 +408,9 @@ impl<S: IdempotencyStore> Ctx<S> {
                                     StatusCode::CONFLICT,
                                     "idempotency_request_in_flight",
                                     "A request with this Idempotency-Key is in progress",
-                                    "retry after the original request has finished",
                                 )
-                                .retry_after(retry_after)
+                                .with_detail("retry after the original request has finished")
+                                .with_retry_after(retry_after)
                                 .into_response(),
                             ));
                         }
@@ -441,9 +438,9 @@ impl<S: IdempotencyStore> Ctx<S> {
                         StatusCode::SERVICE_UNAVAILABLE,
                         "idempotency_store_unavailable",
                         "Idempotency store unavailable",
-                        "the request was not run; retry it with the same Idempotency-Key",
                     )
-                    .retry_after(std::time::Duration::from_secs(1))
+                    .with_detail("the request was not run; retry it with the same Idempotency-Key")
+                    .with_retry_after(std::time::Duration::from_secs(1))
                     .into_response(),
                 )
             }
@@ -478,16 +475,16 @@ fn not_stored_marker(status: StatusCode) -> StoredResponse {
         StatusCode::CONFLICT,
         "idempotency_response_not_stored",
         "The original response was too large to keep",
-        format!(
-            "the request with this Idempotency-Key already ran and answered {}; it was not run again",
-            status.as_u16()
-        ),
-    );
+    )
+    .with_detail(format!(
+        "the request with this Idempotency-Key already ran and answered {}; it was not run again",
+        status.as_u16()
+    ));
     StoredResponse {
         status: 409,
         headers: vec![(
             "content-type".into(),
-            Bytes::from_static(super::problem::PROBLEM_JSON.as_bytes()),
+            Bytes::from_static(retry_safe_core::PROBLEM_JSON.as_bytes()),
         )],
         body: problem.body(),
     }

@@ -22,9 +22,5 @@ mod service;
 pub use self::layer::{MetricsSnapshot, RateLimitLayer};
 pub use self::service::RateLimitService;
 
-/// The `RateLimit-Policy` header name.
-pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
-/// The `RateLimit` header name.
-pub const RATELIMIT: &str = "ratelimit";
-/// The media type of problem bodies.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use retry_safe_core::headers::{RATELIMIT, RATELIMIT_POLICY};
+pub use retry_safe_core::PROBLEM_JSON;

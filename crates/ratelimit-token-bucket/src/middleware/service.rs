@@ -1,9 +1,10 @@
 use super::layer::RateLimitLayer;
-use super::{PROBLEM_JSON, RATELIMIT, RATELIMIT_POLICY};
+use super::{RATELIMIT, RATELIMIT_POLICY};
 use crate::{Decision, Error, Limiter};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
+use retry_safe_core::{ceil_secs, Problem};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -161,10 +162,6 @@ fn state_header(name: &str, remaining: u64, reset_after: Duration) -> HeaderValu
         .expect("quota names are validated as printable ASCII")
 }
 
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
 fn problem<B: From<Bytes>>(
     status: StatusCode,
     code: &'static str,
@@ -172,22 +169,13 @@ fn problem<B: From<Bytes>>(
     detail: &str,
     retry_after: Option<Duration>,
 ) -> Response<B> {
-    let mut body = serde_json::json!({
-        "type": format!("urn:problem-type:{code}"),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": code,
-    });
-    if let Some(after) = retry_after {
-        body["retry_after_ms"] = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).into();
+    let problem = Problem::new(status, code, title).with_detail(detail);
+    match retry_after {
+        Some(after) => problem.with_retry_after(after).with(
+            "retry_after_ms",
+            u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+        ),
+        None => problem,
     }
-    let mut res = Response::new(B::from(Bytes::from(body.to_string())));
-    *res.status_mut() = status;
-    let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    if let Some(after) = retry_after {
-        headers.insert(header::RETRY_AFTER, ceil_secs(after).max(1).into());
-    }
-    res
+    .into_response()
 }

@@ -2,37 +2,11 @@
 
 use crate::VerifyError;
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
+use retry_safe_core::Problem;
+use std::time::Duration;
 
-/// The media type of problem bodies.
-pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// A problem response: `type` is `urn:problem-type:<code>`, and `code` is repeated as a member.
-pub(crate) fn response<B: From<Bytes>>(
-    status: StatusCode,
-    code: &str,
-    title: &str,
-    detail: &str,
-    retry_after_secs: Option<u64>,
-) -> Response<B> {
-    let body = serde_json::json!({
-        "type": format!("urn:problem-type:{code}"),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": code,
-    })
-    .to_string();
-    let mut res = Response::new(B::from(Bytes::from(body)));
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    if let Some(secs) = retry_after_secs {
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    }
-    res
-}
+pub use retry_safe_core::PROBLEM_JSON;
 
 /// The response for a refused webhook. The detail names what failed, never the secret, the
 /// expected signature or the body.
@@ -94,5 +68,10 @@ pub(crate) fn refused<B: From<Bytes>>(error: &VerifyError) -> Response<B> {
             Some(1),
         ),
     };
-    response(status, code, title, &detail, retry)
+    let problem = Problem::new(status, code, title).with_detail(detail);
+    match retry {
+        Some(secs) => problem.with_retry_after(Duration::from_secs(secs)),
+        None => problem,
+    }
+    .into_response()
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+use retry_safe_core::{BoxError, Problem};
 
 /// The header on a replay acknowledged with 200 (see
 /// [`WebhookLayer::acknowledge_replays`](super::WebhookLayer::acknowledge_replays)).
@@ -155,13 +155,13 @@ where
     RB: From<Bytes>,
 {
     let too_large = || {
-        problem::response(
+        Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "webhook_body_too_large",
             "Webhook body too large",
-            &format!("webhook bodies are limited to {max} bytes"),
-            None,
         )
+        .with_detail(format!("webhook bodies are limited to {max} bytes"))
+        .into_response()
     };
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
@@ -173,12 +173,12 @@ where
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(problem::response(
+        Err(_) => Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "webhook_body_unreadable",
             "Webhook body unreadable",
-            "the request body could not be read",
-            None,
-        )),
+        )
+        .with_detail("the request body could not be read")
+        .into_response()),
     }
 }

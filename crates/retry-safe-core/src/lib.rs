@@ -1,0 +1,52 @@
+//! The shared seams of the retry-safe crates.
+//!
+//! Every crate of the workspace builds on these few pieces instead of its own copy, and re-exports
+//! the ones its API mentions, so users rarely name this crate directly:
+//!
+//! - [`Clock`]: monotonic and wall time, injected ([`SystemClock`], [`ManualClock`], and
+//!   [`TokioClock`] with the `tokio` feature);
+//! - [`FailMode`]: fail closed or open when a backend is unreachable; [`BoxError`];
+//! - [`Problem`]: RFC 9457 problem details with a stable `code`, `Retry-After` and the conversion
+//!   into an [`http::Response`]; [`PROBLEM_JSON`], [`retry_after_secs`], [`is_problem`];
+//! - [`headers`]: the header names the layers share.
+//!
+//! No I/O happens here.
+//!
+//! ```
+//! use retry_safe_core::{Clock, ManualClock, Problem};
+//! use http::StatusCode;
+//! use std::time::Duration;
+//!
+//! // A lease that expires after 5 s of (manual) time…
+//! let clock = ManualClock::new();
+//! let expires = clock.now() + Duration::from_secs(5);
+//! clock.advance(Duration::from_secs(2));
+//!
+//! // …and the answer to a request that found it still held.
+//! let res: http::Response<bytes::Bytes> =
+//!     Problem::new(StatusCode::CONFLICT, "idempotency_request_in_flight", "Request in progress")
+//!         .with_retry_after(expires - clock.now())
+//!         .into_response();
+//! assert_eq!(res.status(), 409);
+//! assert_eq!(res.headers()["retry-after"], "3");
+//! ```
+//!
+//! # Features
+//! | feature | adds |
+//! |---|---|
+//! | `tokio` | [`TokioClock`], which follows `tokio::time::pause` / `advance` |
+//! | `axum` | `axum_core::response::IntoResponse` for [`Problem`] |
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod clock;
+mod fail;
+pub mod headers;
+pub mod problem;
+
+#[cfg(feature = "tokio")]
+pub use clock::TokioClock;
+pub use clock::{duration_to_nanos, Clock, ManualClock, SystemClock};
+pub use fail::{BoxError, FailMode};
+pub use problem::{ceil_secs, is_problem, retry_after_secs, Problem, PROBLEM_JSON};
