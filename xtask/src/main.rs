@@ -5,11 +5,15 @@
 //! | `test` | every test of the workspace, all features (the README's test command) |
 //! | `proptest [--cases N] [--seed S]` | the test suite with N proptest cases per property (default 4096), from seed S |
 //! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | e2e]` | the criterion benchmarks (all, or one group) |
-//! | `ci` | `fmt --check`, `clippy -D warnings`, `test`, `doc` with warnings denied |
+//! | `ci` | `fmt --check`, `clippy -D warnings`, `doc` with warnings denied, `features`, `msrv` (CI runs `test` and then `ci`) |
+//! | `features` | each published crate in each feature set: `check --all-targets` and `doc`, warnings denied |
+//! | `msrv` | each published crate's `rust-version` covers every dependency's, in each feature set |
 //!
 //! Before tests run, every backing service that a crate of the workspace tests against is checked
 //! (see [`services`]); one that is down is started, or the command fails saying how to start it.
 
+mod features;
+mod msrv;
 mod services;
 
 use std::process::{Command, ExitCode};
@@ -21,13 +25,17 @@ fn main() -> ExitCode {
         Some("proptest") => proptest(&args[1..]),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("ci") => ci(),
+        Some("msrv") => msrv::run(),
+        Some("features") => features::run(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | e2e] | ci>\n\
+                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | e2e] | ci | features | msrv>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks\n\
-                 ci        fmt, clippy, tests and docs, as CI does"
+                 ci        fmt, clippy, docs, the feature matrix and the MSRV check (CI runs test, then ci)\n\
+                 features  each crate in each feature set: check --all-targets and doc, warnings denied\n\
+                 msrv      each crate's rust-version covers its dependencies"
             );
             return ExitCode::from(2);
         }
@@ -197,9 +205,10 @@ fn ci() -> Result {
         ],
         &[],
     )?;
-    test(&[])?;
     cargo(
         &["doc", "--workspace", "--all-features", "--no-deps"],
         &[("RUSTDOCFLAGS", "-D warnings")],
-    )
+    )?;
+    features::run()?;
+    msrv::run()
 }

@@ -54,7 +54,14 @@
 //!
 //! Features: `tower` (default) — the layer; `conformance` — the store test suite and the
 //! reference model, for store crates' tests.
-
+//!
+#![cfg_attr(
+    feature = "tower",
+    doc = "[`IdempotencyLayer`]: crate::IdempotencyLayer"
+)]
+#![cfg_attr(not(feature = "tower"), doc = "[`IdempotencyLayer`]: crate#features")]
+#![cfg_attr(feature = "conformance", doc = "[`conformance`]: crate::conformance")]
+#![cfg_attr(not(feature = "conformance"), doc = "[`conformance`]: crate#features")]
 #![warn(missing_docs)]
 
 mod attempt;

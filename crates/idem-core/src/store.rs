@@ -7,7 +7,7 @@
 //! | `complete(fence)` | `Err(StaleFence)` | stores the response if `fence` holds a live lease | `Err(StaleFence)` |
 //! | `release(fence)` | `Err(StaleFence)` | deletes the record if `fence` holds a live lease | `Err(StaleFence)` |
 //!
-//! Rules every store keeps (the [`conformance`](crate::conformance) suite checks them):
+//! Rules every store keeps (the [conformance suite] checks them):
 //! - `begin` is one atomic step: of any number of concurrent callers, at most one gets `Acquired`.
 //! - Fences of one (scope, key) strictly increase over the store's life, also across releases
 //!   and takeovers, so a holder that lost its lease can never write over its successor.
@@ -15,6 +15,15 @@
 //!   with it fail with [`StoreError::StaleFence`].
 //! - A completed record is kept for the retention given to `complete`, then it is as if absent.
 //! - Scopes never meet: equal keys in two scopes are two records.
+//!
+#![cfg_attr(
+    feature = "conformance",
+    doc = "[conformance suite]: crate::conformance"
+)]
+#![cfg_attr(
+    not(feature = "conformance"),
+    doc = "[conformance suite]: crate#features"
+)]
 
 use crate::{Fingerprint, IdempotencyKey};
 use async_trait::async_trait;

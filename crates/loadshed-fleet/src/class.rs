@@ -113,7 +113,7 @@ impl Classify for DefaultClassifier {
     fn classify(&self, parts: &Parts) -> Class {
         let path = parts.uri.path();
         if self.critical.iter().any(|(m, prefix)| {
-            m.as_ref().map_or(true, |m| *m == parts.method) && path.starts_with(prefix.as_str())
+            m.as_ref().is_none_or(|m| *m == parts.method) && path.starts_with(prefix.as_str())
         }) {
             return Class::Critical;
         }

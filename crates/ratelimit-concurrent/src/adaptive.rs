@@ -94,7 +94,10 @@ impl Vegas {
     /// limit.
     pub fn sample(&mut self, rtt: Duration, in_flight: u32) -> u32 {
         self.samples += 1;
-        if self.probe_every.is_some_and(|n| self.samples % n == 0) {
+        if self
+            .probe_every
+            .is_some_and(|n| self.samples.is_multiple_of(n))
+        {
             self.rtt_noload = None;
             self.limit = (self.limit / 2.0).max(f64::from(self.min));
             (self.window, self.window_nanos) = (0, 0);

@@ -225,12 +225,12 @@ impl Quotas {
             let next = d + cost * t;
             if next > tau {
                 let retry = next - tau;
-                if denied.map_or(true, |(r, _, _)| retry > r) {
+                if denied.is_none_or(|(r, _, _)| retry > r) {
                     denied = Some((retry, i, d));
                 }
             } else {
                 let remaining = (tau - next) / t;
-                if tightest.map_or(true, |(r, _, _)| remaining < r) {
+                if tightest.is_none_or(|(r, _, _)| remaining < r) {
                     tightest = Some((remaining, i, next));
                 }
             }

@@ -15,6 +15,9 @@
 //! | [`SystemClock`] | the TSC where reliable, else the OS monotonic clock (`quanta`) | [`SystemTime`] | production |
 //! | [`ManualClock`] | moved by hand; clones share it | moved by hand | unit tests, simulations |
 //! | [`TokioClock`] (feature `tokio`) | `tokio::time::Instant` | wall time at construction + tokio's elapsed time | tests under `tokio::time::pause` |
+//!
+#![cfg_attr(feature = "tokio", doc = "[`TokioClock`]: crate::TokioClock")]
+#![cfg_attr(not(feature = "tokio"), doc = "[`TokioClock`]: crate#features")]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -36,6 +36,9 @@
 //! |---|---|
 //! | `tokio` | [`TokioClock`], which follows `tokio::time::pause` / `advance` |
 //! | `axum` | `axum_core::response::IntoResponse` for [`Problem`] |
+//!
+#![cfg_attr(feature = "tokio", doc = "[`TokioClock`]: crate::TokioClock")]
+#![cfg_attr(not(feature = "tokio"), doc = "[`TokioClock`]: crate#features")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

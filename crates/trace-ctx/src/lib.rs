@@ -26,6 +26,9 @@
 //! The envelope (RFC 9457 members plus extensions):
 //! `{"type", "title", "status", "detail", "instance", "error_code", "request_id", "trace_id",
 //! "latency_ms"}` — see [`problem`].
+//!
+#![cfg_attr(feature = "tower", doc = "[`TraceLayer`]: crate::TraceLayer")]
+#![cfg_attr(not(feature = "tower"), doc = "[`TraceLayer`]: crate#features")]
 #![warn(missing_docs)]
 
 mod context;

@@ -38,7 +38,11 @@
 //! - [`WebhookLayer`] (feature `tower`, on by default): the receiving side for tower, axum and
 //!   hyper: buffer, verify, dedupe, and pass the handler a [`VerifiedWebhook`].
 //! - [`header`]: the header parsers, safe on any input.
-
+//!
+#![cfg_attr(feature = "tower", doc = "[`WebhookLayer`]: crate::WebhookLayer")]
+#![cfg_attr(not(feature = "tower"), doc = "[`WebhookLayer`]: crate#features")]
+#![cfg_attr(feature = "tower", doc = "[`VerifiedWebhook`]: crate::VerifiedWebhook")]
+#![cfg_attr(not(feature = "tower"), doc = "[`VerifiedWebhook`]: crate#features")]
 #![warn(missing_docs)]
 
 mod error;

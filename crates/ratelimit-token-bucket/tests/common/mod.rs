@@ -87,7 +87,7 @@ impl Model {
             let credit = b.0.saturating_sub(b.1.saturating_sub(now));
             if need > credit {
                 let wait = need - credit;
-                if worst.map_or(true, |(w, _, _)| wait > w) {
+                if worst.is_none_or(|(w, _, _)| wait > w) {
                     worst = Some((wait, i, cap - credit));
                 }
             }
@@ -99,7 +99,7 @@ impl Model {
         for (i, (b, &(t, cap))) in buckets.iter_mut().zip(&params).enumerate() {
             b.0 -= cost * t;
             let remaining = b.0 / t;
-            if tightest.map_or(true, |(r, _, _)| remaining < r) {
+            if tightest.is_none_or(|(r, _, _)| remaining < r) {
                 tightest = Some((remaining, i, cap - b.0));
             }
         }
