@@ -355,3 +355,8 @@ async fn receive_webhook(
         .push(event.id.unwrap_or_else(|| "unnamed".into()));
     StatusCode::NO_CONTENT
 }
+
+/// The workspace README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

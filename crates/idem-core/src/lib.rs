@@ -52,8 +52,11 @@
 //!   default) applies it to any tower/axum/hyper service.
 //! - [`conformance`] (feature `conformance`) is the test suite every store passes.
 //!
-//! Features: `tower` (default) — the layer; `conformance` — the store test suite and the
-//! reference model, for store crates' tests.
+//! # Features
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `tower` | yes | [`IdempotencyLayer`], the tower/axum middleware |
+//! | `conformance` | no | the store [`conformance`] suite and reference model, for store crates' tests |
 //!
 #![cfg_attr(
     feature = "tower",
@@ -62,6 +65,8 @@
 #![cfg_attr(not(feature = "tower"), doc = "[`IdempotencyLayer`]: crate#features")]
 #![cfg_attr(feature = "conformance", doc = "[`conformance`]: crate::conformance")]
 #![cfg_attr(not(feature = "conformance"), doc = "[`conformance`]: crate#features")]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod attempt;
@@ -88,3 +93,8 @@ pub use retry_safe_core::{BoxError, Clock, FailMode, ManualClock, Problem, Syste
 pub use store::{
     BeginOutcome, DecodeError, Fence, IdempotencyStore, StoreError, StoredResponse, TimeOffset,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -55,7 +55,8 @@
 //! Connections come from a `sqlx` pool: after a connection is lost, the operation that used it
 //! reports [`StoreError::Unavailable`] (the layer fails closed, or open as configured) and the pool
 //! opens a new one for the next.
-
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod sql;
@@ -409,3 +410,8 @@ impl IdempotencyStore for PostgresStore {
         }
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

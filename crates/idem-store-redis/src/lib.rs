@@ -50,7 +50,8 @@
 //! - **Reconnects.** The connection is a [`ConnectionManager`]: after a dropped connection the
 //!   failing operation reports [`StoreError::Unavailable`] (the layer then fails closed, or open as
 //!   configured) and the next one runs on a new connection.
-
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod scripts;
@@ -313,3 +314,8 @@ impl IdempotencyStore for RedisStore {
         }
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -34,6 +34,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod class;
 pub mod controller;
@@ -47,3 +49,8 @@ pub use controller::{Controller, ControllerConfig};
 pub use middleware::LoadShedLayer;
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 pub use shedder::{ConfigError, Guard, Shares, Shed, ShedReason, Shedder, Snapshot};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -27,6 +27,8 @@
 //! | [`Vegas`] | pure controller | a cap that follows the service's latency |
 //! | `ConcurrencyLimitLayer` (feature `tower`) | — | 429 + `Retry-After` + problem+json |
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod adaptive;
 mod limiter;
@@ -42,3 +44,8 @@ pub use middleware::ConcurrencyLimitLayer;
 #[cfg(feature = "redis")]
 pub use redis_leases::{Error, Lease, RedisConcurrencyLimiter};
 pub use retry_safe_core::{BoxError, Clock, FailMode, ManualClock, SystemClock};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

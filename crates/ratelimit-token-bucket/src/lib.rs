@@ -37,6 +37,8 @@
 //!
 //! The algorithm is described in [`gcra`]; the HTTP behaviour in the `middleware` module.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod direct;
 pub mod gcra;
@@ -60,3 +62,8 @@ pub use retry_safe_core::{BoxError, Clock, FailMode, ManualClock, SystemClock};
 pub use middleware::{RateLimitLayer, RateLimitService};
 #[cfg(feature = "redis")]
 pub use redis_limiter::RedisLimiter;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

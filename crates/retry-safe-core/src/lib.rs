@@ -53,3 +53,8 @@ pub use clock::TokioClock;
 pub use clock::{duration_to_nanos, Clock, ManualClock, SystemClock};
 pub use fail::{BoxError, FailMode};
 pub use problem::{ceil_secs, is_problem, retry_after_secs, Problem, PROBLEM_JSON};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -30,6 +30,8 @@
 #![cfg_attr(feature = "tower", doc = "[`TraceLayer`]: crate::TraceLayer")]
 #![cfg_attr(not(feature = "tower"), doc = "[`TraceLayer`]: crate#features")]
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod context;
 mod ids;
@@ -50,3 +52,8 @@ pub use problem::{is_problem, Problem, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use traceparent::{TraceFlags, TraceParent, TraceParentError};
 pub use tracestate::{TraceState, TraceStateError};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -44,6 +44,8 @@
 #![cfg_attr(feature = "tower", doc = "[`VerifiedWebhook`]: crate::VerifiedWebhook")]
 #![cfg_attr(not(feature = "tower"), doc = "[`VerifiedWebhook`]: crate#features")]
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 pub mod header;
@@ -77,3 +79,8 @@ pub enum Scheme {
     /// add a [`ReplayGuard`] keyed by `X-GitHub-Delivery`); the secret string is the key.
     GitHub,
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
