@@ -17,6 +17,7 @@ pub const MAX_KEY_LEN: usize = 255;
 
 /// Why a header value is not a valid idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The value (or the quoted string) is empty.
     #[error("the idempotency key is empty")]

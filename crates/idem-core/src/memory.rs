@@ -12,6 +12,7 @@ use std::time::Duration;
 
 /// Limits of a [`MemoryStore`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct MemoryStoreConfig {
     /// Number of independently locked shards (rounded up to a power of two, at least 1).
     pub shards: usize,

@@ -111,6 +111,7 @@ impl fmt::Display for Fence {
 
 /// What `begin` found, and so what the caller does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BeginOutcome {
     /// A new attempt holds the lease: run the handler, then `complete` or `release` with `fence`.
     Acquired {
@@ -141,6 +142,7 @@ pub struct StoredResponse {
 
 /// Faults of a store. Normal outcomes are [`BeginOutcome`]s, not errors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend could not be reached or failed; the operation may or may not have happened.
     #[error("the idempotency store is unavailable")]
@@ -239,6 +241,7 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
 
 /// Why stored bytes are not a [`StoredResponse`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The bytes end before the structure does.
     #[error("the stored response is truncated")]

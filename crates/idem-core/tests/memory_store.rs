@@ -38,14 +38,11 @@ fn key(i: usize) -> IdempotencyKey {
 #[tokio::test]
 async fn memory_is_bounded_by_max_records_and_expiry() {
     let clock = ManualClock::new();
-    let store = MemoryStore::with_clock(
-        clock.clone(),
-        MemoryStoreConfig {
-            shards: 4,
-            max_records: 400,
-            sweep_interval: Duration::from_secs(1),
-        },
-    );
+    let mut config = MemoryStoreConfig::default();
+    config.shards = 4;
+    config.max_records = 400;
+    config.sweep_interval = Duration::from_secs(1);
+    let store = MemoryStore::with_clock(clock.clone(), config);
     let fp = Fingerprint::of_request("POST", "/", b"");
     let lease = Duration::from_secs(5);
     let mut refused = 0;

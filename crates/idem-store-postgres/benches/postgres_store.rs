@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
         let admin = sqlx::PgPool::connect(&url)
             .await
             .expect("PostgreSQL reachable (cargo xtask bench starts it)");
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(&admin)
             .await
             .unwrap();
@@ -157,7 +157,7 @@ fn bench(c: &mut Criterion) {
     rt.block_on(async {
         store.pool().close().await;
         let admin = sqlx::PgPool::connect(&url).await.unwrap();
-        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
             .execute(&admin)
             .await
             .unwrap();

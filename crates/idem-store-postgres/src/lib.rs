@@ -12,7 +12,7 @@
 //!     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
 //! # let schema = format!("doctest_{}", std::process::id());
 //! # let admin = PostgresStore::connect(&url).await.unwrap();
-//! # sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(admin.pool()).await.unwrap();
+//! # sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))).execute(admin.pool()).await.unwrap();
 //! # let url = format!("{url}?options=-csearch_path%3D{schema}");
 //! let store = PostgresStore::connect(&url).await.unwrap();
 //! store.migrate().await.unwrap(); // creates the table once; safe to call at every start
@@ -28,7 +28,7 @@
 //!     store.begin("tenant-1", &key, &fp, Duration::from_secs(30)).await.unwrap(),
 //!     BeginOutcome::Completed(response)
 //! );
-//! # sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(admin.pool()).await.unwrap();
+//! # sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(admin.pool()).await.unwrap();
 //! # });
 //! ```
 //!
@@ -86,6 +86,7 @@ pub const RECORD_VERSION: i16 = 1;
 
 /// Connecting or migrating failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SetupError {
     /// The URL is not a PostgreSQL URL, or the server could not be reached.
     #[error("could not connect to PostgreSQL")]

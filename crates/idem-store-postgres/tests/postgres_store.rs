@@ -64,7 +64,7 @@ impl TestDb {
         let admin = sqlx::PgPool::connect(&url())
             .await
             .unwrap_or_else(|e| panic!("{}", unreachable_help(e)));
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(&admin)
             .await
             .unwrap();
@@ -97,10 +97,13 @@ impl TestDb {
 
     async fn drop(self) {
         self.store.pool().close().await;
-        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
-            .execute(&self.admin)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            self.schema
+        )))
+        .execute(&self.admin)
+        .await
+        .unwrap();
     }
 }
 
@@ -224,12 +227,12 @@ async fn rows_hold_the_documented_columns() {
         .complete("s", &k, fence, &ok_response(), Duration::from_secs(3600))
         .await
         .unwrap();
-    let row = sqlx::query(&format!(
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT state, fence, response_status, response_header_names, response_body,
                 EXTRACT(EPOCH FROM expires_at - created_at)::bigint AS kept
          FROM {}.idem_records WHERE scope = 's' AND key = 'order-1'",
         db.schema
-    ))
+    )))
     .fetch_one(&db.admin)
     .await
     .unwrap();
@@ -266,7 +269,10 @@ async fn a_newer_schema_or_a_corrupted_row_is_a_typed_error() {
         format!("UPDATE {table} SET response_header_values = '{{}}' WHERE key = 'bad-headers'"),
         format!("UPDATE {table} SET response_status = 42 WHERE key = 'bad-status'"),
     ] {
-        sqlx::query(&stmt).execute(&db.admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(stmt))
+            .execute(&db.admin)
+            .await
+            .unwrap();
     }
     let lease = Duration::from_secs(30);
     assert!(matches!(
@@ -290,21 +296,22 @@ async fn purge_deletes_dead_rows_in_batches_and_keeps_live_ones() {
     let h = PgHarness::new("purge").await;
     let table = format!("{}.idem_records", h.db.schema);
     // 2,500 dead rows (more than two batches) and one live row.
-    sqlx::query(&format!(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {table} (scope, key, fingerprint, state, fence, expires_at, created_at)
          SELECT 'bulk', 'k' || g, '\\x00', 1, g, clock_timestamp() + interval '1 second', clock_timestamp()
          FROM generate_series(1, 2500) g"
-    ))
+    )))
     .execute(&h.db.admin)
     .await
     .unwrap();
     let live = acquire(&h.store, &key("live")).await;
     h.offset.advance(Duration::from_secs(2));
     assert_eq!(h.store.purge_expired().await.unwrap(), 2500);
-    let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&h.db.admin)
-        .await
-        .unwrap();
+    let left: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&h.db.admin)
+            .await
+            .unwrap();
     assert_eq!(left, 1);
     h.store
         .complete(

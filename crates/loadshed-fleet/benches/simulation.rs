@@ -353,15 +353,11 @@ fn main() {
     let b = run(&mut tower_shed);
 
     let clock = ManualClock::new();
+    let mut config = ControllerConfig::default();
+    config.target = Duration::from_millis(40);
     let shedder = Shedder::with_shares(SLOTS, Shares::default())
         .unwrap()
-        .controller(
-            ControllerConfig {
-                target: Duration::from_millis(40),
-                ..ControllerConfig::default()
-            },
-            clock.clone(),
-        )
+        .controller(config, clock.clone())
         .seed(SEED);
     let mut ours = Ours {
         shedder: &shedder,

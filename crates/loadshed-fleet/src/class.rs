@@ -7,6 +7,7 @@ use http::{HeaderName, Method};
 /// (by its controller) — critical work only ever meets the capacity limit itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Class {
     /// Traffic of test-mode keys and test environments.
     TestMode = 0,

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 /// The controller's tuning.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct ControllerConfig {
     /// Length of a measurement window.
     pub window: Duration,
@@ -59,6 +60,7 @@ pub struct Controller {
 
 /// What one window did to the pressure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Step {
     /// Overloaded: pressure rose.
     Up,

@@ -21,6 +21,7 @@ impl Default for Shares {
 
 /// A configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// Zero slots.
     #[error("capacity must be at least 1 slot")]
@@ -32,6 +33,7 @@ pub enum ConfigError {
 
 /// Why a request was shed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ShedReason {
     /// Its class had used up its share of the slots.
     Capacity,
@@ -42,6 +44,7 @@ pub enum ShedReason {
 /// A shed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{} request shed ({reason:?})", class.name())]
+#[non_exhaustive]
 pub struct Shed {
     /// The request's class.
     pub class: Class,
@@ -53,6 +56,7 @@ pub struct Shed {
 
 /// Per-class counters, read cheaply at any time.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// Requests admitted, per class (index = [`Class::index`]).
     pub admitted: [u64; 4],

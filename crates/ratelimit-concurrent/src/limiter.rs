@@ -14,6 +14,7 @@ const SHARDS: usize = 64;
 
 /// A configuration that cannot be enforced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A cap of zero requests in flight: nothing could ever run.
     #[error("the cap on requests in flight must be at least 1")]
@@ -22,6 +23,7 @@ pub enum ConfigError {
 
 /// Why a request was not given a permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reason {
     /// The key is at its cap and the limiter does not queue.
     Full,
@@ -34,6 +36,7 @@ pub enum Reason {
 /// A request refused because its key has too many requests in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{in_flight} requests of this key are in flight (cap {max}): {reason:?}")]
+#[non_exhaustive]
 pub struct Limited {
     /// Why.
     pub reason: Reason,

@@ -14,6 +14,7 @@ const RENEW: &str = include_str!("redis_renew.lua");
 
 /// What a fleet-wide acquisition can end with besides a lease.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The key is at its cap.
     #[error(transparent)]

@@ -8,6 +8,7 @@ use std::hash::Hash;
 
 /// What a limiter can fail with (a limited request is a [`Decision`], not an error).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The request's cost is larger than a quota's burst: it would never pass.
     #[error(transparent)]

@@ -163,6 +163,7 @@ impl fmt::Debug for Quota {
 
 /// A quota or set of quotas that cannot be enforced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum QuotaError {
     /// A rate of zero requests.
     #[error("a quota's rate must be at least 1 request per period")]

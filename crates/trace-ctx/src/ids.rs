@@ -50,12 +50,10 @@ impl SpanId {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
+/// Lowercase hex of `bytes` into `out` (exactly twice as long).
 pub(crate) fn write_hex(out: &mut [u8], bytes: &[u8]) {
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    if hex::encode_to_slice(bytes, out).is_err() {
+        unreachable!("callers size `out` as twice `bytes`");
     }
 }
 

@@ -62,6 +62,7 @@ pub struct TraceParent {
 
 /// Why a `traceparent` value was rejected (the request then starts a new trace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TraceParentError {
     /// Shorter than 55 characters, or a version-00 value longer than 55.
     #[error("traceparent has the wrong length")]
@@ -80,6 +81,8 @@ pub enum TraceParentError {
     ZeroParentId,
 }
 
+// Parsing stays by hand: Trace Context allows lowercase hex only, which the `hex` crate's decoder
+// does not enforce.
 fn hex_nibble(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),

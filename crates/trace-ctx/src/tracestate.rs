@@ -15,6 +15,7 @@ pub const MAX_MEMBERS: usize = 32;
 
 /// Why a `tracestate` list (or a member to add) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TraceStateError {
     /// A member without `=`.
     #[error("tracestate member without '='")]

@@ -3,7 +3,7 @@
 //! `cargo xtask bench webhook` (or `cargo bench -p webhook-sig --bench verify`).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use webhook_sig::{ManualClock, Scheme, Secret, Signer, Verifier};
 
@@ -19,13 +19,13 @@ fn bench_verify(c: &mut Criterion) {
 
         group.bench_function(BenchmarkId::new("bare_hmac_sha256", size), |b| {
             b.iter(|| {
-                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(black_box(&key)).unwrap();
+                let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(black_box(&key)).unwrap();
                 mac.update(black_box(&body));
                 black_box(mac.finalize().into_bytes())
             })
         });
 
-        let prekeyed = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+        let prekeyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
         group.bench_function(BenchmarkId::new("prekeyed_hmac_sha256", size), |b| {
             b.iter(|| {
                 let mut mac = prekeyed.clone();

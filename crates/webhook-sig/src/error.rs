@@ -2,6 +2,7 @@
 
 /// A verification failure. None of the variants carries a secret or an expected signature.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// A header the scheme requires is absent.
     #[error("the `{0}` header is missing")]

@@ -116,6 +116,7 @@ pub(crate) fn standard_into(value: &[u8], tags: &mut Tags) -> Result<(), VerifyE
 
 /// A parsed Stripe-style header.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StripeHeader {
     /// The `t=` timestamp.
     pub timestamp: u64,

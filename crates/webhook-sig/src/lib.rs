@@ -67,6 +67,7 @@ pub use verify::{Verified, Verifier, DEFAULT_TOLERANCE};
 
 /// A webhook signature scheme. Every scheme signs with HMAC-SHA256 over the raw body bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Scheme {
     /// [Standard Webhooks](https://www.standardwebhooks.com/): HMAC over
     /// `{webhook-id}.{webhook-timestamp}.{body}`, sent as space-separated `v1,<base64>` entries

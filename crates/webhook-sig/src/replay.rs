@@ -125,7 +125,8 @@ impl<S: IdempotencyStore> ReplayGuard<S> {
             Ok(BeginOutcome::InFlight { retry_after }) => Err(VerifyError::InFlight {
                 retry_after_secs: retry_safe_core::retry_after_secs(retry_after),
             }),
-            Err(_) => Err(VerifyError::ReplayStoreUnavailable),
+            // An outcome this version does not know: do not process the event.
+            Ok(_) | Err(_) => Err(VerifyError::ReplayStoreUnavailable),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 
 /// Why a secret could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SecretError {
     /// The secret is empty.
     #[error("the webhook secret is empty")]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 /// Why headers could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SignError {
     /// The event id is empty or has characters other than visible ASCII.
     #[error("a webhook id must be 1 or more visible ASCII characters")]

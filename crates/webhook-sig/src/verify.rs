@@ -3,7 +3,7 @@
 use crate::header::{self, Tag, Tags};
 use crate::{Clock, SystemClock};
 use crate::{Scheme, Secret, VerifyError};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderName};
 use sha2::Sha256;
 use std::fmt;
@@ -25,7 +25,7 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// An HMAC-SHA256 state already keyed with a secret; cloning it is cheaper than keying again.
 pub(crate) fn keyed(secret: &Secret) -> HmacSha256 {
-    match <HmacSha256 as Mac>::new_from_slice(secret.bytes()) {
+    match <HmacSha256 as KeyInit>::new_from_slice(secret.bytes()) {
         Ok(mac) => mac,
         // HMAC accepts keys of every length (long keys are hashed first).
         Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
@@ -34,6 +34,7 @@ pub(crate) fn keyed(secret: &Secret) -> HmacSha256 {
 
 /// What a successful verification established.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Verified {
     /// The scheme the webhook was verified under.
     pub scheme: Scheme,
@@ -270,17 +271,9 @@ impl Verifier {
     }
 }
 
-/// Constant-time equality of two tags: the XOR of every word is OR-ed together without a branch,
-/// and only the final word is compared (by `subtle`, which keeps the optimizer from
-/// short-circuiting it).
+/// Constant-time equality of two tags (`subtle`).
 fn tags_equal(a: &Tag, b: &Tag) -> Choice {
-    let mut diff = 0u64;
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        let x = u64::from_ne_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]);
-        let y = u64::from_ne_bytes([y[0], y[1], y[2], y[3], y[4], y[5], y[6], y[7]]);
-        diff |= x ^ y;
-    }
-    diff.ct_eq(&0)
+    a.as_slice().ct_eq(b.as_slice())
 }
 
 /// The one value of a header that must appear exactly once.

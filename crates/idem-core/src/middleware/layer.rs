@@ -107,6 +107,7 @@ impl Metrics {
 
 /// Counters since the layer was made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// Requests that acquired a key and ran the inner service.
     pub executed: u64,

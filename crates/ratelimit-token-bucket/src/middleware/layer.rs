@@ -126,6 +126,7 @@ impl Metrics {
 
 /// Counters of a [`RateLimitLayer`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// Requests that passed.
     pub allowed: u64,

@@ -16,6 +16,7 @@ use bytes::Bytes;
 /// A verified webhook, put into the request's extensions for the handler (with axum:
 /// `Extension<VerifiedWebhook>`). The request body holds the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifiedWebhook {
     /// The scheme it was verified under.
     pub scheme: Scheme,
