@@ -35,18 +35,19 @@
 pub mod demo;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use idem_core::{IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, MemoryStore};
 use loadshed_fleet::{DefaultClassifier, LoadShedLayer, Shedder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
 use ratelimit_concurrent::{ConcurrencyLimitLayer, ConcurrencyLimiter};
 use ratelimit_token_bucket::{KeyedLimiter, Limiter, Quota, Quotas, RateLimitLayer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use trace_ctx::{Problem, TraceContext, TraceLayer};
 use webhook_sig::{ReplayGuard, Scheme, Secret, Signer, VerifiedWebhook, Verifier, WebhookLayer};
@@ -178,6 +179,7 @@ impl<S: IdempotencyStore> OrdersApi<S> {
 
     /// The HTTP routes with every layer.
     pub fn router(&self) -> Router {
+        prometheus(); // install the recorder before the first request is counted
         let idempotent = Router::new()
             .route("/orders", post(create_order))
             .route("/payments/{id}/capture", post(capture_payment))
@@ -202,6 +204,8 @@ impl<S: IdempotencyStore> OrdersApi<S> {
                 |parts: &http::request::Parts| Some(principal_key(&parts.headers)),
             ))
             .layer(LoadShedLayer::from_shared(self.shedder.clone(), classifier))
+            // Scrapes are neither limited nor shed: an overloaded server must still be observable.
+            .route("/metrics", get(metrics_text))
             .layer(TraceLayer::new())
     }
 
@@ -240,6 +244,33 @@ impl<S: IdempotencyStore> OrdersApi<S> {
     pub fn shedder(&self) -> &Shedder {
         &self.shedder
     }
+}
+
+/// The process's Prometheus recorder, installed on first use (by [`OrdersApi::router`]): every
+/// layer's counters (`idempotency_requests_total`, `ratelimit_requests_total`,
+/// `loadshed_requests_total`, `webhook_verifications_total`, …; see docs/operations.md) flow into
+/// it. If the host program installed another `metrics` recorder first, that one keeps the
+/// counters and this handle renders nothing.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            eprintln!("orders-api: another metrics recorder is installed; /metrics stays empty");
+        }
+        handle
+    })
+}
+
+/// `GET /metrics`: Prometheus text exposition format.
+async fn metrics_text() -> Response {
+    let mut res = prometheus().render().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
 }
 
 /// An outgoing `order.created` webhook to a merchant's endpoint: the JSON event signed with

@@ -131,7 +131,14 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shedder = self.layer.shedder.clone();
         Box::pin(async move {
-            let guard = match shedder.admit(class) {
+            let admitted = shedder.admit(class);
+            #[cfg(feature = "metrics")]
+            record(
+                class,
+                admitted.as_ref().err().map(|shed| shed.reason),
+                shedder.pressure(),
+            );
+            let guard = match admitted {
                 Ok(guard) => guard,
                 Err(shed) => return Ok(refusal(class, shed.reason, shed.retry_after)),
             };
@@ -140,6 +147,21 @@ where
             res
         })
     }
+}
+
+/// One admission decision to the `metrics` facade: `loadshed_requests_total{class, outcome,
+/// reason}` and the controller's pressure as the gauge `loadshed_level` (0 = nothing shed,
+/// 3 = everything but critical shed).
+#[cfg(feature = "metrics")]
+fn record(class: Class, shed: Option<ShedReason>, pressure: f64) {
+    let (outcome, reason) = match shed {
+        None => ("admitted", ""),
+        Some(ShedReason::Capacity) => ("shed", "capacity"),
+        Some(ShedReason::Overload) => ("shed", "overload"),
+    };
+    metrics::counter!("loadshed_requests_total", "class" => class.name(), "outcome" => outcome, "reason" => reason)
+        .increment(1);
+    metrics::gauge!("loadshed_level").set(pressure);
 }
 
 fn refusal<B: From<Bytes>>(

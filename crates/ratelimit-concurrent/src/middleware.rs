@@ -134,7 +134,12 @@ where
         };
         let limiter = self.layer.limiter.clone();
         Box::pin(async move {
-            match limiter.acquire(&key).await {
+            #[cfg(feature = "metrics")]
+            let started = std::time::Instant::now();
+            let acquired = limiter.acquire(&key).await;
+            #[cfg(feature = "metrics")]
+            record(&acquired, started.elapsed());
+            match acquired {
                 Ok(permit) => {
                     let res = inner.call(req).await;
                     drop(permit);
@@ -144,6 +149,26 @@ where
             }
         })
     }
+}
+
+/// One acquisition to the `metrics` facade: `concurrency_permits_total{outcome, reason}` and the
+/// time spent getting the answer, `concurrency_queue_wait_seconds`.
+#[cfg(feature = "metrics")]
+fn record<P>(acquired: &Result<P, Limited>, waited: std::time::Duration) {
+    let (outcome, reason) = match acquired {
+        Ok(_) => ("acquired", ""),
+        Err(limited) => (
+            "rejected",
+            match limited.reason {
+                Reason::Full => "full",
+                Reason::QueueFull => "queue_full",
+                Reason::TimedOut => "timed_out",
+            },
+        ),
+    };
+    metrics::counter!("concurrency_permits_total", "outcome" => outcome, "reason" => reason)
+        .increment(1);
+    metrics::histogram!("concurrency_queue_wait_seconds").record(waited.as_secs_f64());
 }
 
 fn refusal<B: From<Bytes>>(limited: &Limited) -> Response<B> {

@@ -220,6 +220,8 @@ impl RedisConcurrencyLimiter {
             FailMode::Closed => Err(Error::Unavailable(Box::new(e))),
             FailMode::Open => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                metrics::counter!("concurrency_fail_open_total").increment(1);
                 let permit = self.fallback.try_acquire_owned(&key.to_owned())?;
                 Ok(Lease {
                     inner: LeaseInner::Local(permit),

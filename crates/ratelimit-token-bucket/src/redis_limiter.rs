@@ -164,6 +164,8 @@ impl RedisLimiter {
             FailMode::Closed => Err(Error::Unavailable(Box::new(e) as BoxError)),
             FailMode::Open => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                metrics::counter!("ratelimit_fail_open_total").increment(1);
                 Ok(KeyedLimiter::check(&self.fallback, &key.to_string(), cost)?)
             }
         }

@@ -86,9 +86,46 @@ pub(crate) struct Metrics {
     pub(crate) fail_open: AtomicU64,
 }
 
+/// What the layer counts; with the `metrics` feature each event also goes to the `metrics`
+/// facade (names in docs/operations.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    Executed,
+    Replayed,
+    InFlight,
+    Mismatched,
+    Released,
+    StoreError,
+    FailOpen,
+}
+
 impl Metrics {
-    pub(crate) fn inc(counter: &AtomicU64) {
+    pub(crate) fn record(&self, event: Event) {
+        let counter = match event {
+            Event::Executed => &self.executed,
+            Event::Replayed => &self.replayed,
+            Event::InFlight => &self.in_flight,
+            Event::Mismatched => &self.mismatched,
+            Event::Released => &self.released,
+            Event::StoreError => &self.store_errors,
+            Event::FailOpen => &self.fail_open,
+        };
         counter.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        match event {
+            Event::Released => metrics::counter!("idempotency_keys_released_total").increment(1),
+            Event::StoreError => metrics::counter!("idempotency_store_errors_total").increment(1),
+            _ => {
+                let outcome = match event {
+                    Event::Executed => "executed",
+                    Event::Replayed => "replayed",
+                    Event::InFlight => "in_flight",
+                    Event::Mismatched => "mismatch",
+                    _ => "fail_open",
+                };
+                metrics::counter!("idempotency_requests_total", "outcome" => outcome).increment(1);
+            }
+        }
     }
 
     fn snapshot(&self) -> MetricsSnapshot {

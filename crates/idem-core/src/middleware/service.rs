@@ -1,4 +1,4 @@
-use super::layer::Metrics;
+use super::layer::{Event, Metrics};
 use super::{CompletedByHandler, IdempotencyAttempt, IDEMPOTENT_REPLAYED};
 use crate::key::IDEMPOTENCY_KEY;
 use crate::store::{BoxError, StoreError};
@@ -206,7 +206,7 @@ where
         Err(Decided::Respond(res)) => return Ok(res),
         Err(Decided::RunUnprotected) => return inner.call(req).await,
     };
-    Metrics::inc(&ctx.metrics.executed);
+    ctx.metrics.record(Event::Executed);
     execute(inner, ctx, req, scope, fence).await
 }
 
@@ -315,7 +315,7 @@ where
     )
     .await;
     if let Err(e) = completed {
-        Metrics::inc(&ctx.metrics.store_errors);
+        ctx.metrics.record(Event::StoreError);
         tracing::error!(
             error = %e,
             key = %guard.key,
@@ -375,11 +375,11 @@ impl<S: IdempotencyStore> Ctx<S> {
             match outcome {
                 Ok(BeginOutcome::Acquired { fence }) => return Ok(fence),
                 Ok(BeginOutcome::Completed(stored)) => {
-                    Metrics::inc(&self.metrics.replayed);
+                    self.metrics.record(Event::Replayed);
                     return Err(Decided::Respond(replay(stored)));
                 }
                 Ok(BeginOutcome::Mismatch) => {
-                    Metrics::inc(&self.metrics.mismatched);
+                    self.metrics.record(Event::Mismatched);
                     return Err(Decided::Respond(
                         Problem::new(
                             StatusCode::UNPROCESSABLE_ENTITY,
@@ -402,7 +402,7 @@ impl<S: IdempotencyStore> Ctx<S> {
                             tokio::time::sleep(nap).await;
                         }
                         _ => {
-                            Metrics::inc(&self.metrics.in_flight);
+                            self.metrics.record(Event::InFlight);
                             return Err(Decided::Respond(
                                 Problem::new(
                                     StatusCode::CONFLICT,
@@ -417,7 +417,7 @@ impl<S: IdempotencyStore> Ctx<S> {
                     }
                 }
                 Err(e) => {
-                    Metrics::inc(&self.metrics.store_errors);
+                    self.metrics.record(Event::StoreError);
                     return Err(self.store_failed(&e));
                 }
             }
@@ -427,7 +427,7 @@ impl<S: IdempotencyStore> Ctx<S> {
     fn store_failed<RB: From<Bytes>>(&self, e: &StoreError) -> Decided<RB> {
         match self.policy.fail_mode {
             FailMode::Open if !matches!(e, StoreError::CapacityExceeded) => {
-                Metrics::inc(&self.metrics.fail_open);
+                self.metrics.record(Event::FailOpen);
                 tracing::warn!(error = %e, "idempotency store failed; running the request unprotected (fail-open)");
                 Decided::RunUnprotected
             }
@@ -522,9 +522,9 @@ async fn release<S: IdempotencyStore>(
     metrics: &Metrics,
 ) {
     match store.release(scope, key, fence).await {
-        Ok(()) => Metrics::inc(&metrics.released),
+        Ok(()) => metrics.record(Event::Released),
         Err(e) => {
-            Metrics::inc(&metrics.store_errors);
+            metrics.record(Event::StoreError);
             tracing::warn!(error = %e, %key, "releasing the idempotency key failed; it frees when its lease runs out");
         }
     }

@@ -67,6 +67,7 @@ where
         let metrics = self.layer.metrics.clone();
         let Some(key) = key else {
             metrics.unkeyed.fetch_add(1, Ordering::Relaxed);
+            emit("unkeyed", "");
             return Box::pin(inner.call(req));
         };
         let limiter = self.layer.limiter.clone();
@@ -77,6 +78,7 @@ where
             match decision {
                 Ok(Decision::Allowed(allowed)) => {
                     metrics.allowed.fetch_add(1, Ordering::Relaxed);
+                    emit("allowed", quotas.name(allowed.quota()));
                     let mut res = inner.call(req).await?;
                     let headers = res.headers_mut();
                     headers.insert(RATELIMIT_POLICY, policy);
@@ -93,6 +95,7 @@ where
                 Ok(Decision::Limited(limited)) => {
                     metrics.limited.fetch_add(1, Ordering::Relaxed);
                     let name = quotas.name(limited.quota());
+                    emit("limited", name);
                     tracing::debug!(quota = name, retry_after = ?limited.retry_after(), "rate limited");
                     let q = &quotas.quotas()[limited.quota()];
                     let detail = format!(
@@ -116,6 +119,7 @@ where
                 }
                 Err(Error::CostExceedsBurst(e)) => {
                     metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                    emit("cost_exceeds_burst", quotas.name(e.quota));
                     let detail = format!(
                         "this request costs {} units; quota \"{}\" never holds more than {}",
                         e.cost,
@@ -132,6 +136,7 @@ where
                 }
                 Err(Error::Unavailable(_)) => {
                     metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    emit("backend_unavailable", "");
                     Ok(problem(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "rate_limit_unavailable",
@@ -142,6 +147,7 @@ where
                 }
                 Err(Error::Corrupt(_)) => {
                     metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    emit("backend_corrupt", "");
                     Ok(problem(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "rate_limit_state_corrupt",
@@ -153,6 +159,16 @@ where
             }
         })
     }
+}
+
+/// One decision to the `metrics` facade (feature `metrics`): `ratelimit_requests_total` with the
+/// outcome and the quota that decided it (empty when none did).
+#[inline]
+#[allow(unused_variables)]
+fn emit(outcome: &'static str, quota: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("ratelimit_requests_total", "outcome" => outcome, "quota" => quota.to_owned())
+        .increment(1);
 }
 
 /// `"name";r=<remaining>;t=<seconds, rounded up>`.

@@ -68,6 +68,7 @@ pub(crate) fn refused<B: From<Bytes>>(error: &VerifyError) -> Response<B> {
             Some(1),
         ),
     };
+    super::service::record("rejected", code);
     let problem = Problem::new(status, code, title).with_detail(detail);
     match retry {
         Some(secs) => problem.with_retry_after(Duration::from_secs(secs)),

@@ -99,6 +99,7 @@ where
             match guard.begin(&id, &bytes).await {
                 Ok(ticket) => Some(ticket),
                 Err(VerifyError::Replayed) if shared.acknowledge_replays => {
+                    record("replay_acknowledged", "");
                     let mut res = Response::new(RB::from(Bytes::new()));
                     res.headers_mut()
                         .insert(WEBHOOK_REPLAYED, HeaderValue::from_static("true"));
@@ -108,6 +109,7 @@ where
             }
         }
     };
+    record("verified", "");
     parts
         .extensions
         .insert(VerifiedWebhook::new(verified, bytes.clone()));
@@ -117,6 +119,16 @@ where
         settle(ticket, done).await;
     }
     result
+}
+
+/// One verification to the `metrics` facade (feature `metrics`):
+/// `webhook_verifications_total{outcome, reason}`.
+#[inline]
+#[allow(unused_variables)]
+pub(crate) fn record(outcome: &'static str, reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("webhook_verifications_total", "outcome" => outcome, "reason" => reason)
+        .increment(1);
 }
 
 async fn settle<S: IdempotencyStore>(ticket: ReplayTicket<S>, done: bool) {
