@@ -57,6 +57,22 @@
 //! |---|---|---|
 //! | `tower` | yes | [`IdempotencyLayer`], the tower/axum middleware |
 //! | `conformance` | no | the store [`conformance`] suite and reference model, for store crates' tests |
+//! | `metrics` | no | `idempotency_requests_total` and friends through the `metrics` facade |
+//!
+//! # With axum
+//! ```
+//! use axum::{routing::post, Router};
+//! use idem_core::{IdempotencyLayer, IdempotencyPolicy, MemoryStore};
+//!
+//! let policy = IdempotencyPolicy::default()
+//!     .require_key(true) // a POST without a key → 400
+//!     .scope_with(|parts| {
+//!         parts.headers.get("x-tenant").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+//!     });
+//! let app: Router = Router::new()
+//!     .route("/orders", post(|| async { "created" }))
+//!     .layer(IdempotencyLayer::new(MemoryStore::new(), policy));
+//! ```
 //!
 #![cfg_attr(
     feature = "tower",

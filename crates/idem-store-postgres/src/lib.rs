@@ -55,6 +55,21 @@
 //! Connections come from a `sqlx` pool: after a connection is lost, the operation that used it
 //! reports [`StoreError::Unavailable`] (the layer fails closed, or open as configured) and the pool
 //! opens a new one for the next.
+//!
+//! # With axum
+//! ```no_run
+//! use axum::{routing::post, Router};
+//! use idem_core::{IdempotencyLayer, IdempotencyPolicy};
+//! use idem_store_postgres::PostgresStore;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+//! store.migrate().await?;
+//! let app: Router = Router::new()
+//!     .route("/orders", post(|| async { "created" }))
+//!     .layer(IdempotencyLayer::new(store, IdempotencyPolicy::default().require_key(true)));
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]

@@ -50,6 +50,20 @@
 //! - **Reconnects.** The connection is a [`ConnectionManager`]: after a dropped connection the
 //!   failing operation reports [`StoreError::Unavailable`] (the layer then fails closed, or open as
 //!   configured) and the next one runs on a new connection.
+//!
+//! # With axum
+//! ```no_run
+//! use axum::{routing::post, Router};
+//! use idem_core::{IdempotencyLayer, IdempotencyPolicy};
+//! use idem_store_redis::RedisStore;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?.prefix("orders-api");
+//! let app: Router = Router::new()
+//!     .route("/orders", post(|| async { "created" }))
+//!     .layer(IdempotencyLayer::new(store, IdempotencyPolicy::default().require_key(true)));
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]

@@ -33,6 +33,27 @@
 //! assert!(shedder.admit(Class::Critical).is_ok());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # With axum
+//! ```
+//! use axum::{routing::{get, post}, Router};
+//! use http::Method;
+//! use loadshed_fleet::{DefaultClassifier, LoadShedLayer, Shedder};
+//!
+//! // POSTs under /payments/ are critical: shed last, with capacity kept for them.
+//! let classifier = DefaultClassifier::new().critical(Method::POST, "/payments/");
+//! let app: Router = Router::new()
+//!     .route("/orders", get(|| async { "[]" }))
+//!     .route("/payments/{id}/capture", post(|| async { "captured" }))
+//!     .layer(LoadShedLayer::new(Shedder::new(64)?, classifier));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Features
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `tower` | yes | `LoadShedLayer` |
+//! | `metrics` | no | `loadshed_requests_total`, `loadshed_level` through the `metrics` facade |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

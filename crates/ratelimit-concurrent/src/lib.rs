@@ -26,6 +26,28 @@
 //! | `RedisConcurrencyLimiter` (feature `redis`) | a sorted set of leases per key | a whole fleet |
 //! | [`Vegas`] | pure controller | a cap that follows the service's latency |
 //! | `ConcurrencyLimitLayer` (feature `tower`) | — | 429 + `Retry-After` + problem+json |
+//!
+//! # With axum
+//! ```
+//! use axum::{routing::get, Router};
+//! use ratelimit_concurrent::{ConcurrencyLimitLayer, ConcurrencyLimiter};
+//!
+//! // At most 8 requests in flight per API key; requests without one are not limited.
+//! let by_api_key = |parts: &http::request::Parts| {
+//!     parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
+//! };
+//! let app: Router = Router::new()
+//!     .route("/reports", get(|| async { "report" }))
+//!     .layer(ConcurrencyLimitLayer::new(ConcurrencyLimiter::new(8)?, by_api_key));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Features
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `tower` | yes | `ConcurrencyLimitLayer` |
+//! | `redis` | no | `RedisConcurrencyLimiter`: leases shared by a fleet |
+//! | `metrics` | no | `concurrency_permits_total`, `concurrency_queue_wait_seconds` through the `metrics` facade |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -36,6 +36,28 @@
 //! | `RateLimitLayer` (feature `tower`) | — | 429 + `Retry-After` + `RateLimit` headers |
 //!
 //! The algorithm is described in [`gcra`]; the HTTP behaviour in the `middleware` module.
+//!
+//! # With axum
+//! ```
+//! use axum::{routing::get, Router};
+//! use ratelimit_token_bucket::{KeyedLimiter, Quota, Quotas, RateLimitLayer};
+//!
+//! let quotas = Quotas::new([Quota::per_second(20).burst(40)])?;
+//! let by_api_key = |parts: &http::request::Parts| {
+//!     parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
+//! };
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "ok" }))
+//!     .layer(RateLimitLayer::new(KeyedLimiter::new(quotas), by_api_key));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Features
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `tower` | yes | `RateLimitLayer`: 429 + `Retry-After` + `RateLimit` headers + problem+json |
+//! | `redis` | no | `RedisLimiter`: one limit for a whole fleet |
+//! | `metrics` | no | `ratelimit_requests_total`, `ratelimit_fail_open_total` through the `metrics` facade |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -37,6 +37,20 @@
 //! | `tokio` | [`TokioClock`], which follows `tokio::time::pause` / `advance` |
 //! | `axum` | `axum_core::response::IntoResponse` for [`Problem`] |
 //!
+//! # With axum
+//! ```
+//! use axum::{response::Response, routing::get, Router};
+//! use http::StatusCode;
+//! use retry_safe_core::Problem;
+//!
+//! async fn order() -> Response {
+//!     Problem::new(StatusCode::NOT_FOUND, "order_not_found", "Order not found")
+//!         .with_detail("no order ord_404")
+//!         .into_response()
+//! }
+//! let app: Router = Router::new().route("/orders/{id}", get(order));
+//! ```
+//!
 #![cfg_attr(feature = "tokio", doc = "[`TokioClock`]: crate::TokioClock")]
 #![cfg_attr(not(feature = "tokio"), doc = "[`TokioClock`]: crate#features")]
 #![forbid(unsafe_code)]

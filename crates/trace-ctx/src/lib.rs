@@ -27,6 +27,27 @@
 //! `{"type", "title", "status", "detail", "instance", "error_code", "request_id", "trace_id",
 //! "latency_ms"}` — see [`problem`].
 //!
+//! # With axum
+//! ```
+//! use axum::{response::Response, routing::get, Router};
+//! use http::StatusCode;
+//! use trace_ctx::{Problem, TraceLayer};
+//!
+//! async fn charge() -> Response {
+//!     Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "Upstream timed out")
+//!         .with_detail("the payment provider did not answer within 1 s")
+//!         .into_response()
+//! }
+//! // Outermost: every problem body inside gets request_id, trace_id and latency_ms.
+//! let app: Router = Router::new().route("/charges", get(charge)).layer(TraceLayer::new());
+//! ```
+//!
+//! # Features
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `tower` | yes | [`TraceLayer`] |
+//! | `opentelemetry` | no | conversions to and from OpenTelemetry's `SpanContext` |
+//!
 #![cfg_attr(feature = "tower", doc = "[`TraceLayer`]: crate::TraceLayer")]
 #![cfg_attr(not(feature = "tower"), doc = "[`TraceLayer`]: crate#features")]
 #![warn(missing_docs)]

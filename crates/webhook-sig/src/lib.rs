@@ -39,6 +39,29 @@
 //!   hyper: buffer, verify, dedupe, and pass the handler a [`VerifiedWebhook`].
 //! - [`header`]: the header parsers, safe on any input.
 //!
+//! # With axum
+//! ```
+//! use axum::{routing::post, Extension, Router};
+//! use idem_core::MemoryStore;
+//! use webhook_sig::{ReplayGuard, Scheme, Secret, Verifier, VerifiedWebhook, WebhookLayer};
+//!
+//! async fn psp_event(Extension(hook): Extension<VerifiedWebhook>) -> &'static str {
+//!     // `hook.payload` is the verified raw body; a forged or replayed event never gets here.
+//!     let _ = hook.payload;
+//!     "ok"
+//! }
+//! let secret = Secret::from_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+//! let webhooks = WebhookLayer::new(Verifier::new(Scheme::StandardWebhooks, secret))
+//!     .replay_guard(ReplayGuard::new(MemoryStore::new()));
+//! let app: Router = Router::new().route("/webhooks/psp", post(psp_event)).layer(webhooks);
+//! ```
+//!
+//! # Features
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `tower` | yes | [`WebhookLayer`] and [`VerifiedWebhook`] |
+//! | `metrics` | no | `webhook_verifications_total` through the `metrics` facade |
+//!
 #![cfg_attr(feature = "tower", doc = "[`WebhookLayer`]: crate::WebhookLayer")]
 #![cfg_attr(not(feature = "tower"), doc = "[`WebhookLayer`]: crate#features")]
 #![cfg_attr(feature = "tower", doc = "[`VerifiedWebhook`]: crate::VerifiedWebhook")]
