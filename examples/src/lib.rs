@@ -42,6 +42,7 @@ use axum::{Extension, Json, Router};
 use idem_core::{IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, MemoryStore};
 use loadshed_fleet::{DefaultClassifier, LoadShedLayer, Shedder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use optimistic_lock::{Conflict, Current, Expected, OptimisticLockLayer, Version, VersionSource};
 use parking_lot::Mutex;
 use ratelimit_concurrent::{ConcurrencyLimitLayer, ConcurrencyLimiter};
 use ratelimit_token_bucket::{KeyedLimiter, Limiter, Quota, Quotas, RateLimitLayer};
@@ -62,6 +63,15 @@ pub struct Order {
     /// What was ordered.
     pub sku: String,
     /// How many.
+    pub quantity: u32,
+    /// Bumped by every change; sent as the strong `ETag` `"<version>"`.
+    pub version: u64,
+}
+
+/// The body of `PATCH /orders/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct OrderChange {
+    /// The new quantity (1 or more).
     pub quantity: u32,
 }
 
@@ -187,13 +197,19 @@ impl<S: IdempotencyStore> OrdersApi<S> {
         let webhooks = Router::new()
             .route("/webhooks/psp", post(receive_webhook))
             .layer(self.webhooks.clone());
+        // GET answers with an ETag (and 304); PATCH needs If-Match (428 without, 412 when stale).
+        // Idempotency is outside: a retried PATCH is replayed, not refused by its own success.
+        let versioned = Router::new()
+            .route("/orders/{id}", get(get_order).patch(update_order))
+            .layer(OptimisticLockLayer::new(BookVersions(self.book.clone())))
+            .layer(self.idempotency.clone());
         let classifier = DefaultClassifier::new().critical(http::Method::POST, "/payments/");
         Router::new()
             .route("/orders", get(list_orders))
-            .route("/orders/{id}", get(get_order))
             .route("/reports/slow", get(slow_report))
             .merge(idempotent)
             .merge(webhooks)
+            .merge(versioned)
             .with_state(self.book.clone())
             .layer(ConcurrencyLimitLayer::new(
                 self.concurrency.clone(),
@@ -334,6 +350,7 @@ async fn create_order(
         owner: principal(&headers),
         sku: new.sku,
         quantity: new.quantity,
+        version: 1,
     };
     db.orders.insert(order.id.clone(), order.clone());
     (
@@ -354,6 +371,79 @@ async fn get_order(State(db): State<Db>, Path(id): Path<String>) -> Response {
             "no such order",
         ),
     }
+}
+
+/// The current version of the order a request targets (`/orders/{id}`), for the
+/// optimistic-lock layer.
+struct BookVersions(Db);
+
+#[async_trait::async_trait]
+impl VersionSource for BookVersions {
+    async fn current(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Option<Current>, optimistic_lock::BoxError> {
+        let id = parts.uri.path().strip_prefix("/orders/").unwrap_or("");
+        Ok(self
+            .0
+            .lock()
+            .orders
+            .get(id)
+            .map(|o| Current::new(Version::number(o.version))))
+    }
+}
+
+/// `PATCH /orders/{id}`: a compare-and-set on the order's version, so a change based on a stale
+/// read is refused (412) even when it raced past the layer's check.
+async fn update_order(
+    State(db): State<Db>,
+    Path(id): Path<String>,
+    Extension(expected): Extension<Expected>,
+    body: bytes::Bytes,
+) -> Response {
+    let change: OrderChange = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_order_change",
+                "Invalid order change",
+                &e.to_string(),
+            )
+        }
+    };
+    if change.quantity == 0 {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_quantity",
+            "Invalid quantity",
+            "quantity must be at least 1",
+        );
+    }
+    let mut book = db.lock();
+    let Some(order) = book.orders.get_mut(&id) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "order_not_found",
+            "Order not found",
+            "no such order",
+        );
+    };
+    let current = Version::number(order.version);
+    let matches = match &expected {
+        Expected::Version(v) => *v == current,
+        Expected::Unconditional => true,
+        _ => false,
+    };
+    if !matches {
+        return Conflict::new(Some(current)).into_response();
+    }
+    order.quantity = change.quantity;
+    order.version += 1;
+    let etag = Version::number(order.version).etag().to_header_value();
+    let mut res = Json(order.clone()).into_response();
+    res.headers_mut().insert(header::ETAG, etag);
+    res
 }
 
 async fn list_orders(State(db): State<Db>) -> Json<Vec<Order>> {
