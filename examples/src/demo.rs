@@ -146,6 +146,65 @@ async fn two_editors(router: &Router) -> Outcome {
     }
 }
 
+/// A client with `retry-client` sends one POST; the network loses the server's answer twice (the
+/// order was created each time it arrived), then delivers it: one order, and the client gets its
+/// 201 — the replay of the first.
+async fn lost_responses(api: &OrdersApi<idem_core::MemoryStore>, router: &Router) -> Outcome {
+    use retry_client::{History, Retrier, RetryLayer, RetryPolicy};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let before = api.order_count();
+    let lost = Arc::new(AtomicU32::new(0));
+    let (server, lose) = (router.clone(), lost.clone());
+    // The network: the request reaches the API, the answer is lost on the first two attempts.
+    let network = tower::service_fn(move |req: Request<Body>| {
+        let (server, lose) = (server.clone(), lose.clone());
+        async move {
+            let res = server.oneshot(req).await.expect("the router is infallible");
+            if lose.fetch_add(1, Ordering::SeqCst) < 2 {
+                drop(res);
+                return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+            }
+            Ok(res)
+        }
+    });
+    let client = tower::ServiceBuilder::new()
+        .layer(RetryLayer::new(Retrier::new(
+            RetryPolicy::default()
+                .max_attempts(4)
+                .backoff(Duration::from_millis(1), Duration::from_millis(5)),
+        )))
+        .service(network);
+    let req = Request::post("/orders")
+        .header("authorization", "Bearer erin")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"sku":"coffee","quantity":1}"#))
+        .unwrap();
+    let res = client.oneshot(req).await;
+    let made = api.order_count() - before;
+    match res {
+        Ok(res) => {
+            let attempts = res.extensions().get::<History>().map_or(0, |h| h.len());
+            let replayed = res.headers().contains_key("idempotent-replayed");
+            Outcome {
+                name: "one POST through a network that loses the first two answers (retry-client)",
+                expected: "3 attempts with one generated Idempotency-Key; 1 order; the client gets the replayed 201".into(),
+                observed: format!(
+                    "{attempts} attempts, {made} order(s), final {} (replayed: {replayed})",
+                    res.status().as_u16()
+                ),
+                ok: attempts == 3 && made == 1 && res.status() == StatusCode::CREATED && replayed,
+            }
+        }
+        Err(e) => Outcome {
+            name: "one POST through a network that loses the first two answers (retry-client)",
+            expected: "3 attempts; 1 order; the replayed 201".into(),
+            observed: format!("the call failed: {e}"),
+            ok: false,
+        },
+    }
+}
+
 fn get(path: &str, who: &str) -> Request<Body> {
     Request::get(path)
         .header("authorization", format!("Bearer {who}"))
@@ -155,7 +214,7 @@ fn get(path: &str, who: &str) -> Request<Body> {
 
 /// The scenarios, in order; `progress(done, total, name)` is called before each.
 pub async fn run(mut progress: impl FnMut(usize, usize, &str)) -> Vec<Outcome> {
-    const TOTAL: usize = 8;
+    const TOTAL: usize = 9;
     let mut out = Vec::new();
     let api = OrdersApi::in_memory();
     let router = api.router();
@@ -394,6 +453,9 @@ pub async fn run(mut progress: impl FnMut(usize, usize, &str)) -> Vec<Outcome> {
     });
     progress(7, TOTAL, "two clients edit one order");
     out.push(two_editors(&router).await);
+
+    progress(8, TOTAL, "a retrying client through lost responses");
+    out.push(lost_responses(&api, &router).await);
 
     progress(TOTAL, TOTAL, "done");
     out
