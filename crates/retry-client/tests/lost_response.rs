@@ -169,6 +169,44 @@ fn body(i: usize) -> String {
     format!("{{\"sku\":\"sku-{i}\",\"quantity\":1}}")
 }
 
+/// Runs the `LOGICAL` calls from `CONCURRENCY` tasks; `call(i)` makes call `i` and reports it.
+async fn drive<F, Fut>(call: F) -> Vec<Call>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Call> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (call, next) = (call.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut calls = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= LOGICAL {
+                        return calls;
+                    }
+                    calls.push(call(i).await);
+                }
+            })
+        })
+        .collect();
+    let mut calls = Vec::new();
+    for t in tasks {
+        calls.extend(t.await.unwrap());
+    }
+    calls
+}
+
+fn reported(status: StatusCode, history: Option<&History>, body: &[u8]) -> Call {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    Call {
+        status,
+        order: json["id"].as_str().unwrap_or("").to_owned(),
+        attempts: history.map_or(0, History::len),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_per_logical_request_through_lost_responses_with_reqwest() {
     let (api, upstream) = orders_api().await;
@@ -181,41 +219,23 @@ async fn one_order_per_logical_request_through_lost_responses_with_reqwest() {
     let client = reqwest_middleware::ClientBuilder::new(http)
         .with(RetryMiddleware::new(retrier()))
         .build();
-    let next = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (client, next) = (client.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut calls = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if i >= LOGICAL {
-                        return calls;
-                    }
-                    let res = client
-                        .post(format!("http://{addr}/orders"))
-                        .header("authorization", format!("Bearer client-{i}"))
-                        .header("content-type", "application/json")
-                        .body(body(i))
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("call {i} failed: {e:?}"));
-                    let status = res.status();
-                    let attempts = res.extensions().get::<History>().map_or(0, |h| h.len());
-                    let json: serde_json::Value = res.json_bytes().await;
-                    calls.push(Call {
-                        status,
-                        order: json["id"].as_str().unwrap_or("").to_owned(),
-                        attempts,
-                    });
-                }
-            })
-        })
-        .collect();
-    let mut calls = Vec::new();
-    for t in tasks {
-        calls.extend(t.await.unwrap());
-    }
+    let calls = drive(move |i| {
+        let client = client.clone();
+        async move {
+            let res = client
+                .post(format!("http://{addr}/orders"))
+                .header("authorization", format!("Bearer client-{i}"))
+                .header("content-type", "application/json")
+                .body(body(i))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("call {i} failed: {e:?}"));
+            let (status, history) = (res.status(), res.extensions().get::<History>().cloned());
+            let bytes = res.bytes().await.unwrap_or_default();
+            reported(status, history.as_ref(), &bytes)
+        }
+    })
+    .await;
     check(&api, calls, &faults, "reqwest");
 }
 
@@ -230,55 +250,23 @@ async fn one_order_per_logical_request_through_lost_responses_with_the_tower_lay
     let client = tower::ServiceBuilder::new()
         .layer(RetryLayer::new(retrier()))
         .service(hyper);
-    let next = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (client, next) = (client.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut calls = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if i >= LOGICAL {
-                        return calls;
-                    }
-                    let req = Request::post(format!("http://{addr}/orders"))
-                        .header("authorization", format!("Bearer client-{i}"))
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from(body(i))))
-                        .unwrap();
-                    let res = client
-                        .clone()
-                        .oneshot(req)
-                        .await
-                        .unwrap_or_else(|e| panic!("call {i} failed: {e:?}"));
-                    let status = res.status();
-                    let attempts = res.extensions().get::<History>().map_or(0, |h| h.len());
-                    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-                    let json: serde_json::Value =
-                        serde_json::from_slice(&bytes).unwrap_or_default();
-                    calls.push(Call {
-                        status,
-                        order: json["id"].as_str().unwrap_or("").to_owned(),
-                        attempts,
-                    });
-                }
-            })
-        })
-        .collect();
-    let mut calls = Vec::new();
-    for t in tasks {
-        calls.extend(t.await.unwrap());
-    }
+    let calls = drive(move |i| {
+        let client = client.clone();
+        async move {
+            let req = Request::post(format!("http://{addr}/orders"))
+                .header("authorization", format!("Bearer client-{i}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body(i))))
+                .unwrap();
+            let res = client
+                .oneshot(req)
+                .await
+                .unwrap_or_else(|e| panic!("call {i} failed: {e:?}"));
+            let (status, history) = (res.status(), res.extensions().get::<History>().cloned());
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            reported(status, history.as_ref(), &bytes)
+        }
+    })
+    .await;
     check(&api, calls, &faults, "tower over hyper-util");
-}
-
-trait JsonBytes {
-    async fn json_bytes(self) -> serde_json::Value;
-}
-
-impl JsonBytes for reqwest::Response {
-    async fn json_bytes(self) -> serde_json::Value {
-        let bytes = self.bytes().await.unwrap_or_default();
-        serde_json::from_slice(&bytes).unwrap_or_default()
-    }
 }
