@@ -30,6 +30,11 @@ fn bench(c: &mut Criterion) {
     let layered = tower::ServiceBuilder::new()
         .layer(RetryLayer::new(Retrier::new(RetryPolicy::default())))
         .service(bare.clone());
+    let no_timer = tower::ServiceBuilder::new()
+        .layer(RetryLayer::new(Retrier::new(
+            RetryPolicy::default().deadline(None),
+        )))
+        .service(bare.clone());
     let get = move || {
         Request::get(format!("http://{addr}/orders"))
             .body(Full::new(Bytes::new()))
@@ -60,6 +65,16 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("{name}/retry_layer"), |b| {
             b.to_async(&rt).iter(|| {
                 let svc = layered.clone();
+                let req = make();
+                async move {
+                    let res = svc.oneshot(req).await.unwrap();
+                    res.into_body().collect().await.unwrap()
+                }
+            })
+        });
+        g.bench_function(format!("{name}/retry_layer_without_deadline"), |b| {
+            b.to_async(&rt).iter(|| {
+                let svc = no_timer.clone();
                 let req = make();
                 async move {
                     let res = svc.oneshot(req).await.unwrap();

@@ -19,8 +19,8 @@ pub struct Attempt {
     pub number: u32,
     /// The wait before it (zero for the first).
     pub waited: Duration,
-    /// What it got: `status_201`, `not_sent`, `maybe_sent`, `timeout`, `fatal`.
-    pub outcome: String,
+    /// What it got (displayed as `status_201`, `not_sent`, `maybe_sent`, `timeout`, `fatal`).
+    pub outcome: Reason,
 }
 
 /// Why the client stopped.
@@ -97,7 +97,7 @@ pub enum RetryError<E> {
         /// The time left before the deadline.
         remaining: Duration,
         /// The last attempt's outcome.
-        last: String,
+        last: Reason,
         /// The attempts.
         history: History,
     },
@@ -248,7 +248,7 @@ impl Retrier {
             #[cfg(feature = "metrics")]
             metrics::counter!("retry_client_attempts_total").increment(1);
             let sent = send(number, timeout).await;
-            let (outcome, label, hint) = match &sent {
+            let (outcome, label, headers) = match &sent {
                 Sent::Response(r) => {
                     let (status, headers) = inspect(r);
                     if let Some(throttle) = &self.throttle {
@@ -256,31 +256,30 @@ impl Retrier {
                             throttle.accepted();
                         }
                     }
-                    let now = UNIX_EPOCH + self.clock.unix_time();
                     (
                         (self.policy.classify)(method, keyed, Ok(status)),
-                        Reason::Status(status).label(),
-                        server_hint(headers, now),
+                        Reason::Status(status),
+                        Some(headers),
                     )
                 }
                 Sent::Error(_, failure) => {
                     let o = (self.policy.classify)(method, keyed, Err(*failure));
                     let label = match o {
-                        Outcome::Retry(r) | Outcome::GiveUp(r) => r.label(),
-                        Outcome::Done => "error".into(),
+                        Outcome::Retry(r) | Outcome::GiveUp(r) => r,
+                        Outcome::Done => Reason::Fatal,
                     };
                     (o, label, None)
                 }
                 Sent::TimedOut => (
                     (self.policy.classify)(method, keyed, Err(Failure::MaybeSent)),
-                    "timeout".to_owned(),
+                    Reason::TimedOut,
                     None,
                 ),
             };
             history.attempts.push(Attempt {
                 number,
                 waited,
-                outcome: label.clone(),
+                outcome: label,
             });
             let stop = match outcome {
                 Outcome::Done => Some(Stop::Done),
@@ -290,6 +289,11 @@ impl Retrier {
                     Some(Stop::AttemptsExhausted)
                 }
                 Outcome::Retry(_) => None,
+            };
+            // The server's hint is read only when another attempt may follow.
+            let hint = match (stop, headers) {
+                (None, Some(headers)) => server_hint(headers, UNIX_EPOCH + self.clock.unix_time()),
+                _ => None,
             };
             let wait = match (stop, hint) {
                 (Some(_), _) => Duration::ZERO,
@@ -323,7 +327,7 @@ impl Retrier {
             }
             tracing::debug!(attempt = number, outcome = %label, wait_ms = wait.as_millis() as u64, "retrying");
             #[cfg(feature = "metrics")]
-            metrics::counter!("retry_client_retries_total", "reason" => label).increment(1);
+            metrics::counter!("retry_client_retries_total", "reason" => label.label()).increment(1);
             tokio::time::sleep(wait).await;
             waited = wait;
         }

@@ -39,19 +39,29 @@ pub enum Reason {
     MaybeSent,
     /// A local error no retry can fix.
     Fatal,
+    /// No answer within the attempt timeout (the request may have been acted on).
+    TimedOut,
     /// An answer with this status.
     Status(StatusCode),
 }
 
-impl Reason {
-    /// A short label (`not_sent`, `maybe_sent`, `fatal`, `status_503`), for logs and metrics.
-    pub fn label(&self) -> String {
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Reason::NotSent => "not_sent".into(),
-            Reason::MaybeSent => "maybe_sent".into(),
-            Reason::Fatal => "fatal".into(),
-            Reason::Status(s) => format!("status_{}", s.as_u16()),
+            Reason::NotSent => f.write_str("not_sent"),
+            Reason::MaybeSent => f.write_str("maybe_sent"),
+            Reason::Fatal => f.write_str("fatal"),
+            Reason::TimedOut => f.write_str("timeout"),
+            Reason::Status(s) => write!(f, "status_{}", s.as_u16()),
         }
+    }
+}
+
+impl Reason {
+    /// A short label (`not_sent`, `maybe_sent`, `fatal`, `timeout`, `status_503`), for logs
+    /// and metrics (the same as its `Display`).
+    pub fn label(&self) -> String {
+        self.to_string()
     }
 }
 

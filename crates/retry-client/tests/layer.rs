@@ -146,7 +146,7 @@ async fn one_generated_key_is_sent_on_every_attempt_with_the_same_body() {
     let outcomes: Vec<_> = history
         .attempts
         .iter()
-        .map(|a| a.outcome.as_str())
+        .map(|a| a.outcome.to_string())
         .collect();
     assert_eq!(outcomes, ["status_503", "maybe_sent", "status_201"]);
     assert_eq!(history.stop, Some(Stop::Done));
@@ -339,7 +339,7 @@ async fn a_wait_past_the_deadline_ends_the_call_at_once() {
         } => {
             assert_eq!(wait, Duration::from_secs(5));
             assert_eq!(remaining, Duration::from_secs(3));
-            assert_eq!(last, "status_503");
+            assert_eq!(last.to_string(), "status_503");
             assert_eq!(history.stop, Some(Stop::Deadline));
         }
         other => panic!("expected Deadline, got {other:?}"),
