@@ -121,11 +121,7 @@ impl RedisStore {
     /// [`StoreError::Unavailable`], not a hung request), 2 reconnect retries at most 500 ms apart.
     /// Records are prefixed `idem`.
     pub async fn connect(url: &str) -> Result<Self, ConnectError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
+        let config = retry_safe_core::redis::request_path_config();
         Self::connect_with(url, config).await
     }
 

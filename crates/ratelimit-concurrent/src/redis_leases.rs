@@ -2,7 +2,7 @@
 
 use crate::limiter::{ConcurrencyLimiter, Limited, OwnedPermit, Reason};
 use crate::{BoxError, Clock, FailMode};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,11 +77,7 @@ impl RedisConcurrencyLimiter {
     /// Connects with request-path settings (1 s to connect, 1 s per reply, 2 reconnect retries);
     /// `max` requests per key (at least 1), leases of 30 s, prefix `cl`, fail-closed.
     pub async fn connect(url: &str, max: u32) -> Result<Self, redis::RedisError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
+        let config = retry_safe_core::redis::request_path_config();
         let client = redis::Client::open(url)?;
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self::with_connection(conn, max))

@@ -6,12 +6,11 @@ use crate::limiter::{Error, Limiter};
 use crate::Clock;
 use crate::{BoxError, FailMode};
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The decision script (see `redis_decide.lua` in the crate's sources).
 const DECIDE: &str = include_str!("redis_decide.lua");
@@ -61,11 +60,7 @@ impl RedisLimiter {
     /// Connects to the Redis at `url` with request-path settings: 1 s to connect, 1 s per reply,
     /// 2 reconnect retries at most 500 ms apart. Keys are prefixed `rl`; fail-closed.
     pub async fn connect(url: &str, quotas: Quotas) -> Result<Self, redis::RedisError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
+        let config = retry_safe_core::redis::request_path_config();
         let client = redis::Client::open(url)?;
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self::with_connection(conn, quotas))

@@ -36,6 +36,7 @@
 //! |---|---|
 //! | `tokio` | [`TokioClock`], which follows `tokio::time::pause` / `advance` |
 //! | `axum` | `axum_core::response::IntoResponse` for [`Problem`] |
+//! | `redis` | `redis::request_path_config`, the connection settings the Redis-backed crates share |
 //!
 //! # With axum
 //! ```
@@ -61,6 +62,9 @@ pub mod clock;
 mod fail;
 pub mod headers;
 pub mod problem;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 
 #[cfg(feature = "tokio")]
 pub use clock::TokioClock;
