@@ -58,7 +58,7 @@ use webhook_sig::{ReplayGuard, Scheme, Secret, Signer, VerifiedWebhook, Verifier
 pub struct Order {
     /// `ord_<n>`, assigned on creation.
     pub id: String,
-    /// The principal that created it (the bearer token, or `public`).
+    /// The principal that created it (`bearer:<token>`, or `anonymous`).
     pub owner: String,
     /// What was ordered.
     pub sku: String,
@@ -137,26 +137,35 @@ impl OrdersApi<MemoryStore> {
     }
 }
 
-/// The principal of a request: its bearer token, or `public`. Keys of two principals never meet.
+/// The principal of a request: `bearer:<token>`, or `anonymous` without a bearer token — its own
+/// principal, which no token can name. Keys of two principals never meet.
 pub fn principal(headers: &http::HeaderMap) -> String {
+    match bearer(headers) {
+        Some(token) => format!("bearer:{}", String::from_utf8_lossy(token)),
+        None => "anonymous".to_owned(),
+    }
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<&[u8]> {
     headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("public")
-        .to_owned()
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
 }
 
 /// The limiters' key of a request's principal: FNV-1a of the principal, a stable 64-bit hash (the
 /// same on every server, so a fleet sharing Redis shares the keys) that costs no allocation.
 pub fn principal_key(headers: &http::HeaderMap) -> u64 {
-    let principal = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or(b"public");
-    principal.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let fnv = |h: u64, bytes: &[u8]| {
+        bytes
+            .iter()
+            .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    };
+    let seed = 0xcbf2_9ce4_8422_2325;
+    // The same bytes as `principal`, without allocating: "bearer:<token>" or "anonymous".
+    match bearer(headers) {
+        Some(token) => fnv(fnv(seed, b"bearer:"), token),
+        None => fnv(seed, b"anonymous"),
+    }
 }
 
 impl<S: IdempotencyStore> OrdersApi<S> {
@@ -193,16 +202,16 @@ impl<S: IdempotencyStore> OrdersApi<S> {
         let idempotent = Router::new()
             .route("/orders", post(create_order))
             .route("/payments/{id}/capture", post(capture_payment))
-            .layer(self.idempotency.clone());
+            .route_layer(self.idempotency.clone());
         let webhooks = Router::new()
             .route("/webhooks/psp", post(receive_webhook))
-            .layer(self.webhooks.clone());
+            .route_layer(self.webhooks.clone());
         // GET answers with an ETag (and 304); PATCH needs If-Match (428 without, 412 when stale).
         // Idempotency is outside: a retried PATCH is replayed, not refused by its own success.
         let versioned = Router::new()
             .route("/orders/{id}", get(get_order).patch(update_order))
-            .layer(OptimisticLockLayer::new(BookVersions(self.book.clone())))
-            .layer(self.idempotency.clone());
+            .route_layer(OptimisticLockLayer::new(BookVersions(self.book.clone())))
+            .route_layer(self.idempotency.clone());
         let classifier = DefaultClassifier::new().critical(http::Method::POST, "/payments/");
         Router::new()
             .route("/orders", get(list_orders))
@@ -451,6 +460,14 @@ async fn list_orders(State(db): State<Db>) -> Json<Vec<Order>> {
 }
 
 async fn capture_payment(State(db): State<Db>, Path(id): Path<String>) -> Response {
+    if id.is_empty() {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "payment_not_found",
+            "Payment not found",
+            "the payment id is empty",
+        );
+    }
     db.lock().captured.push(id.clone());
     Json(serde_json::json!({ "payment": id, "status": "captured" })).into_response()
 }

@@ -11,10 +11,10 @@
 //!    `latency_ms`, `error_code` and `instance` to its body (see [`crate::problem::enrich`]).
 //!    Other responses stream through untouched.
 
-use crate::problem::{enrich, is_problem};
+use crate::problem::{enrich, is_problem, Problem};
 use crate::TraceContext;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use std::future::Future;
@@ -53,14 +53,28 @@ use tracing::Instrument;
 #[derive(Debug, Clone)]
 pub struct TraceLayer {
     max_problem_bytes: usize,
+    bare_errors: bool,
 }
 
 impl TraceLayer {
-    /// A layer enriching problem bodies up to 64 KiB.
+    /// A layer enriching problem bodies up to 64 KiB, and turning bare error responses into
+    /// problems (see [`TraceLayer::problem_for_bare_errors`]).
     pub fn new() -> Self {
         Self {
             max_problem_bytes: 64 * 1024,
+            bare_errors: true,
         }
+    }
+
+    /// Whether a 4xx/5xx response that is not problem+json — the router's empty 404 and 405, an
+    /// extractor's `text/plain` rejection, a handler's bare status — is rewritten as an RFC 9457
+    /// problem (default `true`): `code` from the status (`not_found`, `method_not_allowed`, …,
+    /// else `http_<status>`), the original text (up to 512 bytes) as `detail`, every header kept
+    /// (`Allow`, `Retry-After`) but the content type and length. Then it is enriched like any
+    /// problem.
+    pub fn problem_for_bare_errors(mut self, on: bool) -> Self {
+        self.bare_errors = on;
+        self
     }
 
     /// The largest problem body enriched (bigger ones pass unchanged).
@@ -83,6 +97,7 @@ impl<S> Layer<S> for TraceLayer {
         TraceService {
             inner,
             max_problem_bytes: self.max_problem_bytes,
+            bare_errors: self.bare_errors,
         }
     }
 }
@@ -92,6 +107,7 @@ impl<S> Layer<S> for TraceLayer {
 pub struct TraceService<S> {
     inner: S,
     max_problem_bytes: usize,
+    bare_errors: bool,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -127,12 +143,17 @@ where
         req.extensions_mut().insert(ctx.clone());
         let fut = self.inner.call(req).instrument(span);
         let max = self.max_problem_bytes;
+        let bare_errors = self.bare_errors;
         Box::pin(async move {
             let mut res = fut.await?;
             res.headers_mut()
                 .insert("x-request-id", ctx.request_id().to_header_value());
+            let error = res.status().is_client_error() || res.status().is_server_error();
             if !is_problem(res.headers()) {
-                return Ok(res);
+                if !(bare_errors && error) {
+                    return Ok(res);
+                }
+                res = to_problem(res).await;
             }
             let small = res
                 .body()
@@ -168,4 +189,67 @@ where
             Ok(Response::from_parts(parts, ResB::from(body)))
         })
     }
+}
+
+/// The stable code of a status without a problem body of its own.
+fn status_code_name(status: StatusCode) -> std::borrow::Cow<'static, str> {
+    let name = match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        408 => "request_timeout",
+        409 => "conflict",
+        411 => "length_required",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "unprocessable_content",
+        429 => "too_many_requests",
+        431 => "request_header_fields_too_large",
+        500 => "internal_error",
+        501 => "not_implemented",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        other => return format!("http_{other}").into(),
+    };
+    name.into()
+}
+
+/// Rewrites a bare error response as a problem (see [`TraceLayer::problem_for_bare_errors`]).
+async fn to_problem<B>(res: Response<B>) -> Response<B>
+where
+    B: Body<Data = Bytes> + From<Bytes>,
+{
+    const MAX_DETAIL: usize = 512;
+    let (mut parts, body) = res.into_parts();
+    let small = body.size_hint().upper().is_some_and(|n| n <= 4096);
+    let text = if small {
+        match body.collect().await {
+            Ok(c) => String::from_utf8_lossy(&c.to_bytes()).trim().to_owned(),
+            Err(_) => String::new(),
+        }
+    } else {
+        String::new()
+    };
+    let status = parts.status;
+    let title = status.canonical_reason().unwrap_or("Error");
+    let mut problem = Problem::new(status, status_code_name(status), title);
+    if !text.is_empty() {
+        let mut end = text.len().min(MAX_DETAIL);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        problem = problem.with_detail(&text[..end]);
+    }
+    let rendered: Response<B> = problem.into_response();
+    let (new_parts, body) = rendered.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &new_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, body)
 }

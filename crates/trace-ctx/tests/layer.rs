@@ -203,3 +203,68 @@ fn each_outgoing_call_gets_its_own_child_span() {
     assert_eq!(sent.parent_id, span_a);
     assert!(sent.flags.sampled());
 }
+
+/// The router's own 404 and 405 and an extractor's text/plain rejection come back as enriched
+/// problems; a 405 keeps its `Allow`.
+#[tokio::test]
+async fn bare_error_responses_become_problems() {
+    use axum::extract::Query;
+    use axum::routing::get;
+    #[derive(serde::Deserialize)]
+    struct Slow {
+        #[allow(dead_code)]
+        ms: u64,
+    }
+    let app = axum::Router::new()
+        .route("/reports/slow", get(|_q: Query<Slow>| async { "ok" }))
+        .route("/webhooks/psp", axum::routing::post(|| async { "ok" }))
+        .layer(TraceLayer::new());
+    let send = |method: &str, uri: &str| {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.clone().oneshot(req)
+    };
+    let body = |res: http::Response<axum::body::Body>| async move {
+        let (parts, body) = res.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (
+            parts,
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+        )
+    };
+
+    let (parts, json) = body(send("GET", "/nope").await.unwrap()).await;
+    assert_eq!(parts.status, 404);
+    assert_eq!(parts.headers["content-type"], "application/problem+json");
+    assert_eq!(json["code"], "not_found");
+    assert!(json["request_id"].is_string() && json["trace_id"].is_string());
+    assert!(json["latency_ms"].is_u64());
+
+    let (parts, json) = body(send("GET", "/webhooks/psp").await.unwrap()).await;
+    assert_eq!(parts.status, 405);
+    assert_eq!(parts.headers["allow"], "POST");
+    assert_eq!(json["error_code"], "method_not_allowed");
+
+    let (parts, json) = body(send("GET", "/reports/slow?ms=abc").await.unwrap()).await;
+    assert_eq!(parts.status, 400);
+    assert_eq!(json["code"], "bad_request");
+    assert!(json["detail"].as_str().unwrap().contains("ms"), "{json}");
+
+    // Switched off, the bare answer passes as it was.
+    let plain = axum::Router::new()
+        .route("/x", get(|| async { "ok" }))
+        .layer(TraceLayer::new().problem_for_bare_errors(false));
+    let res = plain
+        .oneshot(
+            Request::get("/nope")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.headers().get("content-type").is_none());
+}

@@ -414,3 +414,44 @@ async fn an_unreachable_replay_store_fails_closed_with_503() {
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
+
+/// Only POSTs are deliveries: another method reaches the inner service unverified (which answers
+/// it — a router's 405), instead of a 401 "signature missing" for a request that is no webhook.
+#[tokio::test]
+async fn other_methods_pass_through_unverified() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let svc = WebhookLayer::new(verifier(Scheme::StandardWebhooks)).layer(service_fn(
+        move |req: Request<Full<Bytes>>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let verified = req.extensions().get::<VerifiedWebhook>().is_some();
+            async move {
+                let mut res = Response::new(Full::new(Bytes::new()));
+                *res.status_mut() = if verified {
+                    StatusCode::OK
+                } else {
+                    StatusCode::METHOD_NOT_ALLOWED
+                };
+                Ok::<_, Infallible>(res)
+            }
+        },
+    ));
+    for method in ["GET", "HEAD", "PUT", "DELETE"] {
+        let req = Request::builder()
+            .method(method)
+            .uri("/hooks")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    // An unsigned POST is still refused before the inner service.
+    let res = svc
+        .clone()
+        .oneshot(request(&HeaderMap::new(), BODY))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}

@@ -7,6 +7,7 @@
 
 use examples::{Limits, OrdersApi};
 use ratelimit_token_bucket::{FailMode, Limiter, Quotas, RedisLimiter};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -42,16 +43,85 @@ async fn serve(
     println!("  curl -i -X POST http://{addr}/payments/pi_1/capture -H 'Idempotency-Key: cap-1'   # critical route");
     println!("every layer is on: trace-ctx, load shedding, 20 req/s per client (burst 40), 8 in flight per client, idempotency");
     println!("the guided tour of all of them: cargo run -p examples --bin demo");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => return result.map_err(Into::into),
+        signal = shutdown_signal() => tracing::info!(signal, "shutting down: no new connections, draining requests in flight"),
+    }
+    let _ = stop_tx.send(());
+    // A bounded drain: requests in flight finish (and complete their keys) within DRAIN; any still
+    // running then is dropped, which releases its idempotency key so the client's retry can run.
+    let drain = drain_time();
+    match tokio::time::timeout(drain, &mut server).await {
+        Ok(result) => result?,
+        Err(_) => {
+            tracing::warn!(
+                ?drain,
+                "drain time over; dropping the requests still in flight"
+            );
+            drop(server);
+            // Let the key releases that dropping them spawned reach the store.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// `DRAIN_SECS` (default 10): how long a shutdown waits for requests in flight.
+fn drain_time() -> std::time::Duration {
+    let secs = std::env::var("DRAIN_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    std::time::Duration::from_secs(secs)
+}
+
+/// Ctrl-C, or SIGTERM (what container runtimes and systemd send).
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); `LOG_FORMAT=json` writes one JSON
+/// object per event.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
     let addr: SocketAddr = std::env::var("ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())
         .parse()?;

@@ -66,7 +66,12 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // The clone that was driven to readiness serves this request.
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // Deliveries are POSTs (Standard Webhooks, Stripe, GitHub). Any other method is not a
+        // delivery: the inner service answers it (the router's 405), unverified and untouched.
+        if req.method() != http::Method::POST {
+            return Box::pin(inner.call(req));
+        }
         Box::pin(serve(inner, self.shared.clone(), req))
     }
 }
