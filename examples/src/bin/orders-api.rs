@@ -47,7 +47,7 @@ async fn serve(
     let server = axum::serve(listener, router).with_graceful_shutdown(async {
         let _ = stop_rx.await;
     });
-    let mut server = std::pin::pin!(server.into_future());
+    let mut server = Box::pin(server.into_future());
     tokio::select! {
         result = &mut server => return result.map_err(Into::into),
         signal = shutdown_signal() => tracing::info!(signal, "shutting down: no new connections, draining requests in flight"),
