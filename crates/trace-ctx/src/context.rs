@@ -4,7 +4,7 @@
 use crate::ids::SpanId;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::traceparent::{TraceParent, TraceParentError};
-use crate::tracestate::TraceState;
+use crate::tracestate::{Dropped, TraceState};
 use crate::TraceId;
 use http::HeaderMap;
 
@@ -43,12 +43,16 @@ pub struct TraceContext {
     request_id: RequestId,
     /// Why an incoming `traceparent` was not used, when one was sent.
     rejected: Option<TraceParentError>,
+    /// The received `tracestate` members that were left out, with the reasons.
+    dropped: Vec<Dropped>,
 }
 
 impl TraceContext {
     /// Reads `traceparent`, `tracestate` and `X-Request-Id`. Never fails: an absent or invalid
-    /// `traceparent` starts a new trace (sampled) and its `tracestate` is ignored; an invalid
-    /// `tracestate` is dropped; an absent or unsafe request id is replaced by a generated one.
+    /// `traceparent` starts a new trace (sampled) and its `tracestate` is ignored; invalid or
+    /// repeated `tracestate` members are dropped one by one and the valid ones kept (see
+    /// [`TraceState::parse_lossy`] and [`dropped_tracestate`](Self::dropped_tracestate)); an absent
+    /// or unsafe request id is replaced by a generated one.
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let request_id = headers
             .get(X_REQUEST_ID)
@@ -62,16 +66,19 @@ impl TraceContext {
             (Some(_), Some(_)) => Some(Err(TraceParentError::Malformed)),
         };
         match parsed {
-            Some(Ok(parent)) => Self {
-                current: parent.with_parent(SpanId::random()),
-                caller: Some(parent.parent_id),
-                tracestate: TraceState::parse(
+            Some(Ok(parent)) => {
+                let (tracestate, dropped) = TraceState::parse_lossy(
                     headers.get_all(TRACESTATE).iter().map(|v| v.as_bytes()),
-                )
-                .unwrap_or_default(),
-                request_id,
-                rejected: None,
-            },
+                );
+                Self {
+                    current: parent.with_parent(SpanId::random()),
+                    caller: Some(parent.parent_id),
+                    tracestate,
+                    request_id,
+                    rejected: None,
+                    dropped,
+                }
+            }
             Some(Err(e)) => Self::root(request_id, Some(e)),
             None => Self::root(request_id, None),
         }
@@ -89,6 +96,7 @@ impl TraceContext {
             tracestate: TraceState::new(),
             request_id,
             rejected,
+            dropped: Vec::new(),
         }
     }
 
@@ -107,7 +115,12 @@ impl TraceContext {
         self.caller
     }
 
-    /// Why the incoming `traceparent` was ignored, if one was sent and was invalid.
+    /// The received `tracestate` members that were left out, with the reasons (for logging).
+    pub fn dropped_tracestate(&self) -> &[Dropped] {
+        &self.dropped
+    }
+
+    /// Why the incoming `traceparent` was not used, when one was sent and was invalid.
     pub fn rejected_traceparent(&self) -> Option<TraceParentError> {
         self.rejected
     }
@@ -141,13 +154,20 @@ impl TraceContext {
     /// into the headers of an outgoing request — from reqwest, hyper or any `http` client — and
     /// returns the child span id.
     pub fn inject(&self, headers: &mut HeaderMap) -> SpanId {
+        let span = self.inject_trace(headers);
+        headers.insert(X_REQUEST_ID, self.request_id.to_header_value());
+        span
+    }
+
+    /// As [`inject`](Self::inject), without `X-Request-Id`: for calls to third parties, who
+    /// should see the trace but not this service's request ids.
+    pub fn inject_trace(&self, headers: &mut HeaderMap) -> SpanId {
         let child = self.child();
         headers.insert(TRACEPARENT, child.to_header_value());
         match self.tracestate.to_header_value() {
             Some(v) => headers.insert(TRACESTATE, v),
             None => headers.remove(TRACESTATE),
         };
-        headers.insert(X_REQUEST_ID, self.request_id.to_header_value());
         child.parent_id
     }
 }

@@ -72,7 +72,7 @@ pub use middleware::{TraceLayer, TraceService};
 pub use problem::{is_problem, Problem, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use traceparent::{TraceFlags, TraceParent, TraceParentError};
-pub use tracestate::{TraceState, TraceStateError};
+pub use tracestate::{Dropped, TraceState, TraceStateError};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,12 +1,16 @@
-//! The `tracestate` header (W3C Trace Context Level 1 §3.3).
+//! The `tracestate` header (W3C Trace Context Level 2 §3.3).
 //!
 //! A list of up to 32 `key=value` members, comma-separated with optional whitespace, left-most
-//! most recent. Keys are `simple-key` (`lcalpha 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/")`)
-//! or `tenant@system` multi-tenant keys (tenant: `(lcalpha / DIGIT)` then up to 240 key
-//! characters; system: `lcalpha` then up to 13). Values are 1–256 printable ASCII characters
-//! without `,` or `=`, not ending in a space. Empty members are skipped; several `tracestate`
-//! fields are one list. A list with an invalid member, a duplicate key or more than 32 members is
-//! rejected whole (the request keeps its trace, without tracestate).
+//! most recent. Keys are `(lcalpha / DIGIT) 0*255(keychar)` with keychar = `lcalpha / DIGIT / "_"
+//! / "-" / "*" / "/" / "@"` (Level 2 folds Level 1's `tenant@system` form into this grammar).
+//! Values are 1–256 printable ASCII characters without `,` or `=`, not ending in a space. Empty
+//! members are skipped; several `tracestate` fields are one list.
+//!
+//! Received lists are read with [`TraceState::parse_lossy`], as the propagation layer does: an
+//! invalid member is dropped and the valid ones are kept, a repeated key keeps its first
+//! occurrence, members beyond 32 are dropped from the right — so one vendor's bad entry never wipes
+//! the others' — and every drop comes back with its reason for logging. [`TraceState::parse`] is
+//! the strict check (any of those is an error).
 
 use std::fmt;
 
@@ -44,27 +48,35 @@ pub struct TraceState {
 }
 
 fn key_char(c: u8) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/')
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/' | b'@')
 }
 
-/// Whether `key` is a valid simple or multi-tenant key.
+/// Whether `key` is a valid key (Level 2: `(lcalpha / DIGIT) 0*255(keychar)`).
 pub fn valid_key(key: &str) -> bool {
     let k = key.as_bytes();
-    match key.split_once('@') {
-        None => {
-            (1..=256).contains(&k.len())
-                && k[0].is_ascii_lowercase()
-                && k[1..].iter().all(|&c| key_char(c))
-        }
-        Some((tenant, system)) => {
-            let (t, s) = (tenant.as_bytes(), system.as_bytes());
-            (1..=241).contains(&t.len())
-                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
-                && t[1..].iter().all(|&c| key_char(c))
-                && (1..=14).contains(&s.len())
-                && s[0].is_ascii_lowercase()
-                && s[1..].iter().all(|&c| key_char(c))
-        }
+    (1..=256).contains(&k.len())
+        && (k[0].is_ascii_lowercase() || k[0].is_ascii_digit())
+        && k[1..].iter().all(|&c| key_char(c))
+}
+
+/// A member left out of a received list, and why (for logging).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Dropped {
+    /// The member as received (at most its first 64 bytes).
+    pub member: String,
+    /// Why it was left out.
+    pub reason: TraceStateError,
+}
+
+fn dropped(member: &str, reason: TraceStateError) -> Dropped {
+    let mut end = member.len().min(64);
+    while !member.is_char_boundary(end) {
+        end -= 1;
+    }
+    Dropped {
+        member: member[..end].to_owned(),
+        reason,
     }
 }
 
@@ -83,7 +95,59 @@ impl TraceState {
         Self::default()
     }
 
-    /// Parses one or several `tracestate` field values (in order) as one list.
+    /// Reads one or several received `tracestate` field values (in order) as one list, keeping
+    /// every valid member: an invalid member is dropped, a repeated key keeps its first
+    /// occurrence, members beyond 32 are dropped from the right, a field that is not text is
+    /// dropped whole. Returns the list and what was dropped, with the reasons.
+    ///
+    /// ```
+    /// use trace_ctx::{TraceState, TraceStateError};
+    ///
+    /// let (ts, dropped) = TraceState::parse_lossy([&b"congo=t61, Bad=1, rojo=00f0, congo=x"[..]]);
+    /// assert_eq!(ts.to_string(), "congo=t61,rojo=00f0");
+    /// assert_eq!(dropped.len(), 2);
+    /// assert_eq!(dropped[0].reason, TraceStateError::InvalidKey);
+    /// assert_eq!(dropped[1].reason, TraceStateError::DuplicateKey);
+    /// ```
+    pub fn parse_lossy<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> (Self, Vec<Dropped>) {
+        let mut members: Vec<(String, String)> = Vec::new();
+        let mut out = Vec::new();
+        for field in fields {
+            let Ok(field) = std::str::from_utf8(field) else {
+                out.push(dropped("", TraceStateError::NotText));
+                continue;
+            };
+            for member in field.split(',') {
+                let member = member.trim_matches(|c| c == ' ' || c == '\t');
+                if member.is_empty() {
+                    continue;
+                }
+                let Some((key, value)) = member.split_once('=') else {
+                    out.push(dropped(member, TraceStateError::MissingEquals));
+                    continue;
+                };
+                let reason = if !valid_key(key) {
+                    Some(TraceStateError::InvalidKey)
+                } else if !valid_value(value) {
+                    Some(TraceStateError::InvalidValue)
+                } else if members.iter().any(|(k, _)| k == key) {
+                    Some(TraceStateError::DuplicateKey)
+                } else if members.len() == MAX_MEMBERS {
+                    Some(TraceStateError::TooManyMembers)
+                } else {
+                    None
+                };
+                match reason {
+                    Some(reason) => out.push(dropped(member, reason)),
+                    None => members.push((key.to_owned(), value.to_owned())),
+                }
+            }
+        }
+        (Self { members }, out)
+    }
+
+    /// Parses one or several `tracestate` field values (in order) as one list, strictly: any
+    /// invalid member, repeated key or 33rd member is an error.
     pub fn parse<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, TraceStateError> {
         let mut members: Vec<(String, String)> = Vec::new();
         for field in fields {

@@ -166,16 +166,30 @@ async fn a_valid_request_id_is_kept_and_an_unsafe_one_replaced() {
 }
 
 #[test]
-fn an_invalid_tracestate_is_dropped_but_the_trace_kept() {
+fn invalid_tracestate_members_are_dropped_one_by_one_and_the_trace_kept() {
     let mut headers = http::HeaderMap::new();
     headers.insert("traceparent", INCOMING.parse().unwrap());
-    headers.insert("tracestate", "a=1,a=2".parse().unwrap());
+    headers.insert("tracestate", "a=1,a=2,Vendor=x,b=2".parse().unwrap());
     let ctx = TraceContext::from_headers(&headers);
     assert_eq!(
         ctx.trace_id().to_string(),
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
-    assert!(ctx.tracestate().is_empty());
+    // Other vendors' entries survive one bad or repeated member (Level 2).
+    assert_eq!(ctx.tracestate().to_string(), "a=1,b=2");
+    let reasons: Vec<_> = ctx
+        .dropped_tracestate()
+        .iter()
+        .map(|d| d.member.as_str())
+        .collect();
+    assert_eq!(reasons, ["a=2", "Vendor=x"]);
+    // Outgoing calls to third parties can leave the request id out.
+    let mut out = http::HeaderMap::new();
+    ctx.inject_trace(&mut out);
+    assert!(out.contains_key("traceparent") && !out.contains_key("x-request-id"));
+    assert_eq!(out["tracestate"], "a=1,b=2");
+    ctx.inject(&mut out);
+    assert!(out.contains_key("x-request-id"));
     // And a tracestate without a valid traceparent is ignored.
     headers.insert("traceparent", "garbage".parse().unwrap());
     headers.insert("tracestate", "a=1".parse().unwrap());

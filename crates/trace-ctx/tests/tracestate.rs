@@ -1,6 +1,6 @@
-//! `tracestate` cases written from the W3C Trace Context Level 1 Recommendation (§3.3
-//! "tracestate Header": list, list-member, key, value grammar; §3.3.1.1 empty and whitespace
-//! members; §3.3.1.3 combined header fields; §3.5 mutations: updated members move left).
+//! `tracestate` cases written from W3C Trace Context Level 2 (§3.3 "tracestate Header": list,
+//! list-member, key, value grammar; empty and whitespace members; combined header fields;
+//! mutations: updated members move left), and the lossy reading of received lists.
 
 use trace_ctx::{TraceState, TraceStateError as E};
 
@@ -37,31 +37,62 @@ fn empty_members_are_skipped_and_fields_combine_in_order() {
 }
 
 #[test]
-fn multi_tenant_keys() {
+fn level_2_keys_take_at_signs_and_may_start_with_a_digit() {
     let ts = parse("fw529a3039@dt=00f067aa0ba902b7,3e2a@vendor=x").unwrap();
     assert_eq!(ts.get("fw529a3039@dt"), Some("00f067aa0ba902b7"));
     assert_eq!(ts.get("3e2a@vendor"), Some("x"));
-    // The tenant may start with a digit; the system may not; each part has its own length.
-    assert_eq!(parse("t@9vendor=x"), Err(E::InvalidKey));
+    // Level 2: key = (lcalpha / DIGIT) 0*255(keychar), keychar includes "@" anywhere.
+    for good in ["t@9vendor=x", "tenant@=x", "a@b@c=x", "1rojo=1", "9=1"] {
+        assert!(parse(good).is_ok(), "{good}");
+    }
     assert_eq!(parse("@vendor=x"), Err(E::InvalidKey));
-    assert_eq!(parse("tenant@=x"), Err(E::InvalidKey));
-    assert_eq!(parse("a@b@c=x"), Err(E::InvalidKey));
     assert!(parse(&format!("{}@{}=x", "t".repeat(241), "s".repeat(14))).is_ok());
     assert_eq!(
-        parse(&format!("{}@s=x", "t".repeat(242))),
+        parse(&format!("{}@s=x", "t".repeat(255))),
         Err(E::InvalidKey)
     );
+}
+
+#[test]
+fn received_lists_keep_their_valid_members() {
+    let (ts, dropped) = TraceState::parse_lossy([
+        &b"rojo=00f067aa0ba902b7, Bad=1, congo=t61rcWkgMzE, k=, rojo=later, nokey"[..],
+        b"x=1",
+    ]);
     assert_eq!(
-        parse(&format!("t@{}=x", "s".repeat(15))),
-        Err(E::InvalidKey)
+        ts.to_string(),
+        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE,x=1"
     );
+    let reasons: Vec<_> = dropped
+        .iter()
+        .map(|d| (d.member.as_str(), d.reason.clone()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("Bad=1", E::InvalidKey),
+            ("k=", E::InvalidValue),
+            ("rojo=later", E::DuplicateKey),
+            ("nokey", E::MissingEquals),
+        ]
+    );
+    // Beyond 32 members, the right-most are dropped; a non-text field is dropped whole.
+    let many = (0..40)
+        .map(|i| format!("k{i}=v"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (ts, dropped) = TraceState::parse_lossy([many.as_bytes(), &[0xff, b'=', b'1'][..]]);
+    assert_eq!(ts.len(), 32);
+    assert_eq!(ts.iter().last(), Some(("k31", "v")));
+    assert_eq!(dropped.len(), 9);
+    assert_eq!(dropped[8].reason, E::NotText);
 }
 
 #[test]
 fn invalid_keys_are_rejected() {
     for bad in [
         "Rojo=1",  // upper case
-        "1rojo=1", // a simple key starts with a letter
+        "_rojo=1", // a key starts with a letter or a digit
         "ro jo=1", // space inside
         "rojo =1", // space before '='
         "ro.jo=1", // '.' is not a key character
