@@ -38,6 +38,7 @@ pub struct IdempotencyPolicy {
     pub(crate) replay_headers: Vec<HeaderName>,
     pub(crate) wait_for_result: Option<Duration>,
     pub(crate) poll_interval: Duration,
+    pub(crate) in_flight_hint: Duration,
     pub(crate) fail_mode: FailMode,
 }
 
@@ -69,6 +70,7 @@ impl Default for IdempotencyPolicy {
             .collect(),
             wait_for_result: None,
             poll_interval: Duration::from_millis(25),
+            in_flight_hint: Duration::from_secs(1),
             fail_mode: FailMode::Closed,
         }
     }
@@ -151,6 +153,16 @@ impl IdempotencyPolicy {
     /// How often a waiting request asks the store again (default 25 ms).
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The longest `Retry-After` of a `409` for a key in flight (default 1 s). The answer says
+    /// `min(remaining lease, this)`, rounded up to whole seconds and at least 1: the first attempt
+    /// usually ends in milliseconds, so an obeying client comes back about as soon as it could
+    /// get its replay, instead of waiting out a lease of up to a minute (a second `409` costs it
+    /// one cheap round trip). The body's `retry_after_ms` carries the same wait in milliseconds.
+    pub fn in_flight_retry_after(mut self, at_most: Duration) -> Self {
+        self.in_flight_hint = at_most.max(Duration::from_millis(1));
         self
     }
 

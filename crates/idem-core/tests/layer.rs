@@ -197,12 +197,39 @@ async fn concurrent_requests_without_waiting_get_409_or_the_one_response() {
     );
 }
 
+/// The 409's Retry-After lets an obeying client come back about when the first attempt ends:
+/// at most 1 s by default (not the 27.5 s left on the lease), the lease remainder when that is
+/// shorter, whole seconds, at least 1; `retry_after_ms` in the body.
 #[tokio::test(start_paused = true)]
-async fn in_flight_answers_409_with_the_lease_remainder() {
+async fn in_flight_answers_409_with_a_short_retry_after() {
     let handler = Handler::orders(Duration::from_secs(10));
     let svc = IdempotencyLayer::new(
         store(),
         IdempotencyPolicy::default().lease(Duration::from_secs(30)),
+    )
+    .layer(handler.clone());
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, post(Some("slow"), "{}")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (status, headers, body) = send(&svc, post(Some("slow"), "{}")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(headers["retry-after"], "1");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["retry_after_ms"], 1000);
+    assert_eq!(first.await.unwrap().0, StatusCode::CREATED);
+    assert_eq!(handler.runs(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_retry_after_is_configurable_up_to_the_lease_remainder() {
+    let handler = Handler::orders(Duration::from_secs(10));
+    let svc = IdempotencyLayer::new(
+        store(),
+        IdempotencyPolicy::default()
+            .lease(Duration::from_secs(30))
+            .in_flight_retry_after(Duration::from_secs(3600)),
     )
     .layer(handler.clone());
     let first = tokio::spawn({

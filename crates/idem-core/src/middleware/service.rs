@@ -403,6 +403,9 @@ impl<S: IdempotencyStore> Ctx<S> {
                         }
                         _ => {
                             self.metrics.record(Event::InFlight);
+                            // Come back about when the first attempt is likely done, not when
+                            // its lease would run out (see `in_flight_retry_after`).
+                            let hint = retry_after.min(self.policy.in_flight_hint);
                             return Err(Decided::Respond(
                                 Problem::new(
                                     StatusCode::CONFLICT,
@@ -410,7 +413,11 @@ impl<S: IdempotencyStore> Ctx<S> {
                                     "A request with this Idempotency-Key is in progress",
                                 )
                                 .with_detail("retry after the original request has finished")
-                                .with_retry_after(retry_after)
+                                .with_retry_after(hint)
+                                .with(
+                                    "retry_after_ms",
+                                    u64::try_from(hint.as_millis()).unwrap_or(u64::MAX),
+                                )
                                 .into_response(),
                             ));
                         }
