@@ -133,8 +133,16 @@ pub struct OrdersApi<S> {
 impl OrdersApi<MemoryStore> {
     /// The API on the embedded in-memory stores, with the default limits.
     pub fn in_memory() -> Self {
-        Self::new(MemoryStore::new(), Limits::default())
+        Self::new(memory_store(), Limits::default())
     }
+}
+
+/// The embedded idempotency store as the API runs it: one principal (tenant) may hold at most
+/// 10,000 records, so its flood is refused (429) while the others keep working.
+pub fn memory_store() -> MemoryStore {
+    let mut config = idem_core::MemoryStoreConfig::default();
+    config.max_records_per_scope = Some(10_000);
+    MemoryStore::with_clock(idem_core::SystemClock::new(), config)
 }
 
 /// The principal of a request: `bearer:<token>`, or `anonymous` without a bearer token — its own

@@ -4,7 +4,7 @@ use crate::store::{BeginOutcome, Fence, IdempotencyStore, StoreError, StoredResp
 use crate::{Clock, Fingerprint, IdempotencyKey, SystemClock};
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::hash::BuildHasher;
@@ -21,6 +21,15 @@ pub struct MemoryStoreConfig {
     pub max_records: usize,
     /// How often, at most, each shard sweeps out its expired records during normal operations.
     pub sweep_interval: Duration,
+    /// Most bytes held (keys, scopes and stored responses: status, headers, body); `begin` on a
+    /// new key past it answers [`StoreError::CapacityExceeded`]. A completion may pass it by at
+    /// most one response (bounded by the layer's `max_response_bytes`).
+    pub max_bytes: usize,
+    /// Most records one scope (tenant) may hold; its new keys past it get
+    /// [`StoreError::ScopeFull`] (the layer answers that tenant 429) while other scopes keep
+    /// working. `None` (the default): no share — right for one tenant, wrong for many: a
+    /// multi-tenant service sets it so one tenant's flood cannot fill the store for everyone.
+    pub max_records_per_scope: Option<usize>,
 }
 
 impl Default for MemoryStoreConfig {
@@ -29,6 +38,8 @@ impl Default for MemoryStoreConfig {
             shards: 64,
             max_records: 1_000_000,
             sweep_interval: Duration::from_secs(1),
+            max_bytes: 512 << 20,
+            max_records_per_scope: None,
         }
     }
 }
@@ -61,6 +72,8 @@ impl Default for MemoryStoreConfig {
 pub struct MemoryStore<C: Clock = SystemClock> {
     shards: Box<[Mutex<Shard>]>,
     per_shard_cap: usize,
+    per_shard_bytes: usize,
+    per_shard_scope_cap: Option<usize>,
     sweep_interval: Duration,
     hasher: RandomState,
     clock: C,
@@ -69,6 +82,10 @@ pub struct MemoryStore<C: Clock = SystemClock> {
 #[derive(Default)]
 struct Shard {
     records: HashMap<String, Record>,
+    /// Bytes held by `records`.
+    bytes: usize,
+    /// Records per scope, when scopes have a share.
+    per_scope: HashMap<String, usize>,
     /// Last fence handed out in this shard; a key always maps to one shard, so fences of a key
     /// strictly increase for the life of the store.
     last_fence: u64,
@@ -79,6 +96,35 @@ struct Record {
     fingerprint: Fingerprint,
     fence: u64,
     state: State,
+    /// The length of the scope inside the record's id (`<len>:<scope><key>`).
+    scope_len: usize,
+}
+
+/// The scope of a record id (`<len>:<scope><key>`).
+fn scope_of(id: &str, scope_len: usize) -> &str {
+    let start = id.find(':').map_or(0, |i| i + 1);
+    id.get(start..start + scope_len).unwrap_or("")
+}
+
+fn response_bytes(response: &StoredResponse) -> usize {
+    response.body.len()
+        + response
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>()
+        + 16
+}
+
+impl Record {
+    /// The bytes this record holds beside its id.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Record>()
+            + match &self.state {
+                State::InFlight { .. } => 0,
+                State::Completed { response, .. } => response_bytes(response),
+            }
+    }
 }
 
 enum State {
@@ -103,8 +149,23 @@ impl Record {
 impl Shard {
     fn sweep(&mut self, now: Duration) -> u64 {
         let before = self.records.len();
-        self.records.retain(|_, r| !r.expired(now));
+        let (mut freed, per_scope) = (0, &mut self.per_scope);
+        self.records.retain(|id, r| {
+            if !r.expired(now) {
+                return true;
+            }
+            freed += id.len() + r.bytes();
+            forget_scope(per_scope, scope_of(id, r.scope_len));
+            false
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
         (before - self.records.len()) as u64
+    }
+
+    /// Accounts for a record that leaves the shard (released, replaced).
+    fn forget(&mut self, id: &str, record: &Record) {
+        self.bytes = self.bytes.saturating_sub(id.len() + record.bytes());
+        forget_scope(&mut self.per_scope, scope_of(id, record.scope_len));
     }
 
     fn maybe_sweep(&mut self, now: Duration, interval: Duration) {
@@ -112,6 +173,10 @@ impl Shard {
             self.sweep(now);
             self.next_sweep = now + interval;
         }
+    }
+
+    fn scope_count(&self, scope: &str) -> usize {
+        self.per_scope.get(scope).copied().unwrap_or(0)
     }
 
     /// The record of `id` if `fence` holds its live lease.
@@ -124,6 +189,15 @@ impl Shard {
                 Ok(r)
             }
             _ => Err(StoreError::StaleFence { fence }),
+        }
+    }
+}
+
+fn forget_scope(per_scope: &mut HashMap<String, usize>, scope: &str) {
+    if let Some(n) = per_scope.get_mut(scope) {
+        *n -= 1;
+        if *n == 0 {
+            per_scope.remove(scope);
         }
     }
 }
@@ -148,6 +222,10 @@ impl<C: Clock> MemoryStore<C> {
         Self {
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard_cap: config.max_records.div_ceil(shards).max(1),
+            per_shard_bytes: config.max_bytes.div_ceil(shards).max(1),
+            per_shard_scope_cap: config
+                .max_records_per_scope
+                .map(|n| n.div_ceil(shards).max(1)),
             sweep_interval: config.sweep_interval,
             hasher: RandomState::new(),
             clock,
@@ -192,7 +270,6 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         let now = self.clock.now();
         let mut shard = shard.lock();
         shard.maybe_sweep(now, self.sweep_interval);
-        let at_cap = shard.records.len() >= self.per_shard_cap;
         let fence = shard.last_fence + 1;
         let fresh = Record {
             fingerprint: *fingerprint,
@@ -200,37 +277,55 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
             state: State::InFlight {
                 lease_until: now.saturating_add(lease),
             },
+            scope_len: scope.len(),
         };
-        match shard.records.entry(id) {
-            Entry::Occupied(mut e) => {
-                let r = e.get();
-                if r.expired(now) {
-                    e.insert(fresh);
-                } else if r.fingerprint != *fingerprint {
-                    return Ok(BeginOutcome::Mismatch);
+        match shard.records.get(&id) {
+            Some(r) if !r.expired(now) => {
+                return Ok(if r.fingerprint != *fingerprint {
+                    BeginOutcome::Mismatch
                 } else {
-                    return Ok(match &r.state {
+                    match &r.state {
                         State::InFlight { lease_until } => BeginOutcome::InFlight {
                             retry_after: *lease_until - now,
                         },
                         State::Completed { response, .. } => {
                             BeginOutcome::Completed(response.clone())
                         }
-                    });
+                    }
+                });
+            }
+            Some(_) => {
+                // An expired record of this key: taken over in place.
+                if let Some(old) = shard.records.remove(&id) {
+                    shard.forget(&id, &old);
                 }
             }
-            Entry::Vacant(e) => {
-                if at_cap {
-                    let id = e.into_key();
-                    if shard.sweep(now) == 0 {
-                        return Err(StoreError::CapacityExceeded);
-                    }
-                    shard.records.insert(id, fresh);
-                } else {
-                    e.insert(fresh);
+            None => {}
+        }
+        // A new record: within the shard's count, bytes and the scope's share?
+        let full =
+            |s: &Shard| s.records.len() >= self.per_shard_cap || s.bytes >= self.per_shard_bytes;
+        if full(&shard) && (shard.sweep(now) == 0 || full(&shard)) {
+            return Err(StoreError::CapacityExceeded);
+        }
+        if let Some(cap) = self.per_shard_scope_cap {
+            if shard.scope_count(scope) >= cap {
+                shard.sweep(now);
+                if shard.scope_count(scope) >= cap {
+                    return Err(StoreError::ScopeFull);
                 }
             }
         }
+        shard.bytes += id.len() + fresh.bytes();
+        if self.per_shard_scope_cap.is_some() {
+            match shard.per_scope.get_mut(scope) {
+                Some(n) => *n += 1,
+                None => {
+                    shard.per_scope.insert(scope.to_owned(), 1);
+                }
+            }
+        }
+        shard.records.insert(id, fresh);
         shard.last_fence = fence;
         Ok(BeginOutcome::Acquired {
             fence: Fence(fence),
@@ -253,6 +348,7 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
             response: response.clone(),
             expires_at: now.saturating_add(retention),
         };
+        shard.bytes += response_bytes(response);
         Ok(())
     }
 
@@ -266,7 +362,9 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         let now = self.clock.now();
         let mut shard = shard.lock();
         shard.held(&id, fence, now)?;
-        shard.records.remove(&id);
+        if let Some(old) = shard.records.remove(&id) {
+            shard.forget(&id, &old);
+        }
         Ok(())
     }
 

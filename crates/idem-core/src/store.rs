@@ -154,9 +154,13 @@ pub enum StoreError {
         /// The fence that was presented.
         fence: Fence,
     },
-    /// The store holds as many records as it is allowed to and none has expired.
+    /// The store holds as many records (or bytes) as it is allowed to and none has expired.
     #[error("the idempotency store is full")]
     CapacityExceeded,
+    /// This scope (tenant) holds its whole share of the store: its new keys are refused while
+    /// other scopes keep working.
+    #[error("this scope's share of the idempotency store is used up")]
+    ScopeFull,
     /// A stored record could not be read back.
     #[error("a stored idempotency record is unreadable")]
     Corrupt(#[from] DecodeError),

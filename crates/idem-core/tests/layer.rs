@@ -531,3 +531,48 @@ async fn store_down_fails_closed_by_default_and_open_when_chosen() {
     assert_eq!(handler.runs(), 1);
     assert_eq!(open.metrics().fail_open, 1);
 }
+
+/// A tenant that holds its whole share of the store gets 429 for its new keys; another tenant's
+/// requests keep running.
+#[tokio::test(start_paused = true)]
+async fn a_flooding_tenant_gets_429_and_the_others_keep_working() {
+    let mut config = MemoryStoreConfig::default();
+    config.shards = 1;
+    config.max_records_per_scope = Some(3);
+    let store = MemoryStore::with_clock(TokioClock::new(), config);
+    let handler = Handler::orders(Duration::ZERO);
+    let policy = IdempotencyPolicy::default().scope_with(|parts| {
+        parts
+            .headers
+            .get("x-tenant")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    });
+    let svc = IdempotencyLayer::new(store, policy).layer(handler.clone());
+    let tenant = |t: &str, key: &str| {
+        let mut req = post(Some(key), "{}");
+        req.headers_mut().insert("x-tenant", t.parse().unwrap());
+        req
+    };
+    for i in 0..3 {
+        assert_eq!(
+            send(&svc, tenant("flood", &format!("k{i}"))).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let (status, headers, body) = send(&svc, tenant("flood", "k3")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(problem_code(&body), "idempotency_scope_full");
+    assert_eq!(
+        send(&svc, tenant("calm", "k0")).await.0,
+        StatusCode::CREATED
+    );
+    // Replays of the flooder's completed keys still work.
+    assert_eq!(
+        send(&svc, tenant("flood", "k0")).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(handler.runs(), 4);
+}

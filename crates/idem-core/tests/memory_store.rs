@@ -150,3 +150,96 @@ proptest! {
         prop_assert_eq!(StoredResponse::decode(&r.encode()).unwrap(), r);
     }
 }
+
+/// Defect 11: the store was capped in records only (each may hold a 1 MiB response) and one
+/// scope could take the whole cap. Now bytes are bounded too, and a scope's share is.
+#[tokio::test]
+async fn bytes_are_bounded_and_expired_records_give_them_back() {
+    let clock = ManualClock::new();
+    let mut config = MemoryStoreConfig::default();
+    config.shards = 1;
+    config.max_bytes = 20_000;
+    let store = MemoryStore::with_clock(clock.clone(), config);
+    let fp = Fingerprint::of_request("POST", "/", b"");
+    let lease = Duration::from_secs(5);
+    let big = StoredResponse {
+        status: 200,
+        headers: vec![],
+        body: vec![b'x'; 4_000].into(),
+    };
+    let mut stored = 0;
+    let mut refused = None;
+    for i in 0..100 {
+        let key = IdempotencyKey::parse(format!("k{i}").as_bytes()).unwrap();
+        match store.begin("t", &key, &fp, lease).await {
+            Ok(BeginOutcome::Acquired { fence }) => {
+                store
+                    .complete("t", &key, fence, &big, Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                stored += 1;
+            }
+            Err(StoreError::CapacityExceeded) => {
+                refused = Some(i);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // 20 kB hold about five 4 kB responses (one may pass the budget: it was admitted before).
+    assert!((4..=6).contains(&stored), "{stored} stored");
+    assert!(refused.is_some());
+    clock.advance(Duration::from_secs(61));
+    let key = IdempotencyKey::parse(b"after").unwrap();
+    assert!(matches!(
+        store.begin("t", &key, &fp, lease).await,
+        Ok(BeginOutcome::Acquired { .. })
+    ));
+}
+
+#[tokio::test]
+async fn one_scope_cannot_take_the_store_from_the_others() {
+    let clock = ManualClock::new();
+    let mut config = MemoryStoreConfig::default();
+    config.shards = 1;
+    config.max_records = 1_000;
+    config.max_records_per_scope = Some(10);
+    let store = MemoryStore::with_clock(clock.clone(), config);
+    let fp = Fingerprint::of_request("POST", "/", b"");
+    let lease = Duration::from_secs(5);
+    let mut fences = Vec::new();
+    for i in 0..10 {
+        let key = IdempotencyKey::parse(format!("a{i}").as_bytes()).unwrap();
+        match store.begin("flooder", &key, &fp, lease).await.unwrap() {
+            BeginOutcome::Acquired { fence } => fences.push((key, fence)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let key = IdempotencyKey::parse(b"a10").unwrap();
+    assert!(matches!(
+        store.begin("flooder", &key, &fp, lease).await,
+        Err(StoreError::ScopeFull)
+    ));
+    // Another tenant is unaffected.
+    let key = IdempotencyKey::parse(b"b0").unwrap();
+    assert!(matches!(
+        store.begin("other", &key, &fp, lease).await,
+        Ok(BeginOutcome::Acquired { .. })
+    ));
+    // The flooder's share comes back as its records go (released, or expired).
+    let (k, f) = fences.pop().unwrap();
+    store.release("flooder", &k, f).await.unwrap();
+    let key = IdempotencyKey::parse(b"a11").unwrap();
+    assert!(matches!(
+        store.begin("flooder", &key, &fp, lease).await,
+        Ok(BeginOutcome::Acquired { .. })
+    ));
+    clock.advance(Duration::from_secs(6));
+    for i in 20..30 {
+        let key = IdempotencyKey::parse(format!("a{i}").as_bytes()).unwrap();
+        assert!(matches!(
+            store.begin("flooder", &key, &fp, lease).await,
+            Ok(BeginOutcome::Acquired { .. })
+        ));
+    }
+}

@@ -128,7 +128,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let limits = Limits::default();
     match backend()? {
         Backend::Memory => {
-            let api = OrdersApi::new(idem_core::MemoryStore::new(), limits);
+            let api = OrdersApi::new(examples::memory_store(), limits);
             serve(api.router(), addr, "in-memory stores and limiters").await
         }
         Backend::Redis(url) => {

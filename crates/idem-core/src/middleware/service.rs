@@ -432,8 +432,25 @@ impl<S: IdempotencyStore> Ctx<S> {
     }
 
     fn store_failed<RB: From<Bytes>>(&self, e: &StoreError) -> Decided<RB> {
+        if matches!(e, StoreError::ScopeFull) {
+            // One tenant's flood: refuse that tenant only, never run it unprotected.
+            return Decided::Respond(
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "idempotency_scope_full",
+                    "Too many idempotent requests in progress or retained",
+                )
+                .with_detail(
+                    "this client holds its whole share of idempotency records; retry later",
+                )
+                .with_retry_after(std::time::Duration::from_secs(1))
+                .into_response(),
+            );
+        }
         match self.policy.fail_mode {
-            FailMode::Open if !matches!(e, StoreError::CapacityExceeded) => {
+            FailMode::Open
+                if !matches!(e, StoreError::CapacityExceeded | StoreError::ScopeFull) =>
+            {
                 self.metrics.record(Event::FailOpen);
                 tracing::warn!(error = %e, "idempotency store failed; running the request unprotected (fail-open)");
                 Decided::RunUnprotected
