@@ -33,6 +33,7 @@ pub struct IdempotencyPolicy {
     pub(crate) lease: Duration,
     pub(crate) retention: Duration,
     pub(crate) max_request_bytes: usize,
+    pub(crate) body_timeout: Duration,
     pub(crate) max_response_bytes: usize,
     pub(crate) store_status: Arc<dyn Fn(StatusCode) -> bool + Send + Sync>,
     pub(crate) replay_headers: Vec<HeaderName>,
@@ -55,6 +56,7 @@ impl Default for IdempotencyPolicy {
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(24 * 3600),
             max_request_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(10),
             max_response_bytes: 1 << 20,
             store_status: Arc::new(|s| (200..500).contains(&s.as_u16())),
             replay_headers: [
@@ -115,6 +117,14 @@ impl IdempotencyPolicy {
     /// The configured retention.
     pub fn retention_period(&self) -> Duration {
         self.retention
+    }
+
+    /// How long reading a covered request's whole body may take (default 10 s); a slower body
+    /// gets 408 `request_body_timeout` before any key is taken, so a client trickling bytes
+    /// cannot hold the request — and the slots the layers outside gave it — for ever.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// The largest request body buffered for fingerprinting; larger ones get 413.

@@ -576,3 +576,40 @@ async fn a_flooding_tenant_gets_429_and_the_others_keep_working() {
     );
     assert_eq!(handler.runs(), 4);
 }
+
+/// Defect 3: a body trickling in at 1 byte/s held the request (and every slot given to it by the
+/// layers outside) with no deadline. Now it gets 408 after the body timeout, without taking the
+/// key, so the client's retry runs normally.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_finishes_gets_408_and_takes_no_key() {
+    use axum::body::Body;
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = runs.clone();
+    let svc = IdempotencyLayer::new(
+        store(),
+        IdempotencyPolicy::default().body_timeout(Duration::from_secs(2)),
+    )
+    .layer(tower::service_fn(move |_req: Request<Body>| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Ok::<_, Infallible>(Response::new(Body::from("created"))) }
+    }));
+    use futures_util::StreamExt;
+    let trickle = futures_util::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("{")) })
+        .chain(futures_util::stream::pending());
+    let req = Request::post("/orders")
+        .header("idempotency-key", "slow-body")
+        .body(Body::from_stream(trickle))
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(problem_code(&body), "request_body_timeout");
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let retry = Request::post("/orders")
+        .header("idempotency-key", "slow-body")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(svc.oneshot(retry).await.unwrap().status(), StatusCode::OK);
+}

@@ -455,3 +455,30 @@ async fn other_methods_pass_through_unverified() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+/// A delivery whose body never finishes gets 408 after the body timeout; the handler never runs.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_finishes_gets_408() {
+    use axum::body::Body;
+    use futures_util::StreamExt;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let svc = WebhookLayer::new(verifier(Scheme::StandardWebhooks))
+        .body_timeout(std::time::Duration::from_secs(3))
+        .layer(service_fn(move |_req: Request<Body>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(Body::empty())) }
+        }));
+    let trickle = futures_util::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("{")) })
+        .chain(futures_util::stream::pending());
+    let mut req = Request::post("/hooks")
+        .body(Body::from_stream(trickle))
+        .unwrap();
+    req.headers_mut()
+        .extend(signed(Scheme::StandardWebhooks, "evt_slow"));
+    let started = tokio::time::Instant::now();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(3));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}

@@ -169,10 +169,20 @@ where
     RB::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, ctx.policy.max_request_bytes)
-        .collect()
-        .await
-    {
+    let read = Limited::new(body, ctx.policy.max_request_bytes).collect();
+    let Ok(read) = tokio::time::timeout(ctx.policy.body_timeout, read).await else {
+        return Ok(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_body_timeout",
+            "Request body too slow",
+        )
+        .with_detail(format!(
+            "the request body did not arrive within {:?}; retry it with the same Idempotency-Key",
+            ctx.policy.body_timeout
+        ))
+        .into_response());
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return Ok(Problem::new(

@@ -59,6 +59,7 @@ pub struct WebhookLayer<S = MemoryStore> {
 pub(crate) struct Shared<S> {
     pub(crate) verifier: Verifier,
     pub(crate) max_body: usize,
+    pub(crate) body_timeout: std::time::Duration,
     pub(crate) replay: Option<ReplayGuard<S>>,
     pub(crate) acknowledge_replays: bool,
     pub(crate) event_id: Option<Arc<EventIdFn>>,
@@ -83,6 +84,9 @@ impl<S> fmt::Debug for WebhookLayer<S> {
     }
 }
 
+/// The default [`WebhookLayer::body_timeout`].
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl WebhookLayer<MemoryStore> {
     /// A layer that verifies with `verifier`, without replay protection beyond the timestamp
     /// window (add it with [`replay_guard`](Self::replay_guard)).
@@ -91,6 +95,7 @@ impl WebhookLayer<MemoryStore> {
             shared: Arc::new(Shared {
                 verifier,
                 max_body: DEFAULT_MAX_BODY,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
                 replay: None,
                 acknowledge_replays: false,
                 event_id: None,
@@ -106,6 +111,7 @@ impl<S> WebhookLayer<S> {
             Err(arc) => Shared {
                 verifier: arc.verifier.clone(),
                 max_body: arc.max_body,
+                body_timeout: arc.body_timeout,
                 replay: arc.replay.clone(),
                 acknowledge_replays: arc.acknowledge_replays,
                 event_id: arc.event_id.clone(),
@@ -122,6 +128,13 @@ impl<S> WebhookLayer<S> {
         self.edit(|s| s.max_body = bytes)
     }
 
+    /// How long reading the whole body may take (default 10 s); a slower body gets 408
+    /// `webhook_body_timeout`, so a client trickling bytes cannot hold the request (and every
+    /// slot the layers outside have given it) for ever.
+    pub fn body_timeout(self, timeout: std::time::Duration) -> Self {
+        self.edit(|s| s.body_timeout = timeout)
+    }
+
     /// Refuses event ids already processed, using `guard`'s store.
     ///
     /// The event id is the scheme's id header (`webhook-id`, `X-GitHub-Delivery`), or what
@@ -129,10 +142,17 @@ impl<S> WebhookLayer<S> {
     /// signed timestamp and body, which refuses a byte-identical replay.
     pub fn replay_guard<S2>(self, guard: ReplayGuard<S2>) -> WebhookLayer<S2> {
         let shared = match Arc::try_unwrap(self.shared) {
-            Ok(s) => (s.verifier, s.max_body, s.acknowledge_replays, s.event_id),
+            Ok(s) => (
+                s.verifier,
+                s.max_body,
+                s.body_timeout,
+                s.acknowledge_replays,
+                s.event_id,
+            ),
             Err(arc) => (
                 arc.verifier.clone(),
                 arc.max_body,
+                arc.body_timeout,
                 arc.acknowledge_replays,
                 arc.event_id.clone(),
             ),
@@ -141,9 +161,10 @@ impl<S> WebhookLayer<S> {
             shared: Arc::new(Shared {
                 verifier: shared.0,
                 max_body: shared.1,
+                body_timeout: shared.2,
                 replay: Some(guard),
-                acknowledge_replays: shared.2,
-                event_id: shared.3,
+                acknowledge_replays: shared.3,
+                event_id: shared.4,
             }),
         }
     }

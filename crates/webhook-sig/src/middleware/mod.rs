@@ -6,7 +6,7 @@ mod problem;
 mod service;
 
 pub use layer::EventIdFn;
-pub use layer::{WebhookLayer, DEFAULT_MAX_BODY};
+pub use layer::{WebhookLayer, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY};
 pub use problem::PROBLEM_JSON;
 pub use service::{WebhookService, WEBHOOK_REPLAYED};
 

@@ -89,9 +89,23 @@ where
     RB: From<Bytes>,
 {
     let (mut parts, body) = req.into_parts();
-    let bytes = match read_body(&parts.headers, body, shared.max_body).await {
-        Ok(bytes) => bytes,
-        Err(res) => return Ok(res),
+    let read = read_body(&parts.headers, body, shared.max_body);
+    let bytes = match tokio::time::timeout(shared.body_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(res)) => return Ok(res),
+        Err(_) => {
+            record("rejected", "webhook_body_timeout");
+            return Ok(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "webhook_body_timeout",
+                "Webhook body too slow",
+            )
+            .with_detail(format!(
+                "the body did not arrive within {:?}",
+                shared.body_timeout
+            ))
+            .into_response());
+        }
     };
     let verified = match shared.verifier.verify(&parts.headers, &bytes) {
         Ok(verified) => verified,
