@@ -33,6 +33,7 @@ fn limits() -> Limits {
     Limits {
         rate: Quota::per_second(1_000_000),
         in_flight: 1024,
+        in_flight_per_ip: 1_000,
         capacity: 4096,
     }
 }

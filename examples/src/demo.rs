@@ -328,6 +328,7 @@ pub async fn run(mut progress: impl FnMut(usize, usize, &str)) -> Vec<Outcome> {
         Limits {
             rate: Quota::per_second(1000),
             in_flight: 100,
+            in_flight_per_ip: 1_000,
             capacity: 10,
         },
     );

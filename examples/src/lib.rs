@@ -91,6 +91,9 @@ pub struct Limits {
     pub rate: Quota,
     /// Requests in flight per principal.
     pub in_flight: u32,
+    /// Requests in flight per client IP (whatever tokens it presents), checked before the load
+    /// shedder so one source cannot take the server's slots with many tokens.
+    pub in_flight_per_ip: u32,
     /// The server's slots for the load shedder.
     pub capacity: u32,
 }
@@ -100,6 +103,7 @@ impl Default for Limits {
         Self {
             rate: Quota::per_second(20).burst(40),
             in_flight: 8,
+            in_flight_per_ip: 16,
             capacity: 64,
         }
     }
@@ -126,6 +130,8 @@ pub struct OrdersApi<S> {
     idempotency: IdempotencyLayer<S>,
     rate: Arc<dyn Limiter<u64>>,
     concurrency: ConcurrencyLimiter<u64>,
+    per_ip: ConcurrencyLimiter<std::net::IpAddr>,
+    client_ip: ratelimit_concurrent::ClientIp,
     shedder: Arc<Shedder>,
     webhooks: WebhookLayer<MemoryStore>,
 }
@@ -192,9 +198,29 @@ impl<S: IdempotencyStore> OrdersApi<S> {
                 Quotas::new([limits.rate]).expect("valid default quota"),
             )) as Arc<dyn Limiter<u64>>,
             concurrency: ConcurrencyLimiter::new(limits.in_flight.max(1)).expect("cap ≥ 1"),
+            per_ip: ConcurrencyLimiter::new(limits.in_flight_per_ip.max(1)).expect("cap ≥ 1"),
+            client_ip: ratelimit_concurrent::ClientIp::new().peer_from(|parts| {
+                parts
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip())
+            }),
             shedder: Arc::new(Shedder::new(limits.capacity.max(1)).expect("capacity ≥ 1")),
             webhooks,
         }
+    }
+
+    /// Believes the `Forwarded` / `X-Forwarded-For` entries of proxies in `nets` (the load
+    /// balancers in front of the API) when keying the per-IP limit; by default no proxy is
+    /// trusted and the peer address is the client.
+    pub fn trust_proxies(
+        mut self,
+        nets: impl IntoIterator<Item = ratelimit_concurrent::IpNet>,
+    ) -> Self {
+        for net in nets {
+            self.client_ip = self.client_ip.trust(net);
+        }
+        self
     }
 
     /// Uses `limiter` for the request rate (for example a `RedisLimiter`, shared by a fleet)
@@ -237,6 +263,10 @@ impl<S: IdempotencyStore> OrdersApi<S> {
                 |parts: &http::request::Parts| Some(principal_key(&parts.headers)),
             ))
             .layer(LoadShedLayer::from_shared(self.shedder.clone(), classifier))
+            .layer(ConcurrencyLimitLayer::new(self.per_ip.clone(), {
+                let ips = self.client_ip.clone();
+                move |parts: &http::request::Parts| ips.of(parts)
+            }))
             // Scrapes are neither limited nor shed: an overloaded server must still be observable.
             .route("/metrics", get(metrics_text))
             .layer(TraceLayer::new())

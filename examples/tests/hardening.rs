@@ -104,3 +104,50 @@ async fn anonymous_is_its_own_principal_and_empty_ids_are_404() {
     assert_problem(&headers, &json, "payment_not_found");
     assert!(api.captures().is_empty());
 }
+
+/// Defect 3 (the keying half): one source with many tokens used to take every slot. Requests
+/// are now also capped per client IP, before the load shedder; another source keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ip_with_many_tokens_cannot_take_every_slot() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    let limits = examples::Limits {
+        in_flight_per_ip: 3,
+        ..examples::Limits::default()
+    };
+    let router = examples::OrdersApi::new(examples::memory_store(), limits).router();
+    let from = |ip: [u8; 4], token: usize| {
+        let mut req = Request::get("/reports/slow?ms=300")
+            .header("authorization", format!("Bearer token-{token}"))
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((ip, 40_000))));
+        req
+    };
+    let attack: Vec<_> = (0..6)
+        .map(|i| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                router
+                    .oneshot(from([203, 0, 113, 9], i))
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let (status, _, _) = send(&router, from([198, 51, 100, 7], 99)).await;
+    assert_eq!(status, StatusCode::OK, "another source is served");
+    let mut statuses = Vec::new();
+    for t in attack {
+        statuses.push(t.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((ok, limited), (3, 3), "{statuses:?}");
+}

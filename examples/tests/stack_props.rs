@@ -35,6 +35,7 @@ async fn play(stream: &[Op]) -> (usize, Vec<(Op, u16, bytes::Bytes)>) {
         Limits {
             rate: Quota::per_second(100_000),
             in_flight: 1000,
+            in_flight_per_ip: 1_000,
             capacity: 10_000,
         },
     );

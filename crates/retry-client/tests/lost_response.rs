@@ -39,6 +39,7 @@ async fn orders_api() -> (OrdersApi<MemoryStore>, SocketAddr) {
     let limits = Limits {
         rate: Quota::per_second(100_000).burst(100_000),
         in_flight: 64,
+        in_flight_per_ip: 1_024,
         capacity: 1_024,
     };
     let api = OrdersApi::new(MemoryStore::new(), limits);

@@ -8,7 +8,9 @@
 //! - [`FailMode`]: fail closed or open when a backend is unreachable; [`BoxError`];
 //! - [`Problem`]: RFC 9457 problem details with a stable `code`, `Retry-After` and the conversion
 //!   into an [`http::Response`]; [`PROBLEM_JSON`], [`retry_after_secs`], [`is_problem`];
-//! - [`headers`]: the header names the layers share.
+//! - [`headers`]: the header names the layers share;
+//! - [`ClientIp`]: the client's address for limits keyed by source, from the peer or — behind
+//!   trusted proxies only — the right-most untrusted `Forwarded` / `X-Forwarded-For` entry.
 //!
 //! No I/O happens here.
 //!
@@ -58,6 +60,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod client_ip;
 pub mod clock;
 mod fail;
 pub mod headers;
@@ -66,10 +69,12 @@ pub mod problem;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
+pub use client_ip::ClientIp;
 #[cfg(feature = "tokio")]
 pub use clock::TokioClock;
 pub use clock::{duration_to_nanos, Clock, ManualClock, SystemClock};
 pub use fail::{BoxError, FailMode};
+pub use ipnet::IpNet;
 pub use problem::{ceil_secs, is_problem, retry_after_secs, Problem, PROBLEM_JSON};
 
 /// The README's examples, compiled and run as doctests.

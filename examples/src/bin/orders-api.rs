@@ -44,7 +44,8 @@ async fn serve(
     println!("every layer is on: trace-ctx, load shedding, 20 req/s per client (burst 40), 8 in flight per client, idempotency");
     println!("the guided tour of all of them: cargo run -p examples --bin demo");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async {
         let _ = stop_rx.await;
     });
     let mut server = Box::pin(server.into_future());
@@ -70,6 +71,18 @@ async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `TRUSTED_PROXIES`: comma-separated networks (`10.0.0.0/8,fd00::/8`) whose forwarding headers
+/// the per-IP limit believes. None by default: the peer address is the client.
+fn trusted() -> Result<Vec<ratelimit_concurrent::IpNet>, String> {
+    std::env::var("TRUSTED_PROXIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|e| format!("TRUSTED_PROXIES: {s}: {e}")))
+        .collect()
 }
 
 /// `DRAIN_SECS` (default 10): how long a shutdown waits for requests in flight.
@@ -128,7 +141,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let limits = Limits::default();
     match backend()? {
         Backend::Memory => {
-            let api = OrdersApi::new(examples::memory_store(), limits);
+            let api = OrdersApi::new(examples::memory_store(), limits).trust_proxies(trusted()?);
             serve(api.router(), addr, "in-memory stores and limiters").await
         }
         Backend::Redis(url) => {
@@ -142,7 +155,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .prefix("orders-api:rl")
                 .fail_mode(FailMode::Open);
             let api = OrdersApi::new(store, limits)
-                .with_rate_limiter(Arc::new(limiter) as Arc<dyn Limiter<u64>>);
+                .with_rate_limiter(Arc::new(limiter) as Arc<dyn Limiter<u64>>)
+                .trust_proxies(trusted()?);
             serve(api.router(), addr, "idempotency and rate limits on Redis").await
         }
         Backend::Postgres(url) => {
@@ -150,7 +164,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await
                 .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
             store.migrate().await?;
-            let api = OrdersApi::new(store, limits);
+            let api = OrdersApi::new(store, limits).trust_proxies(trusted()?);
             serve(api.router(), addr, "idempotency on PostgreSQL").await
         }
     }
