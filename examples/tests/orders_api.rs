@@ -40,7 +40,7 @@ async fn retries_and_double_clicks_create_one_order() {
     assert_eq!(status, 201);
     assert!(head.contains("location: /orders/ord_1"));
     let order: Order = serde_json::from_str(&first).unwrap();
-    assert_eq!((order.owner.as_str(), order.quantity), ("alice", 2));
+    assert_eq!((order.owner.as_str(), order.quantity), ("bearer:alice", 2));
 
     // Ten retries at once, as from a client whose first attempt timed out.
     let retries: Vec<_> = (0..10)

@@ -13,6 +13,8 @@ pub type EventIdFn = dyn Fn(&Verified, &[u8]) -> Option<String> + Send + Sync;
 
 /// Verifies every request before the inner service sees it.
 ///
+/// Runs on tokio with its timer enabled (the body deadline is a tokio timer).
+///
 /// The layer buffers the body (up to [`max_body`](Self::max_body), else 413), verifies it with
 /// its [`Verifier`] (else 401 with a problem+json body that names the failure and echoes nothing
 /// of the request), optionally claims the event id with a [`ReplayGuard`] (a replay → 409
@@ -29,7 +31,7 @@ pub type EventIdFn = dyn Fn(&Verified, &[u8]) -> Option<String> + Send + Sync;
 /// use tower::{ServiceBuilder, ServiceExt};
 /// use webhook_sig::{ReplayGuard, Scheme, Secret, Signer, Verifier, VerifiedWebhook, WebhookLayer};
 ///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let secret = Secret::from_text("It's a Secret to Everybody").unwrap();
 /// let receiver = ServiceBuilder::new()
 ///     .layer(
