@@ -79,6 +79,8 @@ use idem_core::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
+pub use retry_safe_core::Breaker;
+use retry_safe_core::BreakerOpen;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +102,7 @@ struct Scripts {
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
+    breaker: Breaker,
     prefix: Arc<str>,
     offset: TimeOffset,
     scripts: Arc<Scripts>,
@@ -141,6 +144,7 @@ impl RedisStore {
     pub fn with_connection(conn: ConnectionManager) -> Self {
         Self {
             conn,
+            breaker: Breaker::for_backend(),
             prefix: Arc::from("idem"),
             offset: TimeOffset::new(),
             scripts: Arc::new(Scripts {
@@ -155,6 +159,15 @@ impl RedisStore {
     /// environment sharing a Redis.
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = Arc::from(prefix);
+        self
+    }
+
+    /// The circuit breaker of `begin` (default: 3 consecutive unreachable replies open it for
+    /// 1 s). While it is open, `begin` reports [`StoreError::Unavailable`] at once instead of
+    /// waiting out the connection's timeouts, so a fail-closed layer answers 503 in microseconds;
+    /// one probe per cool-down finds out when Redis is back. `complete` and `release` always try.
+    pub fn breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = breaker;
         self
     }
 
@@ -186,6 +199,20 @@ impl RedisStore {
 
     fn pinned_micros(&self) -> u64 {
         self.offset.pinned().map_or(0, micros)
+    }
+
+    /// [`run`](Self::run) behind the breaker.
+    async fn run_guarded(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<Value>, StoreError> {
+        let Some(permit) = self.breaker.try_acquire() else {
+            return Err(StoreError::Unavailable(Box::new(BreakerOpen)));
+        };
+        let result = self.run(invocation).await;
+        let reached = !matches!(result, Err(StoreError::Unavailable(_)));
+        self.breaker.record(permit, reached);
+        result
     }
 
     async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Result<Vec<Value>, StoreError> {
@@ -260,7 +287,7 @@ impl IdempotencyStore for RedisStore {
             .arg(micros(lease))
             .arg(self.offset_micros())
             .arg(self.pinned_micros());
-        let reply = self.run(inv).await?;
+        let reply = self.run_guarded(inv).await?;
         match reply.first().and_then(text) {
             Some(b"A") => number(reply.get(1))
                 .map(|f| BeginOutcome::Acquired { fence: Fence(f) })

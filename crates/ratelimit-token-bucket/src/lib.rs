@@ -78,7 +78,9 @@ pub use gcra::{Allowed, CostExceedsBurst, Decision, Limited, Quotas};
 pub use keyed::{KeyedLimiter, DEFAULT_SHARDS};
 pub use limiter::{Error, Limiter};
 pub use quota::{Quota, QuotaError, MAX_QUOTAS, MAX_WINDOW};
-pub use retry_safe_core::{BoxError, ClientIp, Clock, FailMode, IpNet, ManualClock, SystemClock};
+pub use retry_safe_core::{
+    BoxError, Breaker, ClientIp, Clock, FailMode, IpNet, ManualClock, SystemClock,
+};
 
 #[cfg(feature = "tower")]
 pub use middleware::{RateLimitLayer, RateLimitService};

@@ -8,6 +8,7 @@ use crate::{BoxError, FailMode};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
+use retry_safe_core::{Breaker, BreakerOpen};
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub struct RedisLimiter {
     fallback: Arc<KeyedLimiter<String>>,
     fallbacks: Arc<AtomicU64>,
     pinned: Option<Arc<dyn Clock>>,
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -76,6 +78,7 @@ impl RedisLimiter {
             script: Arc::new(Script::new(DECIDE)),
             fail_mode: FailMode::Closed,
             fallbacks: Arc::default(),
+            breaker: Breaker::for_backend(),
             pinned: None,
         }
     }
@@ -102,6 +105,14 @@ impl RedisLimiter {
     /// The quotas enforced per key.
     pub fn quotas(&self) -> &Quotas {
         &self.quotas
+    }
+
+    /// The circuit breaker (default: 3 consecutive unreachable replies open it for 1 s). While
+    /// it is open a decision does not wait for Redis: fail-closed reports `Unavailable` at once,
+    /// fail-open decides locally at once; one probe per cool-down finds out when Redis is back.
+    pub fn breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = breaker;
+        self
     }
 
     /// Decisions taken by the local fallback while Redis was unreachable (fail-open).
@@ -135,8 +146,18 @@ impl RedisLimiter {
             let (interval, tolerance) = self.quotas.params(i);
             invocation.arg(interval).arg(tolerance);
         }
+        let Some(permit) = self.breaker.try_acquire() else {
+            return self.fail(key, cost, Box::new(BreakerOpen));
+        };
         let mut conn = self.conn.clone();
-        let reply = match invocation.invoke_async::<Vec<Value>>(&mut conn).await {
+        let result = invocation.invoke_async::<Vec<Value>>(&mut conn).await;
+        // A reply with an error code came from Redis: it is up. No code: it was not reached.
+        let reached = match &result {
+            Ok(_) => true,
+            Err(e) => e.code().is_some(),
+        };
+        self.breaker.record(permit, reached);
+        let reply = match result {
             Ok(reply) => reply,
             Err(e) if matches!(e.code(), Some("WRONGTYPE" | "CORRUPT")) => {
                 return Err(Error::Corrupt(format!(
@@ -144,7 +165,7 @@ impl RedisLimiter {
                     self.state_key(key)
                 )))
             }
-            Err(e) => return self.fail(key, cost, e),
+            Err(e) => return self.fail(key, cost, Box::new(e)),
         };
         self.decode(&reply, cost)
     }
@@ -153,10 +174,10 @@ impl RedisLimiter {
         &self,
         key: &(impl Display + ?Sized),
         cost: u32,
-        e: redis::RedisError,
+        e: BoxError,
     ) -> Result<Decision, Error> {
         match self.fail_mode {
-            FailMode::Closed => Err(Error::Unavailable(Box::new(e) as BoxError)),
+            FailMode::Closed => Err(Error::Unavailable(e)),
             FailMode::Open => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 #[cfg(feature = "metrics")]

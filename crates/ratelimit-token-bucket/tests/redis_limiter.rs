@@ -286,6 +286,44 @@ async fn unreachable_redis_fails_closed_or_open_as_configured() {
     assert_eq!(closed.fallback_decisions(), 0);
 }
 
+/// Defect 6: with Redis down every decision waited out the connection's timeouts (0.3–2 s),
+/// filling the shedder's slots. After 3 unreachable replies the breaker answers at once; one probe
+/// per cool-down, and the limiter is back as soon as Redis is.
+#[tokio::test]
+async fn a_known_down_redis_is_refused_in_microseconds() {
+    let quotas = Quotas::new([Quota::per_minute(100)]).unwrap();
+    let proxy = Proxy::start().await;
+    let limiter = limiter_at(&proxy.url, "breaker", quotas).await.breaker(
+        ratelimit_token_bucket::Breaker::new(
+            3,
+            std::time::Duration::from_millis(300),
+            ratelimit_token_bucket::SystemClock::new(),
+        ),
+    );
+    assert!(limiter.check("k", 1).await.unwrap().is_allowed());
+    proxy.cut().await;
+    for _ in 0..3 {
+        assert!(matches!(
+            limiter.check("k", 1).await,
+            Err(Error::Unavailable(_))
+        ));
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        match limiter.check("k", 1).await {
+            Err(Error::Unavailable(e)) => {
+                assert!(e.to_string().contains("circuit breaker open"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let per_call = started.elapsed() / 100;
+    assert!(
+        per_call < std::time::Duration::from_millis(1),
+        "{per_call:?} per refused call"
+    );
+}
+
 #[tokio::test]
 async fn the_layer_answers_503_while_a_fail_closed_redis_is_down() {
     use http_body_util::{BodyExt, Full};

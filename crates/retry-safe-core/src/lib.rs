@@ -5,7 +5,8 @@
 //!
 //! - [`Clock`]: monotonic and wall time, injected ([`SystemClock`], [`ManualClock`], and
 //!   [`TokioClock`] with the `tokio` feature);
-//! - [`FailMode`]: fail closed or open when a backend is unreachable; [`BoxError`];
+//! - [`FailMode`]: fail closed or open when a backend is unreachable; [`BoxError`]; [`Breaker`],
+//!   which fails calls at once while a backend is known down;
 //! - [`Problem`]: RFC 9457 problem details with a stable `code`, `Retry-After` and the conversion
 //!   into an [`http::Response`]; [`PROBLEM_JSON`], [`retry_after_secs`], [`is_problem`];
 //! - [`headers`]: the header names the layers share;
@@ -60,6 +61,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod breaker;
 pub mod client_ip;
 pub mod clock;
 mod fail;
@@ -69,6 +71,7 @@ pub mod problem;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
+pub use breaker::{Breaker, BreakerOpen, BreakerPermit, BreakerState};
 pub use client_ip::ClientIp;
 #[cfg(feature = "tokio")]
 pub use clock::TokioClock;
