@@ -83,6 +83,8 @@ use idem_core::{
     BeginOutcome, DecodeError, Fence, Fingerprint, IdempotencyAttempt, IdempotencyKey,
     IdempotencyStore, StoreError, StoredResponse, TimeOffset,
 };
+pub use retry_safe_core::Breaker;
+use retry_safe_core::BreakerOpen;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 use std::str::FromStr;
@@ -116,6 +118,7 @@ pub enum SetupError {
 pub struct PostgresStore {
     pool: PgPool,
     offset: TimeOffset,
+    breaker: Breaker,
 }
 
 impl PostgresStore {
@@ -150,7 +153,17 @@ impl PostgresStore {
         Self {
             pool,
             offset: TimeOffset::new(),
+            breaker: Breaker::for_backend(),
         }
+    }
+
+    /// The circuit breaker of `begin` (default: 3 consecutive unreachable database calls open it
+    /// for 1 s). While it is open `begin` reports [`StoreError::Unavailable`] at once instead of
+    /// waiting for a connection; one probe per cool-down finds out when the database is back.
+    /// `complete` and `release` always try.
+    pub fn breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = breaker;
+        self
     }
 
     /// The pool, for the application's own queries and transactions.
@@ -318,62 +331,18 @@ impl IdempotencyStore for PostgresStore {
     ) -> Result<BeginOutcome, StoreError> {
         // The statement sees one snapshot; a row that a concurrent statement inserted or took over
         // after it was taken shows up on the next run (see `sql::BEGIN`).
-        let mut attempts = 0;
-        let row = loop {
-            attempts += 1;
-            let row = sqlx::query(sql::BEGIN)
-                .bind(scope)
-                .bind(key.as_str())
-                .bind(&fingerprint.as_bytes()[..])
-                .bind(micros(lease))
-                .bind(self.pinned())
-                .bind(self.offset_us())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            let settled = match &row {
-                None => false,
-                Some(row) => get::<bool>(row, "acquired")? || get::<i64>(row, "remaining_us")? > 0,
-            };
-            match row {
-                Some(row) if settled => break row,
-                _ if attempts >= BEGIN_ATTEMPTS => {
-                    return Err(StoreError::Unavailable(
-                        "the record kept changing under concurrent begins".into(),
-                    ))
-                }
-                _ => {}
-            }
+        let Some(permit) = self.breaker.try_acquire() else {
+            return Err(StoreError::Unavailable(Box::new(BreakerOpen)));
         };
-        let version: i16 = get(&row, "version")?;
-        if version != RECORD_VERSION {
-            return Err(StoreError::Corrupt(DecodeError::UnknownVersion(
-                u8::try_from(version).unwrap_or(u8::MAX),
-            )));
-        }
-        if get::<bool>(&row, "acquired")? {
-            let fence: i64 = get(&row, "fence")?;
-            let fence = u64::try_from(fence).map_err(|_| malformed("negative fence"))?;
-            return Ok(BeginOutcome::Acquired {
-                fence: Fence(fence),
-            });
-        }
-        let stored_fp: Vec<u8> = get(&row, "fingerprint")?;
-        if stored_fp.as_slice() != fingerprint.as_bytes() {
-            return Ok(BeginOutcome::Mismatch);
-        }
-        match get::<i16>(&row, "state")? {
-            1 => {
-                let us: i64 = get(&row, "remaining_us")?;
-                Ok(BeginOutcome::InFlight {
-                    retry_after: Duration::from_micros(u64::try_from(us).unwrap_or(0)),
-                })
-            }
-            2 => Ok(BeginOutcome::Completed(response_of(&row)?)),
-            _ => Err(malformed("unknown record state")),
-        }
+        let result = self.begin_once(scope, key, fingerprint, lease).await;
+        // Only a failure to reach the database counts against it; its own errors do not.
+        let reached = !matches!(&result, Err(StoreError::Unavailable(e))
+        if e.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+            matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed)
+        }));
+        self.breaker.record(permit, reached);
+        result
     }
-
     async fn complete(
         &self,
         scope: &str,
@@ -431,3 +400,68 @@ impl IdempotencyStore for PostgresStore {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+impl PostgresStore {
+    async fn begin_once(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<BeginOutcome, StoreError> {
+        let mut attempts = 0;
+        let row = loop {
+            attempts += 1;
+            let row = sqlx::query(sql::BEGIN)
+                .bind(scope)
+                .bind(key.as_str())
+                .bind(&fingerprint.as_bytes()[..])
+                .bind(micros(lease))
+                .bind(self.pinned())
+                .bind(self.offset_us())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            let settled = match &row {
+                None => false,
+                Some(row) => get::<bool>(row, "acquired")? || get::<i64>(row, "remaining_us")? > 0,
+            };
+            match row {
+                Some(row) if settled => break row,
+                _ if attempts >= BEGIN_ATTEMPTS => {
+                    return Err(StoreError::Unavailable(
+                        "the record kept changing under concurrent begins".into(),
+                    ))
+                }
+                _ => {}
+            }
+        };
+        let version: i16 = get(&row, "version")?;
+        if version != RECORD_VERSION {
+            return Err(StoreError::Corrupt(DecodeError::UnknownVersion(
+                u8::try_from(version).unwrap_or(u8::MAX),
+            )));
+        }
+        if get::<bool>(&row, "acquired")? {
+            let fence: i64 = get(&row, "fence")?;
+            let fence = u64::try_from(fence).map_err(|_| malformed("negative fence"))?;
+            return Ok(BeginOutcome::Acquired {
+                fence: Fence(fence),
+            });
+        }
+        let stored_fp: Vec<u8> = get(&row, "fingerprint")?;
+        if stored_fp.as_slice() != fingerprint.as_bytes() {
+            return Ok(BeginOutcome::Mismatch);
+        }
+        match get::<i16>(&row, "state")? {
+            1 => {
+                let us: i64 = get(&row, "remaining_us")?;
+                Ok(BeginOutcome::InFlight {
+                    retry_after: Duration::from_micros(u64::try_from(us).unwrap_or(0)),
+                })
+            }
+            2 => Ok(BeginOutcome::Completed(response_of(&row)?)),
+            _ => Err(malformed("unknown record state")),
+        }
+    }
+}

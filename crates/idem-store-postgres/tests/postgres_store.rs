@@ -631,3 +631,36 @@ async fn the_layer_with_a_transactional_handler_runs_it_once_or_not_at_all() {
     drop(svc);
     Arc::try_unwrap(db).ok().unwrap().drop().await;
 }
+
+/// Defect 6: with the database unreachable every `begin` waited for a connection. After three
+/// unreachable calls the breaker refuses at once.
+#[tokio::test]
+async fn begin_fails_fast_while_the_database_is_known_down() {
+    let options = PgConnectOptions::from_str("postgres://postgres@127.0.0.1:9/test").unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_lazy_with(options);
+    let store = PostgresStore::with_pool(pool);
+    let key = IdempotencyKey::parse(b"k").unwrap();
+    let fp = Fingerprint::of_request("POST", "/", b"");
+    for _ in 0..3 {
+        assert!(matches!(
+            store.begin("t", &key, &fp, Duration::from_secs(5)).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        match store.begin("t", &key, &fp, Duration::from_secs(5)).await {
+            Err(StoreError::Unavailable(e)) => {
+                assert!(e.to_string().contains("circuit breaker open"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+}

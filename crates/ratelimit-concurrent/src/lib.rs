@@ -65,7 +65,9 @@ pub use limiter::{ConcurrencyLimiter, ConfigError, Limited, OwnedPermit, Permit,
 pub use middleware::ConcurrencyLimitLayer;
 #[cfg(feature = "redis")]
 pub use redis_leases::{Error, Lease, RedisConcurrencyLimiter};
-pub use retry_safe_core::{BoxError, ClientIp, Clock, FailMode, IpNet, ManualClock, SystemClock};
+pub use retry_safe_core::{
+    BoxError, Breaker, ClientIp, Clock, FailMode, IpNet, ManualClock, SystemClock,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -4,6 +4,7 @@ use crate::limiter::{ConcurrencyLimiter, Limited, OwnedPermit, Reason};
 use crate::{BoxError, Clock, FailMode};
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
+use retry_safe_core::{Breaker, BreakerOpen};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub struct RedisConcurrencyLimiter {
     fallbacks: Arc<AtomicU64>,
     pinned: Option<Arc<dyn Clock>>,
     ids: Arc<(u64, AtomicU64)>,
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for RedisConcurrencyLimiter {
@@ -97,6 +99,7 @@ impl RedisConcurrencyLimiter {
             fallback: ConcurrencyLimiter::new(max).expect("max is at least 1"),
             fallbacks: Arc::default(),
             pinned: None,
+            breaker: Breaker::for_backend(),
             ids: Arc::new((seed, AtomicU64::new(0))),
         }
     }
@@ -159,8 +162,19 @@ impl RedisConcurrencyLimiter {
         u64::try_from(self.lease.as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// The circuit breaker of `acquire` (default: 3 consecutive unreachable replies open it
+    /// for 1 s): while open, fail-closed reports `Unavailable` at once and fail-open hands out a
+    /// local permit at once; releases always try.
+    pub fn breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
     /// A lease for `key` if it has fewer than the cap in flight fleet-wide.
     pub async fn acquire(&self, key: &str) -> Result<Lease, Error> {
+        let Some(permit) = self.breaker.try_acquire() else {
+            return self.fail(key, Box::new(BreakerOpen));
+        };
         let n = self.ids.1.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}.{:x}.{n:x}", std::process::id(), self.ids.0);
         let redis_key = self.leases_key(key);
@@ -175,9 +189,18 @@ impl RedisConcurrencyLimiter {
             .arg(&id)
             .invoke_async::<Vec<Value>>(&mut conn)
             .await;
+        // An error reply came from Redis (it is up); no code: it was not reached.
+        self.breaker
+            .record(permit, !matches!(&reply, Err(e) if e.code().is_none()));
         let reply = match reply {
             Ok(reply) => reply,
-            Err(e) => return self.fail(key, e),
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                return Err(Error::Corrupt(format!(
+                    "{} holds something other than a set of leases",
+                    self.leases_key(key)
+                )))
+            }
+            Err(e) => return self.fail(key, Box::new(e)),
         };
         let int = |i: usize| match reply.get(i) {
             Some(Value::Int(v)) => Ok(*v),
@@ -205,15 +228,9 @@ impl RedisConcurrencyLimiter {
         }))
     }
 
-    fn fail(&self, key: &str, e: redis::RedisError) -> Result<Lease, Error> {
-        if e.code() == Some("WRONGTYPE") {
-            return Err(Error::Corrupt(format!(
-                "{} holds something other than a set of leases",
-                self.leases_key(key)
-            )));
-        }
+    fn fail(&self, key: &str, e: crate::BoxError) -> Result<Lease, Error> {
         match self.fail_mode {
-            FailMode::Closed => Err(Error::Unavailable(Box::new(e))),
+            FailMode::Closed => Err(Error::Unavailable(e)),
             FailMode::Open => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 #[cfg(feature = "metrics")]
