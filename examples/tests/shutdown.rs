@@ -17,6 +17,7 @@ fn start(addr: SocketAddr) -> Child {
     Command::new(env!("CARGO_BIN_EXE_orders-api"))
         .env("ADDR", addr.to_string())
         .env("DRAIN_SECS", "5")
+        .env("HEADER_TIMEOUT_SECS", "1")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -95,4 +96,34 @@ fn sigterm_drains_requests_in_flight_and_exits() {
         events.iter().any(|e| e["fields"]["signal"] == "SIGTERM"),
         "{lines:?}"
     );
+}
+
+/// Defect 3 (server level): a client that trickles its request head is cut after the header
+/// timeout, while other clients are served.
+#[test]
+fn a_trickled_request_head_is_cut_after_the_header_timeout() {
+    let addr = free_port();
+    let mut child = start(addr);
+    wait_ready(addr);
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /orders HTTP/1.1\r\nhost: t\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = slow.read_to_end(&mut out); // returns when the server closes the connection
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_millis(900) && held < Duration::from_secs(4),
+        "held {held:?}"
+    );
+
+    let mut ok = TcpStream::connect(addr).unwrap();
+    ok.write_all(b"GET /orders HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    ok.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

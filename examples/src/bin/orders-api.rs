@@ -5,11 +5,17 @@
 //! idempotency records on PostgreSQL (running its migrations). Listens on `ADDR` (default
 //! `127.0.0.1:3000`). The concurrency limit and the load shedder are per server by design.
 
+use axum::extract::ConnectInfo;
 use examples::{Limits, OrdersApi};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use ratelimit_token_bucket::{FailMode, Limiter, Quotas, RedisLimiter};
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tower::ServiceExt;
 
 enum Backend {
     Memory,
@@ -43,31 +49,58 @@ async fn serve(
     println!("  curl -i -X POST http://{addr}/payments/pi_1/capture -H 'Idempotency-Key: cap-1'   # critical route");
     println!("every layer is on: trace-ctx, load shedding, 20 req/s per client (burst 40), 8 in flight per client, idempotency");
     println!("the guided tour of all of them: cargo run -p examples --bin demo");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async {
-        let _ = stop_rx.await;
-    });
-    let mut server = Box::pin(server.into_future());
-    tokio::select! {
-        result = &mut server => return result.map_err(Into::into),
-        signal = shutdown_signal() => tracing::info!(signal, "shutting down: no new connections, draining requests in flight"),
-    }
-    let _ = stop_tx.send(());
-    // A bounded drain: requests in flight finish (and complete their keys) within DRAIN; any still
-    // running then is dropped, which releases its idempotency key so the client's retry can run.
-    let drain = drain_time();
-    match tokio::time::timeout(drain, &mut server).await {
-        Ok(result) => result?,
-        Err(_) => {
-            tracing::warn!(
-                ?drain,
-                "drain time over; dropping the requests still in flight"
-            );
-            drop(server);
-            // Let the key releases that dropping them spawned reach the store.
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // hyper directly rather than `axum::serve`, for the server-level timeouts: a client that
+    // trickles its request head is cut after HEADER_TIMEOUT (bodies have the layers' deadlines).
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout());
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let mut signal = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let svc = router.clone().map_request(move |mut req: http::Request<Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                });
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            signal = &mut signal => {
+                tracing::info!(signal, "shutting down: no new connections, draining requests in flight");
+                break;
+            }
         }
+    }
+    drop(listener);
+    // A bounded drain: requests in flight finish (and complete their keys) within DRAIN; any still
+    // running then is dropped with the process, and its idempotency lease runs out on its own.
+    let drain = drain_time();
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "drain time over; dropping the requests still in flight"
+        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -83,6 +116,15 @@ fn trusted() -> Result<Vec<ratelimit_concurrent::IpNet>, String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|e| format!("TRUSTED_PROXIES: {s}: {e}")))
         .collect()
+}
+
+/// `HEADER_TIMEOUT_SECS` (default 10): how long a client may take to send its request head.
+fn header_timeout() -> std::time::Duration {
+    let secs = std::env::var("HEADER_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    std::time::Duration::from_secs(secs)
 }
 
 /// `DRAIN_SECS` (default 10): how long a shutdown waits for requests in flight.
