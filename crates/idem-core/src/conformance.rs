@@ -143,7 +143,59 @@ pub async fn run_all<H: Harness>(h: &H) {
     scopes_are_isolated(h).await;
     unknown_and_double_calls(h).await;
     purge_keeps_live_records(h).await;
+    renew_keeps_the_lease(h).await;
+    renew_with_a_lost_lease_is_refused(h).await;
     concurrent_begin_one_winner(h, 64).await;
+}
+
+/// A renewed lease outlives the original one; the record stays the holder's.
+pub async fn renew_keeps_the_lease<H: Harness>(h: &H) {
+    let (s, scope, k, f) = (h.store(), h.scope("renew"), key("k"), fp("a"));
+    let fence = acquire(&*s, &scope, &k, &f).await;
+    for _ in 0..3 {
+        h.advance(LEASE - Duration::from_secs(2)).await;
+        s.renew(&scope, &k, fence, LEASE).await.unwrap();
+    }
+    // 24 s after begin, well past the first lease: still the holder's.
+    let second = s.begin(&scope, &k, &f, LEASE).await.unwrap();
+    assert_retry_after(second, LEASE, h.tolerance() + Duration::from_millis(1));
+    s.complete(&scope, &k, fence, &response("renewed"), RETENTION)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.begin(&scope, &k, &f, LEASE).await.unwrap(),
+        BeginOutcome::Completed(response("renewed"))
+    );
+}
+
+/// A fence that lost its lease (ran out, taken over, completed, released, never held) cannot
+/// renew it.
+pub async fn renew_with_a_lost_lease_is_refused<H: Harness>(h: &H) {
+    let (s, scope, k, f) = (h.store(), h.scope("renew-lost"), key("k"), fp("a"));
+    let old = acquire(&*s, &scope, &k, &f).await;
+    h.advance(LEASE + Duration::from_millis(1)).await;
+    assert!(matches!(
+        s.renew(&scope, &k, old, LEASE).await,
+        Err(StoreError::StaleFence { .. })
+    ));
+    let new = acquire(&*s, &scope, &k, &f).await;
+    assert!(matches!(
+        s.renew(&scope, &k, old, LEASE).await,
+        Err(StoreError::StaleFence { .. })
+    ));
+    s.renew(&scope, &k, new, LEASE).await.unwrap();
+    s.complete(&scope, &k, new, &response("done"), RETENTION)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.renew(&scope, &k, new, LEASE).await,
+        Err(StoreError::StaleFence { .. })
+    ));
+    let other = key("never-held");
+    assert!(matches!(
+        s.renew(&scope, &other, new, LEASE).await,
+        Err(StoreError::StaleFence { .. })
+    ));
 }
 
 /// A new key is acquired; a second begin with the same request sees it in flight.

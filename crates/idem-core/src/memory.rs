@@ -368,6 +368,23 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         Ok(())
     }
 
+    async fn renew(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let (id, shard) = self.locate(scope, key);
+        let now = self.clock.now();
+        let mut shard = shard.lock();
+        let record = shard.held(&id, fence, now)?;
+        record.state = State::InFlight {
+            lease_until: now.saturating_add(lease),
+        };
+        Ok(())
+    }
+
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         let now = self.clock.now();
         Ok(self.shards.iter().map(|s| s.lock().sweep(now)).sum())

@@ -44,7 +44,8 @@ pub struct IdempotencyPolicy {
 }
 
 impl Default for IdempotencyPolicy {
-    /// Key optional, methods POST and PATCH, one global scope, lease 60 s, retention 24 h,
+    /// Key optional, methods POST and PATCH, one global scope, lease 10 s (renewed while the
+    /// handler runs), retention 24 h,
     /// request and stored response capped at 1 MiB, statuses 200–499 stored, no waiting for an
     /// in-flight attempt, fail closed, and the headers `content-type`, `content-language`,
     /// `content-location`, `location`, `etag` and `last-modified` kept for replay.
@@ -53,7 +54,7 @@ impl Default for IdempotencyPolicy {
             key_required: false,
             methods: vec![Method::POST, Method::PATCH],
             scope: Arc::new(|_| String::new()),
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(10),
             retention: Duration::from_secs(24 * 3600),
             max_request_bytes: 1 << 20,
             body_timeout: Duration::from_secs(10),
@@ -101,8 +102,11 @@ impl IdempotencyPolicy {
         self
     }
 
-    /// How long an attempt holds the key. Must exceed the slowest handler: once it runs out, a
-    /// retry may take over and the slow attempt's response is not stored.
+    /// How long an attempt holds the key without a heartbeat (default 10 s). While the handler
+    /// runs the layer renews the lease every third of it, so a slow handler keeps its key however
+    /// long it runs; an attempt whose server died (or whose `begin` reply was lost) stops renewing
+    /// and its key frees within one lease. Keep it a few seconds: long enough to ride out a store
+    /// hiccup between beats, short enough that an orphaned key does not block retries for long.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self

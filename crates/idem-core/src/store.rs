@@ -200,6 +200,17 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         fence: Fence,
     ) -> Result<(), StoreError>;
 
+    /// Extends the live lease held by `fence` to `lease` from now (the heartbeat of a running
+    /// attempt). [`StoreError::StaleFence`] when `fence` no longer holds a live lease (it ran out,
+    /// was taken over, released or completed): the attempt has lost the key.
+    async fn renew(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        lease: Duration,
+    ) -> Result<(), StoreError>;
+
     /// Deletes expired records; returns how many. Stores that expire records by themselves
     /// (key TTLs) keep the default, which does nothing.
     async fn purge_expired(&self) -> Result<u64, StoreError> {
@@ -237,6 +248,15 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
         fence: Fence,
     ) -> Result<(), StoreError> {
         (**self).release(scope, key, fence).await
+    }
+    async fn renew(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        (**self).renew(scope, key, fence, lease).await
     }
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         (**self).purge_expired().await

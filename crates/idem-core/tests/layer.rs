@@ -309,9 +309,56 @@ async fn optional_key_and_uncovered_methods_pass_through() {
     assert_eq!(handler.runs(), 4);
 }
 
+/// A store reachable for everything but renewals: the view of a server cut off from the store
+/// while its handler runs (its heartbeat fails, its lease runs out).
+struct NoRenew<S>(Arc<S>);
+
+#[async_trait]
+impl<S: IdempotencyStore> IdempotencyStore for NoRenew<S> {
+    async fn begin(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fp: &Fingerprint,
+        lease: Duration,
+    ) -> Result<BeginOutcome, StoreError> {
+        self.0.begin(scope, key, fp, lease).await
+    }
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        self.0
+            .complete(scope, key, fence, response, retention)
+            .await
+    }
+    async fn release(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+    ) -> Result<(), StoreError> {
+        self.0.release(scope, key, fence).await
+    }
+    async fn renew(
+        &self,
+        _: &str,
+        _: &IdempotencyKey,
+        _: Fence,
+        _: Duration,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("partitioned".into()))
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn lease_expiry_lets_a_retry_take_over_and_refuses_the_old_holder() {
-    // The first attempt outlives its 1 s lease; a retry at 2 s takes over and completes.
+    // The first attempt's server cannot renew; its 1 s lease runs out, a retry on another server
+    // at 2 s takes over and completes, and the zombie's own completion is refused.
     let handler = Handler::new(|n, _| async move {
         let delay = if n == 1 { 5_000 } else { 500 };
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -320,13 +367,14 @@ async fn lease_expiry_lets_a_retry_take_over_and_refuses_the_old_holder() {
             .body(Full::new(Bytes::from(format!("attempt {n}"))))
             .unwrap()
     });
-    let layer = IdempotencyLayer::new(
-        store(),
-        IdempotencyPolicy::default().lease(Duration::from_secs(1)),
-    );
-    let svc = layer.layer(handler.clone());
+    let shared = Arc::new(store());
+    let policy = IdempotencyPolicy::default().lease(Duration::from_secs(1));
+    let cut_off = IdempotencyLayer::new(NoRenew(shared.clone()), policy.clone());
+    let healthy = IdempotencyLayer::new(shared.clone(), policy);
+    let zombie_svc = cut_off.layer(handler.clone());
+    let svc = healthy.layer(handler.clone());
     let slow = tokio::spawn({
-        let svc = svc.clone();
+        let svc = zombie_svc.clone();
         async move { send(&svc, post(Some("lease"), "{}")).await }
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -338,7 +386,7 @@ async fn lease_expiry_lets_a_retry_take_over_and_refuses_the_old_holder() {
     // The zombie still answers its own client, but its complete is refused.
     let (_, _, zombie_body) = slow.await.unwrap();
     assert_eq!(zombie_body, "attempt 1");
-    assert_eq!(layer.metrics().store_errors, 1);
+    assert_eq!(cut_off.metrics().store_errors, 1);
     let (_, headers, body) = send(&svc, post(Some("lease"), "{}")).await;
     assert_eq!(body, "attempt 2");
     assert_eq!(headers["idempotent-replayed"], "true");
@@ -506,6 +554,15 @@ impl IdempotencyStore for DownStore {
     async fn release(&self, _: &str, _: &IdempotencyKey, _: Fence) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
+    async fn renew(
+        &self,
+        _: &str,
+        _: &IdempotencyKey,
+        _: Fence,
+        _: Duration,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
 }
 
 #[tokio::test]
@@ -612,4 +669,35 @@ async fn a_body_that_never_finishes_gets_408_and_takes_no_key() {
         .body(Body::from("{}"))
         .unwrap();
     assert_eq!(svc.oneshot(retry).await.unwrap().status(), StatusCode::OK);
+}
+
+/// Defect 5: a short lease with a heartbeat. A handler running far longer than its lease keeps
+/// the key (a retry in the meantime gets 409, not a second run); nothing is renewed once it ends.
+#[tokio::test(start_paused = true)]
+async fn a_slow_handler_keeps_its_short_lease_by_heartbeat() {
+    let store = Arc::new(store());
+    let handler = Handler::orders(Duration::from_secs(20));
+    let svc = IdempotencyLayer::new(
+        store.clone(),
+        IdempotencyPolicy::default().lease(Duration::from_secs(3)),
+    )
+    .layer(handler.clone());
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, post(Some("slow"), "{}")).await }
+    });
+    for at in [5, 10, 15] {
+        tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(5)).await;
+        let (status, _, _) = send(&svc, post(Some("slow"), "{}")).await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "at {at} s the first attempt still holds the key"
+        );
+    }
+    assert_eq!(first.await.unwrap().0, StatusCode::CREATED);
+    assert_eq!(handler.runs(), 1);
+    let (status, headers, _) = send(&svc, post(Some("slow"), "{}")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
 }

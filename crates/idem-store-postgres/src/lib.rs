@@ -377,6 +377,30 @@ impl IdempotencyStore for PostgresStore {
         }
     }
 
+    async fn renew(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let fence_value = i64::try_from(fence.0).map_err(|_| StoreError::StaleFence { fence })?;
+        let row = sqlx::query(sql::RENEW)
+            .bind(scope)
+            .bind(key.as_str())
+            .bind(fence_value)
+            .bind(micros(lease))
+            .bind(self.pinned())
+            .bind(self.offset_us())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        match row {
+            Some(_) => Ok(()),
+            None => Err(StoreError::StaleFence { fence }),
+        }
+    }
+
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {

@@ -96,6 +96,18 @@ WHERE r.scope = $1 AND r.key = $2 AND r.fence = $3 AND r.state = 1 AND r.version
 RETURNING r.fence"
 );
 
+/// `renew`: $1 scope, $2 key, $3 fence, $4 lease µs, $5 pinned µs, $6 offset µs.
+pub(crate) const RENEW: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_sql!("$5", "$6"),
+    " AS now)
+UPDATE idem_records r SET expires_at = t.now + $4::bigint * interval '1 microsecond'
+FROM t
+WHERE r.scope = $1 AND r.key = $2 AND r.fence = $3 AND r.state = 1 AND r.version = 1
+  AND r.expires_at > t.now
+RETURNING r.fence"
+);
+
 /// One batch of `purge_expired`: $1 batch size, $2 pinned µs, $3 offset µs. Rows locked by a
 /// running statement are skipped, so the sweep never waits for live traffic.
 pub(crate) const PURGE_BATCH: &str = concat!(

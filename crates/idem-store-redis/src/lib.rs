@@ -96,6 +96,7 @@ struct Scripts {
     begin: Script,
     complete: Script,
     release: Script,
+    renew: Script,
 }
 
 /// Idempotency records in Redis. Cheap to clone: clones share the connection.
@@ -151,6 +152,7 @@ impl RedisStore {
                 begin: Script::new(scripts::BEGIN),
                 complete: Script::new(scripts::COMPLETE),
                 release: Script::new(scripts::RELEASE),
+                renew: Script::new(scripts::RENEW),
             }),
         }
     }
@@ -341,6 +343,27 @@ impl IdempotencyStore for RedisStore {
         let mut inv = self.scripts.release.prepare_invoke();
         inv.key(self.record_key(scope, key))
             .arg(fence.0)
+            .arg(self.offset_micros())
+            .arg(self.pinned_micros());
+        let reply = self.run(inv).await?;
+        match reply.first().and_then(text) {
+            Some(b"OK") => Ok(()),
+            Some(b"S") => Err(StoreError::StaleFence { fence }),
+            _ => Err(other_reply(&reply)),
+        }
+    }
+
+    async fn renew(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let mut inv = self.scripts.renew.prepare_invoke();
+        inv.key(self.record_key(scope, key))
+            .arg(fence.0)
+            .arg(micros(lease))
             .arg(self.offset_micros())
             .arg(self.pinned_micros());
         let reply = self.run(inv).await?;

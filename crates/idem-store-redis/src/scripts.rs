@@ -84,3 +84,19 @@ redis.call('HDEL', KEYS[1], 'fp', 'resp')
 redis.call('PEXPIRE', KEYS[1], 1000)
 return {'OK'}
 "#;
+
+/// `renew`: KEYS[1] record; ARGV fence, lease µs, offset µs, pinned µs.
+pub(crate) const RENEW: &str = r#"
+local now = tonumber(ARGV[4])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[3])
+end
+local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fence', 'until')
+if r[1] and r[1] ~= '1' then return {'V', r[1]} end
+if r[2] ~= 'i' or r[3] ~= ARGV[1] or (tonumber(r[4]) or 0) <= now then return {'S'} end
+local lease = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'until', string.format('%.0f', now + lease))
+redis.call('PEXPIRE', KEYS[1], math.ceil(lease / 1000) + 1000)
+return {'OK'}
+"#;

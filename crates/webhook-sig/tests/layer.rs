@@ -395,6 +395,17 @@ impl idem_core::IdempotencyStore for DownStore {
             "connection refused".into(),
         ))
     }
+    async fn renew(
+        &self,
+        _: &str,
+        _: &idem_core::IdempotencyKey,
+        _: idem_core::Fence,
+        _: std::time::Duration,
+    ) -> Result<(), idem_core::StoreError> {
+        Err(idem_core::StoreError::Unavailable(
+            "connection refused".into(),
+        ))
+    }
 }
 
 #[tokio::test]

@@ -178,6 +178,15 @@ impl IdempotencyStore for DownStore {
     async fn release(&self, _: &str, _: &IdempotencyKey, _: Fence) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
+    async fn renew(
+        &self,
+        _: &str,
+        _: &IdempotencyKey,
+        _: Fence,
+        _: Duration,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
 }
 
 #[tokio::test]

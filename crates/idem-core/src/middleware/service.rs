@@ -254,9 +254,23 @@ where
         fence,
     });
     // `call` itself runs inside the guarded future, so a panic before the first await is caught too.
-    let called = AssertUnwindSafe(async move { inner.call(req).await })
-        .catch_unwind()
-        .await;
+    let handler = AssertUnwindSafe(async move { inner.call(req).await }).catch_unwind();
+    // The heartbeat: while the handler runs, its lease is renewed every third of a lease, so the
+    // lease can be short (an orphaned key frees within one lease) while a slow handler keeps it.
+    let heartbeat = heartbeat(
+        guard.store.clone(),
+        guard.scope.clone(),
+        guard.key.clone(),
+        fence,
+        ctx.policy.lease,
+    );
+    tokio::pin!(handler);
+    tokio::pin!(heartbeat);
+    let called = tokio::select! {
+        biased;
+        called = &mut handler => called,
+        () = &mut heartbeat => (&mut handler).await,
+    };
     let res = match called {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => {
@@ -521,6 +535,34 @@ fn not_stored_marker(status: StatusCode) -> StoredResponse {
             Bytes::from_static(retry_safe_core::PROBLEM_JSON.as_bytes()),
         )],
         body: problem.body(),
+    }
+}
+
+/// Renews the lease of `fence` every third of `lease` until it is lost (then returns; the
+/// attempt's completion will be refused as stale). Store outages are logged and retried at the
+/// next beat.
+async fn heartbeat<S: IdempotencyStore>(
+    store: Arc<S>,
+    scope: String,
+    key: IdempotencyKey,
+    fence: Fence,
+    lease: std::time::Duration,
+) {
+    let every = (lease / 3).max(std::time::Duration::from_millis(10));
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        beat.tick().await;
+        match store.renew(&scope, &key, fence, lease).await {
+            Ok(()) => {}
+            Err(StoreError::StaleFence { .. }) => {
+                tracing::warn!(key = key.as_str(), %fence, "the attempt lost its idempotency lease while running");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing an idempotency lease failed; retrying at the next beat");
+            }
+        }
     }
 }
 
