@@ -18,27 +18,93 @@ fn junk(rng: &mut fastrand::Rng, max: usize) -> Vec<u8> {
 }
 
 fn malformed(rng: &mut fastrand::Rng) -> Request<Body> {
-    let method = pick(rng, &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "BREW"]);
+    let method = pick(
+        rng,
+        &[
+            "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "BREW",
+        ],
+    );
     let path = pick(
         rng,
         &[
-            "/orders", "/orders/", "/orders/ord_1", "/orders/%00", "/orders/../orders",
-            "/payments//capture", "/payments/pi_1/capture", "/webhooks/psp", "/reports/slow?ms=abc",
-            "/reports/slow?ms=-1", "/reports/slow?ms=99999999999999999999", "/nope", "/metrics",
-            "/orders?x=%zz", "//", "/orders/ord_1?if=1",
+            "/orders",
+            "/orders/",
+            "/orders/ord_1",
+            "/orders/%00",
+            "/orders/../orders",
+            "/payments//capture",
+            "/payments/pi_1/capture",
+            "/webhooks/psp",
+            "/reports/slow?ms=abc",
+            "/reports/slow?ms=-1",
+            "/reports/slow?ms=99999999999999999999",
+            "/nope",
+            "/metrics",
+            "/orders?x=%zz",
+            "//",
+            "/orders/ord_1?if=1",
         ],
     );
     let mut b = Request::builder().method(method).uri(path);
     let headers: [(&str, &[&str]); 9] = [
-        ("idempotency-key", &["", " ", "k", "\"quoted\"", "a b", "x".repeat(300).leak(), "ключ"]),
-        ("content-type", &["application/json", "text/plain", "application/json; charset=utf-8", "multipart/form-data", "garbage/"]),
-        ("authorization", &["Bearer ", "Bearer a", "Basic Zm9vOmJhcg==", "Bearer \u{7f}", "bearer x"]),
-        ("traceparent", &["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "ff-00-00-00", "00-0-0-0", "garbage"]),
-        ("tracestate", &["a=1,a=2", "Bad=1", "=", ",,,", "k=v".repeat(200).leak()]),
-        ("if-match", &["*", "\"1\"", "1", "W/1", "*, \"1\"", "\"unterminated"]),
+        (
+            "idempotency-key",
+            &[
+                "",
+                " ",
+                "k",
+                "\"quoted\"",
+                "a b",
+                "x".repeat(300).leak(),
+                "ключ",
+            ],
+        ),
+        (
+            "content-type",
+            &[
+                "application/json",
+                "text/plain",
+                "application/json; charset=utf-8",
+                "multipart/form-data",
+                "garbage/",
+            ],
+        ),
+        (
+            "authorization",
+            &[
+                "Bearer ",
+                "Bearer a",
+                "Basic Zm9vOmJhcg==",
+                "Bearer \u{7f}",
+                "bearer x",
+            ],
+        ),
+        (
+            "traceparent",
+            &[
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "ff-00-00-00",
+                "00-0-0-0",
+                "garbage",
+            ],
+        ),
+        (
+            "tracestate",
+            &["a=1,a=2", "Bad=1", "=", ",,,", "k=v".repeat(200).leak()],
+        ),
+        (
+            "if-match",
+            &["*", "\"1\"", "1", "W/1", "*, \"1\"", "\"unterminated"],
+        ),
         ("if-none-match", &["*", "\"1\"", "x"]),
-        ("webhook-signature", &["v1,", "v1,AAAA", "garbage", "v1a,xyz"]),
-        ("x-forwarded-for", &["1.2.3.4", "not-an-ip", "1.2.3.4, ::1", ""]),
+        (
+            "webhook-signature",
+            &["v1,", "v1,AAAA", "garbage", "v1a,xyz"],
+        ),
+        (
+            "x-forwarded-for",
+            &["1.2.3.4", "not-an-ip", "1.2.3.4, ::1", ""],
+        ),
     ];
     for (name, values) in headers {
         if rng.bool() {
@@ -49,7 +115,10 @@ fn malformed(rng: &mut fastrand::Rng) -> Request<Body> {
         }
     }
     if rng.u8(..4) == 0 {
-        b = b.header("webhook-id", "evt_1").header("webhook-timestamp", pick(rng, &["0", "x", "99999999999999999999", "1700000000"]));
+        b = b.header("webhook-id", "evt_1").header(
+            "webhook-timestamp",
+            pick(rng, &["0", "x", "99999999999999999999", "1700000000"]),
+        );
     }
     let body: Vec<u8> = match rng.u8(..6) {
         0 => Vec::new(),
@@ -90,18 +159,27 @@ async fn two_thousand_malformed_requests_get_clean_answers() {
                 continue; // no body on HEAD
             }
             assert_eq!(
-                parts.headers.get("content-type").map(|v| v.to_str().unwrap_or("")),
+                parts
+                    .headers
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap_or("")),
                 Some("application/problem+json"),
                 "request {i}: {method} {uri} → {status}"
             );
             let json: serde_json::Value = serde_json::from_slice(&bytes)
                 .unwrap_or_else(|e| panic!("request {i}: {method} {uri} → {status}: {e}"));
             for member in ["request_id", "trace_id", "error_code"] {
-                assert!(json[member].is_string(), "request {i}: {member} missing in {json}");
+                assert!(
+                    json[member].is_string(),
+                    "request {i}: {member} missing in {json}"
+                );
             }
             assert!(json["latency_ms"].is_u64(), "request {i}: {json}");
         }
     }
     eprintln!("statuses: {by_status:?}");
-    assert!(by_status.len() > 5, "the generator reached many outcomes: {by_status:?}");
+    assert!(
+        by_status.len() > 5,
+        "the generator reached many outcomes: {by_status:?}"
+    );
 }
