@@ -1,0 +1,118 @@
+//! Fault test on the real process: one address opens 70 connections, each with its own bearer
+//! token, and trickles a capture's body at 1 byte/s. Critical captures from another address keep
+//! succeeding, about as fast as without the attack.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn connect_from(source: [u8; 4], addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// One critical capture from 127.0.0.2; its status and latency.
+async fn capture(addr: SocketAddr, i: usize) -> (Option<u16>, Duration) {
+    let started = Instant::now();
+    let mut conn = connect_from([127, 0, 0, 2], addr).await;
+    let req = format!(
+        "POST /payments/pi_{i}/capture HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\
+         authorization: Bearer merchant-{i}\r\nidempotency-key: cap-{i}\r\ncontent-length: 0\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out)).await;
+    let status = read
+        .ok()
+        .and_then(|r| r.ok())
+        .and_then(|_| std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok());
+    (status, started.elapsed())
+}
+
+async fn measure(addr: SocketAddr, from: usize, n: usize) -> (f64, Duration) {
+    let mut ok = 0;
+    let mut latencies = Vec::with_capacity(n);
+    for i in from..from + n {
+        let (status, took) = capture(addr, i).await;
+        ok += usize::from(status == Some(200));
+        latencies.push(took);
+    }
+    latencies.sort();
+    (ok as f64 / n as f64, latencies[n * 99 / 100])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_traffic_from_another_address_survives_a_slow_body_attack() {
+    let addr: SocketAddr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let _api = Proc(
+        Command::new(env!("CARGO_BIN_EXE_orders-api"))
+            .env("ADDR", addr.to_string())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("orders-api starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "orders-api did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Warm up, then the unloaded baseline.
+    let _ = measure(addr, 0, 50).await;
+    let (base_ok, base_p99) = measure(addr, 10_000, 1_000).await;
+    assert!(base_ok >= 0.99, "unloaded success {base_ok}");
+
+    // The attack: 70 connections from 127.0.0.1, each its own token, 1 byte/s of a 1000-byte body.
+    let stop = Instant::now() + Duration::from_secs(8);
+    let attack: Vec<_> = (0..70)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut conn = connect_from([127, 0, 0, 1], addr).await;
+                let head = format!(
+                    "POST /payments/pi_slow_{i}/capture HTTP/1.1\r\nhost: t\r\n\
+                     authorization: Bearer attacker-{i}\r\nidempotency-key: slow-{i}\r\n\
+                     content-length: 1000\r\n\r\n"
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                while Instant::now() < stop {
+                    if conn.write_all(b"x").await.is_err() {
+                        break; // refused or timed out by the server
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, p99) = measure(addr, 20_000, 1_000).await;
+    for a in attack {
+        let _ = a.await;
+    }
+    eprintln!(
+        "critical captures: unloaded p99 {base_p99:?}; under attack {:.1} % ok, p99 {p99:?}",
+        ok * 100.0
+    );
+    assert!(ok >= 0.99, "critical success under attack {ok}");
+    // 2× the unloaded p99, with a 2 ms floor for scheduling noise on a loaded 2-core machine.
+    let bound = (base_p99 * 2).max(base_p99 + Duration::from_millis(2));
+    assert!(
+        p99 <= bound,
+        "p99 {p99:?} > {bound:?} (unloaded {base_p99:?})"
+    );
+}
