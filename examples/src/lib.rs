@@ -39,7 +39,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use idem_core::{IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, MemoryStore};
+use idem_core::{
+    IdempotencyAttempt, IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, MemoryStore,
+};
+use idem_store_postgres::sqlx;
 use loadshed_fleet::{DefaultClassifier, LoadShedLayer, Shedder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use optimistic_lock::{Conflict, Current, Expected, OptimisticLockLayer, Version, VersionSource};
@@ -121,7 +124,42 @@ struct Book {
     events: Vec<String>,
 }
 
-type Db = Arc<Mutex<Book>>;
+/// The order book: in memory, or (with [`OrdersApi::with_postgres_orders`]) in PostgreSQL, where
+/// each order and capture is written in the transaction that completes its idempotency record.
+#[derive(Clone, Default)]
+struct Db {
+    book: Arc<Mutex<Book>>,
+    pg: Option<PgOrders>,
+}
+
+impl Db {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Book> {
+        self.book.lock()
+    }
+}
+
+#[derive(Clone)]
+struct PgOrders {
+    store: idem_store_postgres::PostgresStore,
+    retention: Duration,
+}
+
+/// Creates the orders API's own tables (idempotent): `orders` and `captures`.
+pub async fn migrate_orders(
+    pool: &idem_store_postgres::sqlx::PgPool,
+) -> Result<(), idem_store_postgres::sqlx::Error> {
+    for statement in [
+        "CREATE SEQUENCE IF NOT EXISTS orders_seq",
+        "CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, owner TEXT NOT NULL, \
+         sku TEXT NOT NULL, quantity INT NOT NULL, version BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS captures (seq BIGSERIAL PRIMARY KEY, payment TEXT NOT NULL)",
+    ] {
+        idem_store_postgres::sqlx::query(statement)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
 
 /// The service: its order book, its stores and its limiters.
 #[derive(Clone)]
@@ -192,7 +230,7 @@ impl<S: IdempotencyStore> OrdersApi<S> {
         let webhooks = WebhookLayer::new(Verifier::new(Scheme::StandardWebhooks, secret))
             .replay_guard(ReplayGuard::new(MemoryStore::new()).scope("psp"));
         Self {
-            book: Arc::default(),
+            book: Db::default(),
             idempotency: IdempotencyLayer::new(store, policy),
             rate: Arc::new(KeyedLimiter::new(
                 Quotas::new([limits.rate]).expect("valid default quota"),
@@ -208,6 +246,18 @@ impl<S: IdempotencyStore> OrdersApi<S> {
             shedder: Arc::new(Shedder::new(limits.capacity.max(1)).expect("capacity ≥ 1")),
             webhooks,
         }
+    }
+
+    /// Keeps the orders and captures in PostgreSQL (tables of [`migrate_orders`]), each written in
+    /// the transaction that completes its idempotency record on `store` (the transactional mode):
+    /// after a crash every key has zero or one order, never two. Use the same `store` as the
+    /// idempotency layer's.
+    pub fn with_postgres_orders(mut self, store: idem_store_postgres::PostgresStore) -> Self {
+        self.book.pg = Some(PgOrders {
+            store,
+            retention: Duration::from_secs(24 * 3600),
+        });
+        self
     }
 
     /// Believes the `Forwarded` / `X-Forwarded-For` entries of proxies in `nets` (the load
@@ -368,6 +418,7 @@ fn problem(status: StatusCode, code: &'static str, title: &'static str, detail: 
 
 async fn create_order(
     State(db): State<Db>,
+    attempt: Option<Extension<IdempotencyAttempt>>,
     headers: http::HeaderMap,
     body: bytes::Bytes,
 ) -> Response {
@@ -390,6 +441,40 @@ async fn create_order(
             "sku must be set and quantity at least 1",
         );
     }
+    if let Some(pg) = &db.pg {
+        return match attempt {
+            Some(Extension(attempt)) => {
+                pg_transaction(pg, &attempt, |tx| {
+                    Box::pin(async move {
+                        let row: (String,) = sqlx::query_as(
+                            "INSERT INTO orders (id, owner, sku, quantity, version) \
+                             VALUES ('ord_' || nextval('orders_seq'), $1, $2, $3, 1) RETURNING id",
+                        )
+                        .bind(principal(&headers))
+                        .bind(&new.sku)
+                        .bind(i32::try_from(new.quantity).unwrap_or(i32::MAX))
+                        .fetch_one(&mut **tx)
+                        .await?;
+                        let order = Order {
+                            id: row.0,
+                            owner: principal(&headers),
+                            sku: new.sku.clone(),
+                            quantity: new.quantity,
+                            version: 1,
+                        };
+                        Ok(created(&order))
+                    })
+                })
+                .await
+            }
+            None => problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal error",
+                "orders on PostgreSQL are created under the idempotency layer",
+            ),
+        };
+    }
     let mut db = db.lock();
     db.next += 1;
     let order = Order {
@@ -408,7 +493,95 @@ async fn create_order(
         .into_response()
 }
 
+/// The stored answer to an order's creation: what the client gets, first time or replayed.
+fn created(order: &Order) -> idem_core::StoredResponse {
+    idem_core::StoredResponse {
+        status: 201,
+        headers: vec![
+            (
+                "content-type".into(),
+                bytes::Bytes::from_static(b"application/json"),
+            ),
+            ("location".into(), format!("/orders/{}", order.id).into()),
+        ],
+        body: serde_json::to_vec(order).unwrap_or_default().into(),
+    }
+}
+
+type TxWork<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<idem_core::StoredResponse, sqlx::Error>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Runs `work` and completes the idempotency record of `attempt` in one transaction: the rows and
+/// the record commit together or not at all.
+async fn pg_transaction<F>(pg: &PgOrders, attempt: &IdempotencyAttempt, work: F) -> Response
+where
+    F: for<'a> FnOnce(&'a mut sqlx::Transaction<'static, sqlx::Postgres>) -> TxWork<'a>,
+{
+    let failed = |detail: String| {
+        tracing::error!(%detail, "order transaction failed");
+        problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "orders_unavailable",
+            "Orders database unavailable",
+            "the request was not applied; retry it with the same Idempotency-Key",
+        )
+    };
+    let mut tx = match pg.store.pool().begin().await {
+        Ok(tx) => tx,
+        Err(e) => return failed(e.to_string()),
+    };
+    let stored = match work(&mut tx).await {
+        Ok(stored) => stored,
+        Err(e) => return failed(e.to_string()),
+    };
+    if let Err(e) = pg
+        .store
+        .complete_in(&mut tx, attempt, &stored, pg.retention)
+        .await
+    {
+        return failed(e.to_string());
+    }
+    if let Err(e) = tx.commit().await {
+        return failed(e.to_string());
+    }
+    idem_core::handler_completed(&stored)
+}
+
 async fn get_order(State(db): State<Db>, Path(id): Path<String>) -> Response {
+    if let Some(pg) = &db.pg {
+        let row: Result<Option<(String, String, String, i32, i64)>, _> =
+            sqlx::query_as("SELECT id, owner, sku, quantity, version FROM orders WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(pg.store.pool())
+                .await;
+        return match row {
+            Ok(Some((id, owner, sku, quantity, version))) => Json(Order {
+                id,
+                owner,
+                sku,
+                quantity: u32::try_from(quantity).unwrap_or(0),
+                version: u64::try_from(version).unwrap_or(0),
+            })
+            .into_response(),
+            Ok(None) => problem(
+                StatusCode::NOT_FOUND,
+                "order_not_found",
+                "Order not found",
+                "no such order",
+            ),
+            Err(e) => problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "orders_unavailable",
+                "Orders database unavailable",
+                &e.to_string(),
+            ),
+        };
+    }
     match db.lock().orders.get(&id) {
         Some(order) => Json(order.clone()).into_response(),
         None => problem(
@@ -431,6 +604,13 @@ impl VersionSource for BookVersions {
         parts: &http::request::Parts,
     ) -> Result<Option<Current>, optimistic_lock::BoxError> {
         let id = parts.uri.path().strip_prefix("/orders/").unwrap_or("");
+        if let Some(pg) = &self.0.pg {
+            let versioned = optimistic_lock::PgVersioned::new("orders", "id", "version")?;
+            return Ok(versioned
+                .current(pg.store.pool(), id.to_owned())
+                .await?
+                .map(Current::new));
+        }
         Ok(self
             .0
             .lock()
@@ -467,6 +647,46 @@ async fn update_order(
             "quantity must be at least 1",
         );
     }
+    if let Some(pg) = &db.pg {
+        let versioned = match optimistic_lock::PgVersioned::new("orders", "id", "version") {
+            Ok(v) => v,
+            Err(e) => {
+                return problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "Internal error",
+                    &e.to_string(),
+                )
+            }
+        };
+        let quantity = i32::try_from(change.quantity).unwrap_or(i32::MAX);
+        return match versioned
+            .update(pg.store.pool(), id.clone(), &expected, |set| {
+                set.push("quantity = ").push_bind(quantity);
+            })
+            .await
+        {
+            Ok(version) => {
+                let mut res = get_order(State(db.clone()), Path(id)).await;
+                res.headers_mut()
+                    .insert(header::ETAG, version.etag().to_header_value());
+                res
+            }
+            Err(optimistic_lock::CasError::Conflict(c)) => c.into_response(),
+            Err(optimistic_lock::CasError::NotFound) => problem(
+                StatusCode::NOT_FOUND,
+                "order_not_found",
+                "Order not found",
+                "no such order",
+            ),
+            Err(e) => problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "orders_unavailable",
+                "Orders database unavailable",
+                &e.to_string(),
+            ),
+        };
+    }
     let mut book = db.lock();
     let Some(order) = book.orders.get_mut(&id) else {
         return problem(
@@ -493,11 +713,41 @@ async fn update_order(
     res
 }
 
-async fn list_orders(State(db): State<Db>) -> Json<Vec<Order>> {
-    Json(db.lock().orders.values().cloned().collect())
+async fn list_orders(State(db): State<Db>) -> Response {
+    if let Some(pg) = &db.pg {
+        let rows: Result<Vec<(String, String, String, i32, i64)>, _> =
+            sqlx::query_as("SELECT id, owner, sku, quantity, version FROM orders ORDER BY id")
+                .fetch_all(pg.store.pool())
+                .await;
+        return match rows {
+            Ok(rows) => Json(
+                rows.into_iter()
+                    .map(|(id, owner, sku, quantity, version)| Order {
+                        id,
+                        owner,
+                        sku,
+                        quantity: u32::try_from(quantity).unwrap_or(0),
+                        version: u64::try_from(version).unwrap_or(0),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .into_response(),
+            Err(e) => problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "orders_unavailable",
+                "Orders database unavailable",
+                &e.to_string(),
+            ),
+        };
+    }
+    Json(db.lock().orders.values().cloned().collect::<Vec<_>>()).into_response()
 }
 
-async fn capture_payment(State(db): State<Db>, Path(id): Path<String>) -> Response {
+async fn capture_payment(
+    State(db): State<Db>,
+    attempt: Option<Extension<IdempotencyAttempt>>,
+    Path(id): Path<String>,
+) -> Response {
     if id.is_empty() {
         return problem(
             StatusCode::NOT_FOUND,
@@ -505,6 +755,27 @@ async fn capture_payment(State(db): State<Db>, Path(id): Path<String>) -> Respon
             "Payment not found",
             "the payment id is empty",
         );
+    }
+    if let (Some(pg), Some(Extension(attempt))) = (&db.pg, attempt) {
+        return pg_transaction(pg, &attempt, |tx| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO captures (payment) VALUES ($1)")
+                    .bind(&id)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(idem_core::StoredResponse {
+                    status: 200,
+                    headers: vec![(
+                        "content-type".into(),
+                        bytes::Bytes::from_static(b"application/json"),
+                    )],
+                    body: serde_json::json!({ "payment": id, "status": "captured" })
+                        .to_string()
+                        .into(),
+                })
+            })
+        })
+        .await;
     }
     db.lock().captured.push(id.clone());
     Json(serde_json::json!({ "payment": id, "status": "captured" })).into_response()

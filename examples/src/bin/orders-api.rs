@@ -2,7 +2,8 @@
 //!
 //! In memory by default (no services needed). `--redis URL` puts the idempotency records and the
 //! rate limits on Redis (shared by every server of a fleet); `--postgres URL` puts the
-//! idempotency records on PostgreSQL (running its migrations). Listens on `ADDR` (default
+//! orders, captures and idempotency records on PostgreSQL (running the migrations), each order
+//! written in the transaction that completes its idempotency record. Listens on `ADDR` (default
 //! `127.0.0.1:3000`). The concurrency limit and the load shedder are per server by design.
 
 use axum::extract::ConnectInfo;
@@ -180,7 +181,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = std::env::var("ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())
         .parse()?;
-    let limits = Limits::default();
+    let mut limits = Limits::default();
+    // Operators' overrides: `IN_FLIGHT_PER_IP` and `CAPACITY` (the load shedder's slots).
+    let env_u32 = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    if let Some(n) = env_u32("IN_FLIGHT_PER_IP") {
+        limits.in_flight_per_ip = n;
+    }
+    if let Some(n) = env_u32("CAPACITY") {
+        limits.capacity = n;
+    }
     match backend()? {
         Backend::Memory => {
             let api = OrdersApi::new(examples::memory_store(), limits).trust_proxies(trusted()?);
@@ -206,8 +215,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await
                 .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
             store.migrate().await?;
-            let api = OrdersApi::new(store, limits).trust_proxies(trusted()?);
-            serve(api.router(), addr, "idempotency on PostgreSQL").await
+            examples::migrate_orders(store.pool()).await?;
+            let api = OrdersApi::new(store.clone(), limits)
+                .with_postgres_orders(store)
+                .trust_proxies(trusted()?);
+            serve(
+                api.router(),
+                addr,
+                "orders and idempotency on PostgreSQL, committed together",
+            )
+            .await
         }
     }
 }
