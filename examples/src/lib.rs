@@ -493,6 +493,19 @@ async fn create_order(
         .into_response()
 }
 
+/// An `orders` row: id, owner, sku, quantity, version.
+type OrderRow = (String, String, String, i32, i64);
+
+fn order_of((id, owner, sku, quantity, version): OrderRow) -> Order {
+    Order {
+        id,
+        owner,
+        sku,
+        quantity: u32::try_from(quantity).unwrap_or(0),
+        version: u64::try_from(version).unwrap_or(0),
+    }
+}
+
 /// The stored answer to an order's creation: what the client gets, first time or replayed.
 fn created(order: &Order) -> idem_core::StoredResponse {
     idem_core::StoredResponse {
@@ -560,14 +573,7 @@ async fn get_order(State(db): State<Db>, Path(id): Path<String>) -> Response {
                 .fetch_optional(pg.store.pool())
                 .await;
         return match row {
-            Ok(Some((id, owner, sku, quantity, version))) => Json(Order {
-                id,
-                owner,
-                sku,
-                quantity: u32::try_from(quantity).unwrap_or(0),
-                version: u64::try_from(version).unwrap_or(0),
-            })
-            .into_response(),
+            Ok(Some(row)) => Json(order_of(row)).into_response(),
             Ok(None) => problem(
                 StatusCode::NOT_FOUND,
                 "order_not_found",
@@ -715,23 +721,12 @@ async fn update_order(
 
 async fn list_orders(State(db): State<Db>) -> Response {
     if let Some(pg) = &db.pg {
-        let rows: Result<Vec<(String, String, String, i32, i64)>, _> =
+        let rows: Result<Vec<OrderRow>, _> =
             sqlx::query_as("SELECT id, owner, sku, quantity, version FROM orders ORDER BY id")
                 .fetch_all(pg.store.pool())
                 .await;
         return match rows {
-            Ok(rows) => Json(
-                rows.into_iter()
-                    .map(|(id, owner, sku, quantity, version)| Order {
-                        id,
-                        owner,
-                        sku,
-                        quantity: u32::try_from(quantity).unwrap_or(0),
-                        version: u64::try_from(version).unwrap_or(0),
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .into_response(),
+            Ok(rows) => Json(rows.into_iter().map(order_of).collect::<Vec<_>>()).into_response(),
             Err(e) => problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "orders_unavailable",
