@@ -567,7 +567,7 @@ where
 
 async fn get_order(State(db): State<Db>, Path(id): Path<String>) -> Response {
     if let Some(pg) = &db.pg {
-        let row: Result<Option<(String, String, String, i32, i64)>, _> =
+        let row: Result<Option<OrderRow>, _> =
             sqlx::query_as("SELECT id, owner, sku, quantity, version FROM orders WHERE id = $1")
                 .bind(&id)
                 .fetch_optional(pg.store.pool())
