@@ -19,6 +19,12 @@ pub const WEBHOOK_ID: &str = "webhook-id";
 pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
 /// `webhook-signature` of Standard Webhooks.
 pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+/// Svix's name for `webhook-id` (the same scheme).
+pub const SVIX_ID: &str = "svix-id";
+/// Svix's name for `webhook-timestamp`.
+pub const SVIX_TIMESTAMP: &str = "svix-timestamp";
+/// Svix's name for `webhook-signature`.
+pub const SVIX_SIGNATURE: &str = "svix-signature";
 /// The Stripe-style signature header.
 pub const STRIPE_SIGNATURE: &str = "stripe-signature";
 /// The GitHub-style signature header.

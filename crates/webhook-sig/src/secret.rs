@@ -1,7 +1,16 @@
 //! Signing secrets: raw bytes, redacted everywhere they could be printed.
 
-use base64::engine::general_purpose::STANDARD;
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
 use base64::Engine;
+
+/// Standard base64, padded or not: the reference libraries (Python, Ruby, PHP, Java) accept
+/// `whsec_` secrets without their `=` padding, so this one does too.
+const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 use std::fmt;
 
 /// Why a secret could not be read.
@@ -44,10 +53,10 @@ impl Secret {
     }
 
     /// A Standard Webhooks secret: `whsec_` followed by base64 of the key bytes (the prefix is
-    /// optional).
+    /// optional; the `=` padding too).
     pub fn from_standard(text: &str) -> Result<Self, SecretError> {
         let b64 = text.strip_prefix("whsec_").unwrap_or(text);
-        let bytes = STANDARD
+        let bytes = SECRET_BASE64
             .decode(b64.trim())
             .map_err(|_| SecretError::InvalidBase64)?;
         Self::new(bytes)

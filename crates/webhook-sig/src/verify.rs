@@ -16,6 +16,9 @@ pub(crate) type HmacSha256 = Hmac<Sha256>;
 const H_WEBHOOK_ID: HeaderName = HeaderName::from_static(header::WEBHOOK_ID);
 const H_WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static(header::WEBHOOK_TIMESTAMP);
 const H_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static(header::WEBHOOK_SIGNATURE);
+const H_SVIX_ID: HeaderName = HeaderName::from_static(header::SVIX_ID);
+const H_SVIX_TIMESTAMP: HeaderName = HeaderName::from_static(header::SVIX_TIMESTAMP);
+const H_SVIX_SIGNATURE: HeaderName = HeaderName::from_static(header::SVIX_SIGNATURE);
 const H_STRIPE_SIGNATURE: HeaderName = HeaderName::from_static(header::STRIPE_SIGNATURE);
 const H_HUB_SIGNATURE_256: HeaderName = HeaderName::from_static(header::HUB_SIGNATURE_256);
 const H_GITHUB_DELIVERY: HeaderName = HeaderName::from_static(header::GITHUB_DELIVERY);
@@ -148,21 +151,36 @@ impl Verifier {
     ) -> Result<Verified, VerifyError> {
         match self.scheme {
             Scheme::StandardWebhooks => {
-                let id = single(headers, &H_WEBHOOK_ID, header::WEBHOOK_ID)?;
-                let id =
-                    visible_ascii(id).ok_or(VerifyError::MalformedHeader(header::WEBHOOK_ID))?;
-                let ts = header::parse_timestamp(single(
-                    headers,
-                    &H_WEBHOOK_TIMESTAMP,
-                    header::WEBHOOK_TIMESTAMP,
-                )?)?;
+                // Svix sends the same scheme under `svix-*` names; the `webhook-*` ones win.
+                let (h_id, h_ts, h_sig, n_id, n_ts, n_sig) = if !headers
+                    .contains_key(&H_WEBHOOK_SIGNATURE)
+                    && headers.contains_key(&H_SVIX_SIGNATURE)
+                {
+                    (
+                        &H_SVIX_ID,
+                        &H_SVIX_TIMESTAMP,
+                        &H_SVIX_SIGNATURE,
+                        header::SVIX_ID,
+                        header::SVIX_TIMESTAMP,
+                        header::SVIX_SIGNATURE,
+                    )
+                } else {
+                    (
+                        &H_WEBHOOK_ID,
+                        &H_WEBHOOK_TIMESTAMP,
+                        &H_WEBHOOK_SIGNATURE,
+                        header::WEBHOOK_ID,
+                        header::WEBHOOK_TIMESTAMP,
+                        header::WEBHOOK_SIGNATURE,
+                    )
+                };
+                let id = single(headers, h_id, n_id)?;
+                let id = visible_ascii(id).ok_or(VerifyError::MalformedHeader(n_id))?;
+                let ts = header::parse_timestamp(single(headers, h_ts, n_ts)?)?;
                 let mut tags = Tags::default();
-                all(
-                    headers,
-                    &H_WEBHOOK_SIGNATURE,
-                    header::WEBHOOK_SIGNATURE,
-                    |v| header::standard_into(v, &mut tags),
-                )?;
+                all(headers, h_sig, n_sig, |v| {
+                    header::standard_into(v, &mut tags)
+                })?;
                 self.check_window(ts, now)?;
                 let mut digits = [0u8; 20];
                 let ts_text = decimal(ts, &mut digits);

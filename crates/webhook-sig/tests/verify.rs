@@ -366,3 +366,39 @@ fn signer_uses_its_clock() {
         .unwrap()
         .starts_with(&format!("t={},v1=", NOW + 42)));
 }
+
+/// Svix (Standard-Webhooks-compatible) sends `svix-id` / `svix-timestamp` / `svix-signature`.
+#[test]
+fn svix_header_names_are_read() {
+    let (v, _) = verifier(Scheme::StandardWebhooks);
+    let h = signed(Scheme::StandardWebhooks, &secret(1), "msg_svix", NOW, BODY);
+    let mut svix = http::HeaderMap::new();
+    for (from, to) in [
+        ("webhook-id", "svix-id"),
+        ("webhook-timestamp", "svix-timestamp"),
+        ("webhook-signature", "svix-signature"),
+    ] {
+        svix.insert(to, h[from].clone());
+    }
+    let ok = v.verify(&svix, BODY).unwrap();
+    assert_eq!(ok.id.as_deref(), Some("msg_svix"));
+    assert_eq!(
+        v.verify(&svix, b"forged"),
+        Err(VerifyError::NoMatchingSignature)
+    );
+}
+
+/// `whsec_` secrets without their base64 padding load as the padded ones do.
+#[test]
+fn unpadded_standard_secrets_load() {
+    // 22 base64 characters = 16 bytes, normally written with "==".
+    let padded = Secret::from_standard("whsec_AAECAwQFBgcICQoLDA0ODw==").unwrap();
+    let unpadded = Secret::from_standard("whsec_AAECAwQFBgcICQoLDA0ODw").unwrap();
+    let h = Signer::new(Scheme::StandardWebhooks, &padded)
+        .headers_at("evt_pad", NOW, BODY)
+        .unwrap();
+    let v = Verifier::new(Scheme::StandardWebhooks, unpadded)
+        .with_clock(ManualClock::at_unix_secs(NOW));
+    assert!(v.verify(&h, BODY).is_ok());
+    assert!(Secret::from_standard("whsec_not base64!").is_err());
+}
