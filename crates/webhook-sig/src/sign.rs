@@ -39,7 +39,8 @@ pub enum SignError {
 #[derive(Clone)]
 pub struct Signer {
     scheme: Scheme,
-    key: HmacSha256,
+    /// The first key, then the keys added for a rotation.
+    keys: Vec<HmacSha256>,
     clock: Arc<dyn Clock>,
 }
 
@@ -57,7 +58,7 @@ impl Signer {
     pub fn new(scheme: Scheme, secret: &Secret) -> Self {
         Self {
             scheme,
-            key: keyed(secret),
+            keys: vec![keyed(secret)],
             clock: Arc::new(SystemClock::new()),
         }
     }
@@ -70,32 +71,53 @@ impl Signer {
 
     /// The value of the scheme's signature header for this content:
     /// `v1,<base64>` (Standard Webhooks), `t=<timestamp>,v1=<hex>` (Stripe-style) or
-    /// `sha256=<hex>` (GitHub-style; `id` and `timestamp` are not signed there).
+    /// `sha256=<hex>` (GitHub-style; `id` and `timestamp` are not signed there); with several
+    /// secrets ([`with_secret`](Self::with_secret)) one signature per secret.
     pub fn signature(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
-        let mut mac = self.key.clone();
+        let mac = |key: &HmacSha256| {
+            let mut mac = key.clone();
+            match self.scheme {
+                Scheme::StandardWebhooks => {
+                    mac.update(id.as_bytes());
+                    mac.update(b".");
+                    mac.update(timestamp.to_string().as_bytes());
+                    mac.update(b".");
+                }
+                Scheme::Stripe => {
+                    mac.update(timestamp.to_string().as_bytes());
+                    mac.update(b".");
+                }
+                _ => {}
+            }
+            mac.update(body);
+            mac.finalize().into_bytes()
+        };
         match self.scheme {
-            Scheme::StandardWebhooks => {
-                mac.update(id.as_bytes());
-                mac.update(b".");
-                mac.update(timestamp.to_string().as_bytes());
-                mac.update(b".");
-                mac.update(body);
-                format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-            }
+            Scheme::StandardWebhooks => self
+                .keys
+                .iter()
+                .map(|k| format!("v1,{}", STANDARD.encode(mac(k))))
+                .collect::<Vec<_>>()
+                .join(" "),
             Scheme::Stripe => {
-                mac.update(timestamp.to_string().as_bytes());
-                mac.update(b".");
-                mac.update(body);
-                format!(
-                    "t={timestamp},v1={}",
-                    hex::encode(mac.finalize().into_bytes())
-                )
+                let mut out = format!("t={timestamp}");
+                for k in &self.keys {
+                    out.push_str(",v1=");
+                    out.push_str(&hex::encode(mac(k)));
+                }
+                out
             }
-            Scheme::GitHub => {
-                mac.update(body);
-                format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-            }
+            // GitHub's header carries one signature: the first secret's.
+            _ => format!("sha256={}", hex::encode(mac(&self.keys[0]))),
         }
+    }
+
+    /// Also signs with `secret` (a key rotation): Standard Webhooks and Stripe-style headers then
+    /// carry one signature per secret, so receivers that know either secret accept the delivery.
+    /// GitHub-style headers carry one signature only (the first secret's).
+    pub fn with_secret(mut self, secret: &Secret) -> Self {
+        self.keys.push(keyed(secret));
+        self
     }
 
     /// The headers that sign `body` as event `id`, timestamped now by the clock.

@@ -402,3 +402,28 @@ fn unpadded_standard_secrets_load() {
     assert!(v.verify(&h, BODY).is_ok());
     assert!(Secret::from_standard("whsec_not base64!").is_err());
 }
+
+/// Signing during a rotation: one header carries a signature per secret, and receivers that know
+/// only the old or only the new secret both accept it.
+#[test]
+fn a_signer_with_two_secrets_satisfies_old_and_new_receivers() {
+    for scheme in [Scheme::StandardWebhooks, Scheme::Stripe] {
+        let h = Signer::new(scheme, &secret(1))
+            .with_secret(&secret(2))
+            .headers_at("evt_rot", NOW, BODY)
+            .unwrap();
+        for n in [1, 2] {
+            let v = Verifier::new(scheme, secret(n)).with_clock(ManualClock::at_unix_secs(NOW));
+            assert_eq!(
+                v.verify(&h, BODY).unwrap().secret_index,
+                0,
+                "{scheme:?} secret {n}"
+            );
+        }
+        let stranger = Verifier::new(scheme, secret(3)).with_clock(ManualClock::at_unix_secs(NOW));
+        assert_eq!(
+            stranger.verify(&h, BODY),
+            Err(VerifyError::NoMatchingSignature)
+        );
+    }
+}
