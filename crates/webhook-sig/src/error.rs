@@ -30,6 +30,13 @@ pub enum VerifyError {
     /// No signature in the header matches the payload under any accepted secret.
     #[error("no signature matches the payload")]
     NoMatchingSignature,
+    /// No signature matches, and a secret was read for another scheme than the verifier's (for
+    /// example a Stripe `whsec_…` secret loaded with `Secret::from_standard`, which decodes it
+    /// as base64): fix the configuration with `Secret::for_scheme`.
+    #[error(
+        "no signature matches, and a secret was loaded for another scheme (use Secret::for_scheme)"
+    )]
+    SecretSchemeMismatch,
     /// The event id was already processed (or carried another payload before).
     #[error("the webhook event was already received")]
     Replayed,

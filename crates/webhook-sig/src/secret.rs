@@ -34,7 +34,15 @@ pub enum SecretError {
 /// assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
 /// ```
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(Vec<u8>, Origin);
+
+/// How a secret was read, to tell a secret loaded for one scheme from one loaded for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Bytes,
+    Text,
+    Standard,
+}
 
 impl Secret {
     /// A secret of these bytes (Stripe's `whsec_…` strings and GitHub secrets are used as the
@@ -44,12 +52,30 @@ impl Secret {
         if bytes.is_empty() {
             return Err(SecretError::Empty);
         }
-        Ok(Self(bytes))
+        Ok(Self(bytes, Origin::Bytes))
     }
 
     /// A secret used as the bytes of its text, as Stripe and GitHub do.
     pub fn from_text(text: &str) -> Result<Self, SecretError> {
-        Self::new(text.as_bytes())
+        Ok(Self(Self::new(text.as_bytes())?.0, Origin::Text))
+    }
+
+    /// The secret as `scheme` reads it: base64 after `whsec_` for Standard Webhooks, the bytes of
+    /// the whole text for Stripe- and GitHub-style (whose secrets may also start with `whsec_`).
+    ///
+    /// ```
+    /// use webhook_sig::{Scheme, Secret};
+    ///
+    /// // A Stripe secret is used as text, prefix included, although it looks like base64.
+    /// let stripe = Secret::for_scheme(Scheme::Stripe, "whsec_abc123").unwrap();
+    /// let standard = Secret::for_scheme(Scheme::StandardWebhooks, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    /// # let _ = (stripe, standard);
+    /// ```
+    pub fn for_scheme(scheme: crate::Scheme, text: &str) -> Result<Self, SecretError> {
+        match scheme {
+            crate::Scheme::StandardWebhooks => Self::from_standard(text),
+            _ => Self::from_text(text),
+        }
     }
 
     /// A Standard Webhooks secret: `whsec_` followed by base64 of the key bytes (the prefix is
@@ -59,11 +85,21 @@ impl Secret {
         let bytes = SECRET_BASE64
             .decode(b64.trim())
             .map_err(|_| SecretError::InvalidBase64)?;
-        Self::new(bytes)
+        Ok(Self(Self::new(bytes)?.0, Origin::Standard))
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// Whether the secret was read for another scheme than `scheme` (a Stripe `whsec_…` text
+    /// decoded as Standard Webhooks base64, or the reverse).
+    pub(crate) fn mismatches(&self, scheme: crate::Scheme) -> bool {
+        matches!(
+            (self.1, scheme),
+            (Origin::Standard, crate::Scheme::Stripe | crate::Scheme::GitHub)
+                | (Origin::Text, crate::Scheme::StandardWebhooks)
+        )
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Verified {
 pub struct Verifier {
     scheme: Scheme,
     keys: Vec<HmacSha256>,
+    /// Whether a secret was read for another scheme (reported instead of a bare mismatch).
+    misread: bool,
     tolerance_secs: u64,
     clock: Arc<dyn Clock>,
 }
@@ -105,6 +107,7 @@ impl Verifier {
         Self {
             scheme,
             keys: vec![keyed(&secret)],
+            misread: secret.mismatches(scheme),
             tolerance_secs: DEFAULT_TOLERANCE.as_secs(),
             clock: Arc::new(SystemClock::new()),
         }
@@ -114,6 +117,7 @@ impl Verifier {
     /// every sender signs with the new one). A header may carry several signatures; one match
     /// with any accepted secret is enough.
     pub fn also_accept(mut self, secret: Secret) -> Self {
+        self.misread |= secret.mismatches(self.scheme);
         self.keys.push(keyed(&secret));
         self
     }
@@ -285,7 +289,11 @@ impl Verifier {
                 return Ok(index);
             }
         }
-        Err(VerifyError::NoMatchingSignature)
+        Err(if self.misread {
+            VerifyError::SecretSchemeMismatch
+        } else {
+            VerifyError::NoMatchingSignature
+        })
     }
 }
 

@@ -427,3 +427,28 @@ fn a_signer_with_two_secrets_satisfies_old_and_new_receivers() {
         );
     }
 }
+
+/// A Stripe `whsec_…` secret loaded as a Standard Webhooks secret decodes as base64 and can never
+/// match: the verifier says so instead of a bare "no signature matches".
+#[test]
+fn a_secret_loaded_for_another_scheme_is_named() {
+    let text = "whsec_4eC39HqLyjWDarjtT1zdp7dc";
+    let h = Signer::new(Scheme::Stripe, &Secret::from_text(text).unwrap())
+        .headers_at("evt_1", NOW, BODY)
+        .unwrap();
+    let wrong = Verifier::new(Scheme::Stripe, Secret::from_standard(text).unwrap())
+        .with_clock(ManualClock::at_unix_secs(NOW));
+    assert_eq!(
+        wrong.verify(&h, BODY),
+        Err(VerifyError::SecretSchemeMismatch)
+    );
+    let right = Verifier::new(
+        Scheme::Stripe,
+        Secret::for_scheme(Scheme::Stripe, text).unwrap(),
+    )
+    .with_clock(ManualClock::at_unix_secs(NOW));
+    assert!(right.verify(&h, BODY).is_ok());
+    // A matching signature under another secret still verifies: the hint only replaces a failure.
+    let rotated = right.also_accept(Secret::from_standard(text).unwrap());
+    assert!(rotated.verify(&h, BODY).is_ok());
+}

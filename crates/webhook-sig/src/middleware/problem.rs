@@ -11,7 +11,11 @@ pub use retry_safe_core::PROBLEM_JSON;
 /// The response for a refused webhook. The detail names what failed, never the secret, the
 /// expected signature or the body.
 pub(crate) fn refused<B: From<Bytes>>(error: &VerifyError) -> Response<B> {
-    let detail = error.to_string();
+    // The sender is not told about this server's configuration.
+    let detail = match error {
+        VerifyError::SecretSchemeMismatch => VerifyError::NoMatchingSignature.to_string(),
+        other => other.to_string(),
+    };
     let (status, code, title, retry) = match error {
         VerifyError::MissingHeader(_) => (
             StatusCode::UNAUTHORIZED,
@@ -43,6 +47,15 @@ pub(crate) fn refused<B: From<Bytes>>(error: &VerifyError) -> Response<B> {
             "Webhook timestamp outside the tolerance",
             None,
         ),
+        VerifyError::SecretSchemeMismatch => {
+            tracing::error!("webhook secret loaded for another scheme; every delivery will fail");
+            (
+                StatusCode::UNAUTHORIZED,
+                "webhook_signature_invalid",
+                "Webhook signature invalid",
+                None,
+            )
+        }
         VerifyError::NoMatchingSignature => (
             StatusCode::UNAUTHORIZED,
             "webhook_signature_invalid",
