@@ -82,7 +82,7 @@ mod verify;
 pub use error::VerifyError;
 #[cfg(feature = "tower")]
 pub use middleware::{VerifiedWebhook, WebhookLayer, WebhookService};
-pub use replay::{ReplayGuard, ReplayTicket, DEFAULT_LEASE, DEFAULT_RETENTION};
+pub use replay::{Claim, ReplayGuard, ReplayTicket, DEFAULT_LEASE, DEFAULT_RETENTION};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 pub use secret::{Secret, SecretError};
 pub use sign::{SignError, Signer};

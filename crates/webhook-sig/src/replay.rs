@@ -108,6 +108,20 @@ impl<S: IdempotencyStore> ReplayGuard<S> {
         event_id: &str,
         payload: &[u8],
     ) -> Result<ReplayTicket<S>, VerifyError> {
+        match self.claim(event_id, payload).await? {
+            Claim::New(ticket) => Ok(ticket),
+            Claim::Processed(_) => Err(VerifyError::Replayed),
+        }
+    }
+
+    /// Claims `event_id` carrying `payload`, or hands back the response recorded when the same
+    /// event was processed (see [`ReplayTicket::processed_with`]), so a duplicate delivery can be
+    /// acknowledged with the first processing's answer and nothing runs twice.
+    ///
+    /// Errors: [`VerifyError::Replayed`] when the id was claimed with another payload,
+    /// [`VerifyError::InFlight`] while another delivery of it is being processed,
+    /// [`VerifyError::ReplayStoreUnavailable`] when the store fails.
+    pub async fn claim(&self, event_id: &str, payload: &[u8]) -> Result<Claim<S>, VerifyError> {
         let key = key_of(event_id);
         let fingerprint = Fingerprint::of_request("WEBHOOK", "", payload);
         match self
@@ -115,13 +129,14 @@ impl<S: IdempotencyStore> ReplayGuard<S> {
             .begin(&self.scope, &key, &fingerprint, self.lease)
             .await
         {
-            Ok(BeginOutcome::Acquired { fence }) => Ok(ReplayTicket {
+            Ok(BeginOutcome::Acquired { fence }) => Ok(Claim::New(ReplayTicket {
                 guard: self.clone(),
                 key,
                 fence,
                 armed: true,
-            }),
-            Ok(BeginOutcome::Completed(_) | BeginOutcome::Mismatch) => Err(VerifyError::Replayed),
+            })),
+            Ok(BeginOutcome::Completed(first)) => Ok(Claim::Processed(first)),
+            Ok(BeginOutcome::Mismatch) => Err(VerifyError::Replayed),
             Ok(BeginOutcome::InFlight { retry_after }) => Err(VerifyError::InFlight {
                 retry_after_secs: retry_safe_core::retry_after_secs(retry_after),
             }),
@@ -149,6 +164,16 @@ fn key_of(event_id: &str) -> IdempotencyKey {
     }
 }
 
+/// What [`ReplayGuard::claim`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Claim<S: IdempotencyStore> {
+    /// The id is new: handle the event, then settle the ticket.
+    New(ReplayTicket<S>),
+    /// The event was processed before; this is the response recorded then.
+    Processed(StoredResponse),
+}
+
 /// A claimed event id, to be settled once the event has been handled.
 #[must_use = "settle the ticket with `processed` or `failed`; dropping it releases the event id"]
 pub struct ReplayTicket<S: IdempotencyStore> {
@@ -172,16 +197,25 @@ impl<S: IdempotencyStore> ReplayTicket<S> {
     ///
     /// `Err(StoreError::StaleFence)` means the claim ran out (the lease was shorter than the
     /// handling) and another delivery may have been processed too: make the lease longer.
-    pub async fn processed(mut self) -> Result<(), StoreError> {
-        self.armed = false;
+    pub async fn processed(self) -> Result<(), StoreError> {
         let marker = StoredResponse {
             status: 200,
             headers: Vec::new(),
             body: Bytes::new(),
         };
+        self.processed_with(&marker).await
+    }
+
+    /// The event was handled with `response`: refuse its id for the retention, and give
+    /// `response` to its duplicates ([`ReplayGuard::claim`]).
+    ///
+    /// # Errors
+    /// As [`processed`](Self::processed).
+    pub async fn processed_with(mut self, response: &StoredResponse) -> Result<(), StoreError> {
+        self.armed = false;
         let g = &self.guard;
         g.store
-            .complete(&g.scope, &self.key, self.fence, &marker, g.retention)
+            .complete(&g.scope, &self.key, self.fence, response, g.retention)
             .await
     }
 

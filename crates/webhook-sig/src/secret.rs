@@ -97,8 +97,10 @@ impl Secret {
     pub(crate) fn mismatches(&self, scheme: crate::Scheme) -> bool {
         matches!(
             (self.1, scheme),
-            (Origin::Standard, crate::Scheme::Stripe | crate::Scheme::GitHub)
-                | (Origin::Text, crate::Scheme::StandardWebhooks)
+            (
+                Origin::Standard,
+                crate::Scheme::Stripe | crate::Scheme::GitHub
+            ) | (Origin::Text, crate::Scheme::StandardWebhooks)
         )
     }
 }

@@ -17,8 +17,9 @@ pub type EventIdFn = dyn Fn(&Verified, &[u8]) -> Option<String> + Send + Sync;
 ///
 /// The layer buffers the body (up to [`max_body`](Self::max_body), else 413), verifies it with
 /// its [`Verifier`] (else 401 with a problem+json body that names the failure and echoes nothing
-/// of the request), optionally claims the event id with a [`ReplayGuard`] (a replay → 409
-/// `webhook_replayed`, a concurrent delivery → 409 + `Retry-After`, the store down → 503), and
+/// of the request), optionally claims the event id with a [`ReplayGuard`] (a duplicate of an
+/// event already handled → the first handling's answer with `Webhook-Replayed: true`, a
+/// concurrent delivery → 409 + `Retry-After: 1`, the store down → 503), and
 /// then calls the inner service with the same bytes and a [`VerifiedWebhook`](super::VerifiedWebhook)
 /// extension. A claimed id is marked processed when the inner service answers 2xx and released
 /// otherwise (and on panic or cancellation), so the sender's retry runs.
@@ -51,7 +52,9 @@ pub type EventIdFn = dyn Fn(&Verified, &[u8]) -> Option<String> + Send + Sync;
 ///     req
 /// };
 /// assert_eq!(receiver.clone().oneshot(delivery()).await.unwrap().status(), StatusCode::OK);
-/// assert_eq!(receiver.clone().oneshot(delivery()).await.unwrap().status(), StatusCode::CONFLICT);
+/// let again = receiver.clone().oneshot(delivery()).await.unwrap();
+/// assert_eq!(again.status(), StatusCode::OK); // acknowledged, the handler did not run again
+/// assert_eq!(again.headers()["webhook-replayed"], "true");
 /// # });
 /// ```
 pub struct WebhookLayer<S = MemoryStore> {
@@ -99,7 +102,7 @@ impl WebhookLayer<MemoryStore> {
                 max_body: DEFAULT_MAX_BODY,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 replay: None,
-                acknowledge_replays: false,
+                acknowledge_replays: true,
                 event_id: None,
             }),
         }
@@ -180,8 +183,10 @@ impl<S> WebhookLayer<S> {
         self.edit(|s| s.event_id = Some(Arc::new(f)))
     }
 
-    /// Answers a replayed event with `200 OK` and `Webhook-Replayed: true` instead of 409, without
-    /// running the handler: senders that retry until they see a 2xx then stop. Default off.
+    /// Answers a duplicate of an event already handled with the first handling's answer (its
+    /// status, content type and body, up to 64 KiB) and `Webhook-Replayed: true`, without running
+    /// the handler — senders retry every non-2xx, so a 409 would make them retry for days. Default
+    /// on; off answers 409 `webhook_replayed`.
     pub fn acknowledge_replays(self, yes: bool) -> Self {
         self.edit(|s| s.acknowledge_replays = yes)
     }

@@ -72,7 +72,8 @@ pub(crate) fn refused<B: From<Bytes>>(error: &VerifyError) -> Response<B> {
             StatusCode::CONFLICT,
             "webhook_in_flight",
             "Webhook being processed",
-            Some(*retry_after_secs),
+            // Short: the first delivery usually finishes in milliseconds.
+            Some((*retry_after_secs).min(1)),
         ),
         VerifyError::ReplayStoreUnavailable => (
             StatusCode::SERVICE_UNAVAILABLE,

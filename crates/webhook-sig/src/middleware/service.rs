@@ -1,13 +1,14 @@
 use super::layer::Shared;
 use super::problem;
 use super::VerifiedWebhook;
-use crate::{ReplayTicket, Verified, VerifyError};
+use crate::{Claim, ReplayTicket, Verified, VerifyError};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use idem_core::IdempotencyStore;
+use idem_core::StoredResponse;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
@@ -53,7 +54,8 @@ where
     B: Body + From<Bytes> + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    RB: From<Bytes> + Send + 'static,
+    RB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
 {
     type Response = Response<RB>;
     type Error = Inner::Error;
@@ -86,7 +88,8 @@ where
     S: IdempotencyStore,
     B: Body + From<Bytes>,
     B::Error: Into<BoxError>,
-    RB: From<Bytes>,
+    RB: Body<Data = Bytes> + From<Bytes>,
+    RB::Error: Into<BoxError>,
 {
     let (mut parts, body) = req.into_parts();
     let read = read_body(&parts.headers, body, shared.max_body);
@@ -115,15 +118,20 @@ where
         None => None,
         Some(guard) => {
             let id = event_id(&shared, &verified, &bytes);
-            match guard.begin(&id, &bytes).await {
-                Ok(ticket) => Some(ticket),
-                Err(VerifyError::Replayed) if shared.acknowledge_replays => {
+            match guard.claim(&id, &bytes).await {
+                Ok(Claim::New(ticket)) => Some(ticket),
+                Ok(Claim::Processed(first)) if shared.acknowledge_replays => {
+                    // A duplicate of an event already handled: its first answer, the handler
+                    // does not run again.
                     record("replay_acknowledged", "");
-                    let mut res = Response::new(RB::from(Bytes::new()));
+                    let mut res = idem_core::handler_completed::<RB>(&first);
+                    res.extensions_mut()
+                        .remove::<idem_core::CompletedByHandler>();
                     res.headers_mut()
                         .insert(WEBHOOK_REPLAYED, HeaderValue::from_static("true"));
                     return Ok(res);
                 }
+                Ok(_) => return Ok(problem::refused(&VerifyError::Replayed)),
                 Err(e) => return Ok(problem::refused(&e)),
             }
         }
@@ -133,12 +141,60 @@ where
         .extensions
         .insert(VerifiedWebhook::new(verified, bytes.clone()));
     let result = inner.call(Request::from_parts(parts, B::from(bytes))).await;
-    if let Some(ticket) = ticket {
-        let done = matches!(&result, Ok(res) if res.status().is_success());
-        settle(ticket, done).await;
+    let Some(ticket) = ticket else {
+        return result;
+    };
+    match result {
+        Ok(res) if res.status().is_success() => {
+            // Keep the answer (bounded) for the duplicates of this event.
+            let (parts, body) = res.into_parts();
+            let small = body
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= MAX_KEPT_RESPONSE as u64);
+            let body = if small {
+                body.collect().await.ok().map(|c| c.to_bytes())
+            } else {
+                None
+            };
+            let Some(body) = body else {
+                // Too large or unreadable: the event counts as processed, with an empty answer.
+                if let Err(e) = ticket.processed().await {
+                    tracing::warn!(error = %e, "settling a webhook event id failed");
+                }
+                let mut res = Response::from_parts(parts, RB::from(Bytes::new()));
+                res.headers_mut().remove(http::header::CONTENT_LENGTH);
+                return Ok(res);
+            };
+            let stored = StoredResponse {
+                status: parts.status.as_u16(),
+                headers: parts
+                    .headers
+                    .get_all(http::header::CONTENT_TYPE)
+                    .iter()
+                    .map(|v| {
+                        (
+                            "content-type".to_owned(),
+                            Bytes::copy_from_slice(v.as_bytes()),
+                        )
+                    })
+                    .collect(),
+                body: body.clone(),
+            };
+            if let Err(e) = ticket.processed_with(&stored).await {
+                tracing::warn!(error = %e, "settling a webhook event id failed");
+            }
+            Ok(Response::from_parts(parts, RB::from(body)))
+        }
+        other => {
+            settle(ticket, false).await;
+            other
+        }
     }
-    result
 }
+
+/// The largest handler answer kept for a webhook's duplicates.
+const MAX_KEPT_RESPONSE: usize = 64 * 1024;
 
 /// One verification to the `metrics` facade (feature `metrics`):
 /// `webhook_verifications_total{outcome, reason}`.
