@@ -7,7 +7,7 @@
 //!   closes the breaker, a failure opens it for another cool-down.
 //!
 //! Pure logic over an injected [`Clock`]; the backend crates wrap each operation in
-//! [`Breaker::call`].
+//! [`Breaker::try_acquire`] and [`Breaker::record`].
 
 use crate::Clock;
 use parking_lot::Mutex;
