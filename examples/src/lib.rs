@@ -493,6 +493,16 @@ async fn create_order(
         .into_response()
 }
 
+/// The answer when the orders database fails.
+fn orders_unavailable(e: &dyn std::fmt::Display) -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "orders_unavailable",
+        "Orders database unavailable",
+        &e.to_string(),
+    )
+}
+
 /// An `orders` row: id, owner, sku, quantity, version.
 type OrderRow = (String, String, String, i32, i64);
 
@@ -580,12 +590,7 @@ async fn get_order(State(db): State<Db>, Path(id): Path<String>) -> Response {
                 "Order not found",
                 "no such order",
             ),
-            Err(e) => problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "orders_unavailable",
-                "Orders database unavailable",
-                &e.to_string(),
-            ),
+            Err(e) => orders_unavailable(&e),
         };
     }
     match db.lock().orders.get(&id) {
@@ -685,12 +690,7 @@ async fn update_order(
                 "Order not found",
                 "no such order",
             ),
-            Err(e) => problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "orders_unavailable",
-                "Orders database unavailable",
-                &e.to_string(),
-            ),
+            Err(e) => orders_unavailable(&e),
         };
     }
     let mut book = db.lock();
@@ -727,12 +727,7 @@ async fn list_orders(State(db): State<Db>) -> Response {
                 .await;
         return match rows {
             Ok(rows) => Json(rows.into_iter().map(order_of).collect::<Vec<_>>()).into_response(),
-            Err(e) => problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "orders_unavailable",
-                "Orders database unavailable",
-                &e.to_string(),
-            ),
+            Err(e) => orders_unavailable(&e),
         };
     }
     Json(db.lock().orders.values().cloned().collect::<Vec<_>>()).into_response()
