@@ -2,9 +2,11 @@
 //! keyed POSTs are in flight, restarted, and every key retried. Orders are written in the
 //! transaction that completes their idempotency record, so each key ends with exactly one order.
 
+mod common;
+
+use common::{free_addr, orders_api, post_order, wait_listening as wait_ready, Proc};
 use idem_store_postgres::sqlx;
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -13,56 +15,16 @@ fn url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start(addr: SocketAddr, db: &str) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_orders-api"))
-            .args(["--postgres", db])
-            .env("ADDR", addr.to_string())
-            .env("IN_FLIGHT_PER_IP", "1000")
-            .env("CAPACITY", "1000")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("orders-api starts"),
+    orders_api(
+        addr,
+        &["--postgres", db],
+        &[("IN_FLIGHT_PER_IP", "1000"), ("CAPACITY", "1000")],
     )
 }
 
 async fn post(addr: SocketAddr, i: usize) -> Option<u16> {
-    let body = r#"{"sku":"tea","quantity":1}"#;
-    let req = format!(
-        "POST /orders HTTP/1.1\r\nhost: t\r\nconnection: close\r\nauthorization: Bearer c-{i}\r\n\
-         idempotency-key: k-{i}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
-    conn.write_all(req.as_bytes()).await.ok()?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
-        .await
-        .ok()?
-        .ok()?;
-    std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok()
-}
-
-async fn wait_ready(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "orders-api did not listen on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    post_order(addr, &format!("c-{i}"), &format!("k-{i}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,14 +48,8 @@ async fn every_key_has_exactly_one_order_after_a_kill_9_and_retries() {
         .unwrap();
     let sep = if url().contains('?') { '&' } else { '?' };
     let db = format!("{}{sep}options=-csearch_path%3D{schema}", url());
-    let port = || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
 
-    let addr = port();
+    let addr = free_addr();
     let server = start(addr, &db);
     wait_ready(addr).await;
     let in_flight: Vec<_> = (0..100).map(|i| tokio::spawn(post(addr, i))).collect();
@@ -116,7 +72,7 @@ async fn every_key_has_exactly_one_order_after_a_kill_9_and_retries() {
         answered += usize::from(t.await.unwrap() == Some(201));
     }
 
-    let addr = port();
+    let addr = free_addr();
     let _server = start(addr, &db);
     wait_ready(addr).await;
     let restarted = Instant::now();

@@ -2,59 +2,15 @@
 //! is frozen with SIGSTOP under load. While it is frozen the API answers 503 quickly (the breakers
 //! fail fast after the first timeouts); after SIGCONT no key stays locked longer than one lease.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{free_addr, orders_api, post_order as post, Proc};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(child: &Proc, sig: &str) {
-    assert!(Command::new("kill")
-        .args([sig, &child.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
-async fn post(addr: SocketAddr, token: &str, key: &str) -> Option<u16> {
-    let body = r#"{"sku":"tea","quantity":1}"#;
-    let req = format!(
-        "POST /orders HTTP/1.1\r\nhost: t\r\nconnection: close\r\nauthorization: Bearer {token}\r\n\
-         idempotency-key: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
-    conn.write_all(req.as_bytes()).await.ok()?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
-        .await
-        .ok()?
-        .ok()?;
-    std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_redis_is_refused_fast_and_frees_its_keys_within_one_lease() {
-    let redis_port = free_port();
+    let redis_port = free_addr().port();
     let redis = Proc(
         Command::new("redis-server")
             .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
@@ -63,16 +19,11 @@ async fn a_frozen_redis_is_refused_fast_and_frees_its_keys_within_one_lease() {
             .spawn()
             .expect("redis-server on PATH (the machine's Redis package provides it)"),
     );
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let api = Proc(
-        Command::new(env!("CARGO_BIN_EXE_orders-api"))
-            .args(["--redis", &format!("redis://127.0.0.1:{redis_port}")])
-            .env("ADDR", addr.to_string())
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("orders-api starts"),
+    let addr = free_addr();
+    let api = orders_api(
+        addr,
+        &["--redis", &format!("redis://127.0.0.1:{redis_port}")],
+        &[],
     );
     // Ready when a keyed POST is created (Redis answering through the API).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -84,7 +35,7 @@ async fn a_frozen_redis_is_refused_fast_and_frees_its_keys_within_one_lease() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    signal(&redis, "-STOP");
+    redis.signal("-STOP");
     let frozen_at = Instant::now();
     let tasks: Vec<_> = (0..8)
         .map(|t| {
@@ -108,7 +59,7 @@ async fn a_frozen_redis_is_refused_fast_and_frees_its_keys_within_one_lease() {
     for t in tasks {
         seen.extend(t.await.unwrap());
     }
-    signal(&redis, "-CONT");
+    redis.signal("-CONT");
     let thawed_at = Instant::now();
 
     let mut unavailable: Vec<Duration> = seen

@@ -2,20 +2,13 @@
 //! token, and trickles a capture's body at 1 byte/s. Critical captures from another address keep
 //! succeeding, about as fast as without the attack.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{free_addr, orders_api, wait_listening};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn connect_from(source: [u8; 4], addr: SocketAddr) -> tokio::net::TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
@@ -55,24 +48,9 @@ async fn measure(addr: SocketAddr, from: usize, n: usize) -> (f64, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critical_traffic_from_another_address_survives_a_slow_body_attack() {
-    let addr: SocketAddr = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let _api = Proc(
-        Command::new(env!("CARGO_BIN_EXE_orders-api"))
-            .env("ADDR", addr.to_string())
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("orders-api starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "orders-api did not listen");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let addr = free_addr();
+    let _api = orders_api(addr, &[], &[]);
+    wait_listening(addr).await;
     // Warm up, then the unloaded baseline.
     let _ = measure(addr, 0, 50).await;
     let (base_ok, base_p99) = measure(addr, 10_000, 1_000).await;

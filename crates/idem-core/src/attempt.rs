@@ -27,15 +27,9 @@ pub struct CompletedByHandler;
 pub fn handler_completed<B: From<bytes::Bytes>>(
     stored: &crate::StoredResponse,
 ) -> http::Response<B> {
-    let mut res = http::Response::new(B::from(stored.body.clone()));
-    *res.status_mut() = http::StatusCode::from_u16(stored.status).unwrap_or(http::StatusCode::OK);
-    for (name, value) in &stored.headers {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_bytes(value),
-        ) {
-            res.headers_mut().append(name, value);
-        }
+    let mut res = stored.to_response();
+    if http::StatusCode::from_u16(stored.status).is_err() {
+        *res.status_mut() = http::StatusCode::OK;
     }
     res.extensions_mut().insert(CompletedByHandler);
     res

@@ -283,6 +283,23 @@ impl StoredResponse {
     /// The version byte that [`encode`](Self::encode) writes first.
     pub const FORMAT_VERSION: u8 = 1;
 
+    /// The response again: status (500 if it is not a valid status), the stored headers (those
+    /// that are not valid HTTP skipped) and the body — what a replay sends.
+    pub fn to_response<B: From<Bytes>>(&self) -> http::Response<B> {
+        let mut res = http::Response::new(B::from(self.body.clone()));
+        *res.status_mut() = http::StatusCode::from_u16(self.status)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        for (name, value) in &self.headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_maybe_shared(value.clone()),
+            ) {
+                res.headers_mut().append(name, value);
+            }
+        }
+        res
+    }
+
     /// The total size of status, headers and body, used for size caps.
     pub fn size(&self) -> usize {
         2 + self

@@ -249,7 +249,7 @@ impl PostgresStore {
     where
         E: sqlx::Executor<'e, Database = sqlx::Postgres>,
     {
-        let fence_value = i64::try_from(fence.0).map_err(|_| StoreError::StaleFence { fence })?;
+        let fence_value = fence_arg(fence)?;
         let status = i16::try_from(response.status)
             .map_err(|_| StoreError::Corrupt(DecodeError::Malformed("status out of range")))?;
         let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
@@ -268,15 +268,25 @@ impl PostgresStore {
             .fetch_optional(executor)
             .await
             .map_err(unavailable)?;
-        match row {
-            Some(_) => Ok(()),
-            None => Err(StoreError::StaleFence { fence }),
-        }
+        held(row, fence)
     }
 }
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// A fence as the `BIGINT` column holds it; no row holds a larger one.
+fn fence_arg(fence: Fence) -> Result<i64, StoreError> {
+    i64::try_from(fence.0).map_err(|_| StoreError::StaleFence { fence })
+}
+
+/// The outcome of a fenced statement: a row came back when `fence` held the live lease.
+fn held(row: Option<PgRow>, fence: Fence) -> Result<(), StoreError> {
+    match row {
+        Some(_) => Ok(()),
+        None => Err(StoreError::StaleFence { fence }),
+    }
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -361,7 +371,7 @@ impl IdempotencyStore for PostgresStore {
         key: &IdempotencyKey,
         fence: Fence,
     ) -> Result<(), StoreError> {
-        let fence_value = i64::try_from(fence.0).map_err(|_| StoreError::StaleFence { fence })?;
+        let fence_value = fence_arg(fence)?;
         let row = sqlx::query(sql::RELEASE)
             .bind(scope)
             .bind(key.as_str())
@@ -371,10 +381,7 @@ impl IdempotencyStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
-        match row {
-            Some(_) => Ok(()),
-            None => Err(StoreError::StaleFence { fence }),
-        }
+        held(row, fence)
     }
 
     async fn renew(
@@ -384,7 +391,7 @@ impl IdempotencyStore for PostgresStore {
         fence: Fence,
         lease: Duration,
     ) -> Result<(), StoreError> {
-        let fence_value = i64::try_from(fence.0).map_err(|_| StoreError::StaleFence { fence })?;
+        let fence_value = fence_arg(fence)?;
         let row = sqlx::query(sql::RENEW)
             .bind(scope)
             .bind(key.as_str())
@@ -395,10 +402,7 @@ impl IdempotencyStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
-        match row {
-            Some(_) => Ok(()),
-            None => Err(StoreError::StaleFence { fence }),
-        }
+        held(row, fence)
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {

@@ -22,14 +22,24 @@
 //! left), `C` completed (response), `M` mismatch, `OK`, `S` stale fence, `V` unknown record
 //! version (the version), `X` unreadable record.
 
+/// The script's `now`: `ARGV[$pinned]` (µs) when nonzero, else the server's `TIME` plus
+/// `ARGV[$offset]` µs.
+macro_rules! now_lua {
+    ($pinned:literal, $offset:literal) => {
+        concat!(
+            "\nlocal now = tonumber(ARGV[",
+            $pinned,
+            "])\nif now == 0 then\n  local t = redis.call('TIME')\n  now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[",
+            $offset,
+            "])\nend\n"
+        )
+    };
+}
+
 /// `begin`: KEYS[1] record; ARGV fingerprint, lease µs, offset µs, pinned time µs (0 = none).
-pub(crate) const BEGIN: &str = r#"
-local now = tonumber(ARGV[4])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[3])
-end
-local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fp', 'fence', 'until', 'resp')
+pub(crate) const BEGIN: &str = concat!(
+    now_lua!("4", "3"),
+    r#"local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fp', 'fence', 'until', 'resp')
 if r[1] and r[1] ~= '1' then return {'V', r[1]} end
 local prev = 0
 if r[2] then
@@ -50,16 +60,13 @@ redis.call('HSET', KEYS[1], 'v', '1', 'st', 'i', 'fp', ARGV[1],
   'fence', string.format('%.0f', fence), 'until', string.format('%.0f', now + lease))
 redis.call('PEXPIRE', KEYS[1], math.ceil(lease / 1000) + 1000)
 return {'A', string.format('%.0f', fence)}
-"#;
+"#
+);
 
 /// `complete`: KEYS[1] record; ARGV fence, response, retention µs, offset µs, pinned µs.
-pub(crate) const COMPLETE: &str = r#"
-local now = tonumber(ARGV[5])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[4])
-end
-local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fence', 'until')
+pub(crate) const COMPLETE: &str = concat!(
+    now_lua!("5", "4"),
+    r#"local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fence', 'until')
 if r[1] and r[1] ~= '1' then return {'V', r[1]} end
 if r[2] ~= 'i' or r[3] ~= ARGV[1] or (tonumber(r[4]) or 0) <= now then return {'S'} end
 local retention = tonumber(ARGV[3])
@@ -67,36 +74,31 @@ redis.call('HSET', KEYS[1], 'st', 'c', 'resp', ARGV[2],
   'until', string.format('%.0f', now + retention))
 redis.call('PEXPIRE', KEYS[1], math.ceil(retention / 1000) + 1000)
 return {'OK'}
-"#;
+"#
+);
 
 /// `release`: KEYS[1] record; ARGV fence, offset µs, pinned µs.
-pub(crate) const RELEASE: &str = r#"
-local now = tonumber(ARGV[3])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[2])
-end
-local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fence', 'until')
+pub(crate) const RELEASE: &str = concat!(
+    now_lua!("3", "2"),
+    r#"local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fence', 'until')
 if r[1] and r[1] ~= '1' then return {'V', r[1]} end
 if r[2] ~= 'i' or r[3] ~= ARGV[1] or (tonumber(r[4]) or 0) <= now then return {'S'} end
 redis.call('HSET', KEYS[1], 'st', 'r', 'until', string.format('%.0f', now))
 redis.call('HDEL', KEYS[1], 'fp', 'resp')
 redis.call('PEXPIRE', KEYS[1], 1000)
 return {'OK'}
-"#;
+"#
+);
 
 /// `renew`: KEYS[1] record; ARGV fence, lease µs, offset µs, pinned µs.
-pub(crate) const RENEW: &str = r#"
-local now = tonumber(ARGV[4])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[3])
-end
-local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fence', 'until')
+pub(crate) const RENEW: &str = concat!(
+    now_lua!("4", "3"),
+    r#"local r = redis.call('HMGET', KEYS[1], 'v', 'st', 'fence', 'until')
 if r[1] and r[1] ~= '1' then return {'V', r[1]} end
 if r[2] ~= 'i' or r[3] ~= ARGV[1] or (tonumber(r[4]) or 0) <= now then return {'S'} end
 local lease = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'until', string.format('%.0f', now + lease))
 redis.call('PEXPIRE', KEYS[1], math.ceil(lease / 1000) + 1000)
 return {'OK'}
-"#;
+"#
+);

@@ -502,19 +502,9 @@ enum Decided<RB> {
 }
 
 fn replay<RB: From<Bytes>>(stored: StoredResponse) -> Response<RB> {
-    let mut res = Response::new(RB::from(stored.body));
-    *res.status_mut() =
-        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = res.headers_mut();
-    for (name, value) in stored.headers {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_maybe_shared(value),
-        ) {
-            headers.append(name, value);
-        }
-    }
-    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    let mut res = stored.to_response();
+    res.headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     res
 }
 
