@@ -84,34 +84,70 @@ pub fn parse_timestamp(value: &[u8]) -> Result<u64, VerifyError> {
     })
 }
 
+/// An Ed25519 signature (`v1a` entries of Standard Webhooks).
+pub type Ed25519Signature = [u8; 64];
+
+/// The most `v1a` entries one verification looks at: each costs an Ed25519 verification
+/// (tens of µs), so a header stuffed with them is refused as malformed rather than checked.
+pub const MAX_V1A_ENTRIES: usize = 16;
+
 /// Parses a `webhook-signature` value: space-separated `<version>,<signature>` entries.
 ///
 /// Returns the `v1` (HMAC-SHA256, base64) tags. Entries of other versions (such as `v1a`,
-/// Ed25519) are skipped, and so are `v1` entries that are not the base64 of 32 bytes: they can
-/// never match. An entry without a comma, or a value with no entry at all, is malformed.
+/// Ed25519: see [`parse_standard_v1a`]) are skipped, and so are `v1` entries that are not the
+/// base64 of 32 bytes: they can never match. An entry without a comma, or a value with no entry
+/// at all, is malformed.
 pub fn parse_standard(value: &[u8]) -> Result<Vec<Tag>, VerifyError> {
     let mut tags = Tags::default();
-    standard_into(value, &mut tags)?;
+    standard_into(value, &mut tags, &mut Vec::new())?;
     Ok(tags.into_vec())
 }
 
-pub(crate) fn standard_into(value: &[u8], tags: &mut Tags) -> Result<(), VerifyError> {
+/// Parses a `webhook-signature` value as [`parse_standard`] does and returns its `v1a`
+/// (Ed25519, base64 of 64 bytes) signatures; `v1a` entries of another size are skipped. More
+/// than [`MAX_V1A_ENTRIES`] `v1a` entries make the value malformed.
+pub fn parse_standard_v1a(value: &[u8]) -> Result<Vec<Ed25519Signature>, VerifyError> {
+    let mut ed = Vec::new();
+    standard_into(value, &mut Tags::default(), &mut ed)?;
+    Ok(ed)
+}
+
+pub(crate) fn standard_into(
+    value: &[u8],
+    tags: &mut Tags,
+    ed: &mut Vec<Ed25519Signature>,
+) -> Result<(), VerifyError> {
     let malformed = VerifyError::MalformedHeader(WEBHOOK_SIGNATURE);
     let mut entries = 0usize;
+    let mut v1a = 0usize;
     for entry in value.split(|b| *b == b' ').filter(|e| !e.is_empty()) {
         entries += 1;
         let Some(comma) = entry.iter().position(|b| *b == b',') else {
             return Err(malformed);
         };
         let (version, sig) = (&entry[..comma], &entry[comma + 1..]);
-        if version != b"v1" {
-            continue;
-        }
-        let mut buf = [0u8; 48];
-        if let Ok(32) = STANDARD.decode_slice(sig, &mut buf) {
-            let mut tag = [0u8; 32];
-            tag.copy_from_slice(&buf[..32]);
-            tags.push(tag);
+        match version {
+            b"v1" => {
+                let mut buf = [0u8; 48];
+                if let Ok(32) = STANDARD.decode_slice(sig, &mut buf) {
+                    let mut tag = [0u8; 32];
+                    tag.copy_from_slice(&buf[..32]);
+                    tags.push(tag);
+                }
+            }
+            b"v1a" => {
+                v1a += 1;
+                if v1a > MAX_V1A_ENTRIES {
+                    return Err(malformed);
+                }
+                let mut buf = [0u8; 96];
+                if let Ok(64) = STANDARD.decode_slice(sig, &mut buf) {
+                    let mut signature = [0u8; 64];
+                    signature.copy_from_slice(&buf[..64]);
+                    ed.push(signature);
+                }
+            }
+            _ => {}
         }
     }
     if entries == 0 {

@@ -30,6 +30,9 @@
 //! The pieces:
 //! - [`Scheme`]: Standard Webhooks (`webhook-id`/`webhook-timestamp`/`webhook-signature`),
 //!   Stripe-style (`Stripe-Signature: t=…,v1=…`) and GitHub-style (`X-Hub-Signature-256`).
+//! - Asymmetric `v1a` signatures of Standard Webhooks: a [`SigningKey`] (`whsk_…`) signs, receivers
+//!   trust its [`PublicKey`] (`whpk_…`) — [`Signer::ed25519`], [`Verifier::ed25519`], mixed
+//!   `v1`/`v1a` headers during a rotation.
 //! - [`Secret`]: key bytes, redacted in `Debug`. [`Verifier`] accepts several secrets (rotation)
 //!   and several signatures per header, compares in constant time and checks the timestamp
 //!   against an injected [`Clock`]. [`Signer`] makes the headers of an outgoing webhook.
@@ -70,6 +73,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod asymmetric;
 mod error;
 pub mod header;
 #[cfg(feature = "tower")]
@@ -79,6 +83,7 @@ mod secret;
 mod sign;
 mod verify;
 
+pub use asymmetric::{PublicKey, SigningKey, PUBLIC_KEY_PREFIX, SIGNING_KEY_PREFIX};
 pub use error::VerifyError;
 #[cfg(feature = "tower")]
 pub use middleware::{VerifiedWebhook, WebhookLayer, WebhookService};
@@ -86,9 +91,10 @@ pub use replay::{Claim, ReplayGuard, ReplayTicket, DEFAULT_LEASE, DEFAULT_RETENT
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 pub use secret::{Secret, SecretError};
 pub use sign::{SignError, Signer};
-pub use verify::{Verified, Verifier, DEFAULT_TOLERANCE};
+pub use verify::{MatchedKey, Verified, Verifier, DEFAULT_TOLERANCE};
 
-/// A webhook signature scheme. Every scheme signs with HMAC-SHA256 over the raw body bytes.
+/// A webhook signature scheme. Every scheme signs with HMAC-SHA256 over the raw body bytes;
+/// Standard Webhooks also carries Ed25519 (`v1a`) signatures ([`SigningKey`], [`PublicKey`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Scheme {

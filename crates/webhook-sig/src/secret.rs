@@ -7,7 +7,7 @@ use base64::Engine;
 
 /// Standard base64, padded or not: the reference libraries (Python, Ruby, PHP, Java) accept
 /// `whsec_` secrets without their `=` padding, so this one does too.
-const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
@@ -21,8 +21,21 @@ pub enum SecretError {
     #[error("the webhook secret is empty")]
     Empty,
     /// A `whsec_` secret whose remainder is not base64. The secret itself is never shown.
-    #[error("the webhook secret is not valid base64 after its `whsec_` prefix")]
+    #[error("the webhook secret is not valid base64 after its prefix")]
     InvalidBase64,
+    /// An Ed25519 key of the wrong size: a `whsk_` key is 32 bytes (or 64 with its public half),
+    /// a `whpk_` key 32 bytes.
+    #[error("the Ed25519 key has the wrong length")]
+    InvalidKeyLength,
+    /// A `whpk_` key that is not a point of the curve, or a weak (small-order) one.
+    #[error("the Ed25519 public key is not a valid, strong key")]
+    InvalidPublicKey,
+    /// A 64-byte `whsk_` key whose public half does not belong to its seed.
+    #[error("the Ed25519 key pair's public half does not match its seed")]
+    KeyPairMismatch,
+    /// The operating system's random source failed while generating a key.
+    #[error("no randomness to generate a key")]
+    NoRandomness,
 }
 
 /// An HMAC key. `Debug` prints `Secret(<redacted>)`; there is no `Display`.

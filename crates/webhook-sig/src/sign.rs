@@ -3,7 +3,7 @@
 use crate::header;
 use crate::verify::{keyed, HmacSha256};
 use crate::{Clock, SystemClock};
-use crate::{Scheme, Secret};
+use crate::{Scheme, Secret, SigningKey};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::Mac;
@@ -20,7 +20,8 @@ pub enum SignError {
     InvalidId,
 }
 
-/// Signs outgoing webhooks with one secret.
+/// Signs outgoing webhooks with one or more HMAC secrets and, for Standard Webhooks, Ed25519
+/// signing keys (`v1a`).
 ///
 /// ```
 /// use webhook_sig::{ManualClock, Scheme, Secret, Signer, Verifier};
@@ -41,6 +42,8 @@ pub struct Signer {
     scheme: Scheme,
     /// The first key, then the keys added for a rotation.
     keys: Vec<HmacSha256>,
+    /// Ed25519 keys: one `v1a` entry each (Standard Webhooks only).
+    signing_keys: Vec<SigningKey>,
     clock: Arc<dyn Clock>,
 }
 
@@ -49,6 +52,7 @@ impl fmt::Debug for Signer {
         f.debug_struct("Signer")
             .field("scheme", &self.scheme)
             .field("secret", &"<redacted>")
+            .field("signing_keys", &self.signing_keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -59,8 +63,34 @@ impl Signer {
         Self {
             scheme,
             keys: vec![keyed(secret)],
+            signing_keys: Vec::new(),
             clock: Arc::new(SystemClock::new()),
         }
+    }
+
+    /// A Standard Webhooks signer whose signatures are `v1a` (Ed25519) with `key`, on the
+    /// system clock. Receivers verify with [`SigningKey::public_key`] only.
+    pub fn ed25519(key: &SigningKey) -> Self {
+        Self {
+            scheme: Scheme::StandardWebhooks,
+            keys: Vec::new(),
+            signing_keys: vec![key.clone()],
+            clock: Arc::new(SystemClock::new()),
+        }
+    }
+
+    /// Also signs with the Ed25519 `key` (a `v1a` entry after the others), for a rotation
+    /// across keys or across `v1` and `v1a`: receivers that trust any one of the keys accept
+    /// the delivery. Only Standard Webhooks headers carry `v1a` entries; the Stripe- and
+    /// GitHub-style signers ignore Ed25519 keys.
+    pub fn with_signing_key(mut self, key: &SigningKey) -> Self {
+        self.signing_keys.push(key.clone());
+        self
+    }
+
+    /// The scheme this signer signs for.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
     }
 
     /// Reads the time from `clock` instead of the system clock.
@@ -93,12 +123,23 @@ impl Signer {
             mac.finalize().into_bytes()
         };
         match self.scheme {
-            Scheme::StandardWebhooks => self
-                .keys
-                .iter()
-                .map(|k| format!("v1,{}", STANDARD.encode(mac(k))))
-                .collect::<Vec<_>>()
-                .join(" "),
+            Scheme::StandardWebhooks => {
+                let mut entries: Vec<String> = self
+                    .keys
+                    .iter()
+                    .map(|k| format!("v1,{}", STANDARD.encode(mac(k))))
+                    .collect();
+                if !self.signing_keys.is_empty() {
+                    let ts = timestamp.to_string();
+                    let content = crate::asymmetric::signed_content(id, ts.as_bytes(), body);
+                    entries.extend(
+                        self.signing_keys
+                            .iter()
+                            .map(|k| format!("v1a,{}", STANDARD.encode(k.sign(&content)))),
+                    );
+                }
+                entries.join(" ")
+            }
             Scheme::Stripe => {
                 let mut out = format!("t={timestamp}");
                 for k in &self.keys {
@@ -107,8 +148,12 @@ impl Signer {
                 }
                 out
             }
-            // GitHub's header carries one signature: the first secret's.
-            _ => format!("sha256={}", hex::encode(mac(&self.keys[0]))),
+            // GitHub's header carries one signature: the first secret's (a signer always has
+            // one: only Standard Webhooks signers are made from an Ed25519 key alone).
+            _ => match self.keys.first() {
+                Some(key) => format!("sha256={}", hex::encode(mac(key))),
+                None => String::new(),
+            },
         }
     }
 

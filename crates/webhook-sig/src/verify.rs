@@ -2,7 +2,7 @@
 
 use crate::header::{self, Tag, Tags};
 use crate::{Clock, SystemClock};
-use crate::{Scheme, Secret, VerifyError};
+use crate::{PublicKey, Scheme, Secret, VerifyError};
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderName};
 use sha2::Sha256;
@@ -46,9 +46,23 @@ pub struct Verified {
     pub id: Option<String>,
     /// The signed timestamp (Unix seconds); GitHub-style webhooks have none.
     pub timestamp: Option<u64>,
-    /// Which accepted secret matched, in the order they were given (0 = the first): during a
-    /// rotation it tells when senders have moved to the new secret.
+    /// Which accepted secret (or, for a `v1a` signature, which trusted public key) matched, in
+    /// the order they were given (0 = the first): during a rotation it tells when senders have
+    /// moved to the new key. [`key`](Self::key) tells which kind it was.
     pub secret_index: usize,
+    /// The key that matched: an HMAC secret (`v1`, Stripe-, GitHub-style) or an Ed25519 public
+    /// key (`v1a`).
+    pub key: MatchedKey,
+}
+
+/// Which of a verifier's keys accepted a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MatchedKey {
+    /// The HMAC secret at this index (the first given is 0).
+    Secret(usize),
+    /// The trusted Ed25519 public key at this index (the first given is 0).
+    PublicKey(usize),
 }
 
 /// Verifies webhooks of one [`Scheme`] against one or more accepted secrets.
@@ -84,6 +98,8 @@ pub struct Verified {
 pub struct Verifier {
     scheme: Scheme,
     keys: Vec<HmacSha256>,
+    /// Trusted Ed25519 keys (`v1a`, Standard Webhooks only).
+    public_keys: Vec<PublicKey>,
     /// Whether a secret was read for another scheme (reported instead of a bare mismatch).
     misread: bool,
     tolerance_secs: u64,
@@ -95,6 +111,7 @@ impl fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("scheme", &self.scheme)
             .field("secrets", &format_args!("<{} redacted>", self.keys.len()))
+            .field("public_keys", &self.public_keys)
             .field("tolerance_secs", &self.tolerance_secs)
             .finish_non_exhaustive()
     }
@@ -107,10 +124,34 @@ impl Verifier {
         Self {
             scheme,
             keys: vec![keyed(&secret)],
+            public_keys: Vec::new(),
             misread: secret.mismatches(scheme),
             tolerance_secs: DEFAULT_TOLERANCE.as_secs(),
             clock: Arc::new(SystemClock::new()),
         }
+    }
+
+    /// A Standard Webhooks verifier that accepts `v1a` (Ed25519) signatures of `public`'s signing
+    /// key, on the system clock, with the default tolerance. Add more keys to the trust list with
+    /// [`also_trust`](Self::also_trust) and HMAC secrets with [`also_accept`](Self::also_accept):
+    /// one valid signature of any of them, `v1` or `v1a`, is enough.
+    pub fn ed25519(public: PublicKey) -> Self {
+        Self {
+            scheme: Scheme::StandardWebhooks,
+            keys: Vec::new(),
+            public_keys: vec![public],
+            misread: false,
+            tolerance_secs: DEFAULT_TOLERANCE.as_secs(),
+            clock: Arc::new(SystemClock::new()),
+        }
+    }
+
+    /// Also trusts `v1a` signatures of `public`'s signing key (an Ed25519 key rotation, or a
+    /// sender moving from `v1` to `v1a`). Only Standard Webhooks carries `v1a` signatures: other
+    /// schemes never consult the trust list.
+    pub fn also_trust(mut self, public: PublicKey) -> Self {
+        self.public_keys.push(public);
+        self
     }
 
     /// Also accepts signatures made with `secret` (secret rotation: keep the old secret until
@@ -182,24 +223,40 @@ impl Verifier {
                 let id = visible_ascii(id).ok_or(VerifyError::MalformedHeader(n_id))?;
                 let ts = header::parse_timestamp(single(headers, h_ts, n_ts)?)?;
                 let mut tags = Tags::default();
+                let mut ed = Vec::new();
                 all(headers, h_sig, n_sig, |v| {
-                    header::standard_into(v, &mut tags)
+                    header::standard_into(v, &mut tags, &mut ed)
                 })?;
+                if ed.len() > header::MAX_V1A_ENTRIES {
+                    return Err(VerifyError::MalformedHeader(n_sig));
+                }
                 self.check_window(ts, now)?;
                 let mut digits = [0u8; 20];
                 let ts_text = decimal(ts, &mut digits);
-                let secret_index = self.matching(&tags, |mac| {
-                    mac.update(id.as_bytes());
-                    mac.update(b".");
-                    mac.update(ts_text);
-                    mac.update(b".");
-                    mac.update(body);
-                })?;
+                let mut key = self
+                    .matching(&tags, |mac| {
+                        mac.update(id.as_bytes());
+                        mac.update(b".");
+                        mac.update(ts_text);
+                        mac.update(b".");
+                        mac.update(body);
+                    })
+                    .map(MatchedKey::Secret);
+                if key.is_none() && !ed.is_empty() && !self.public_keys.is_empty() {
+                    let content = crate::asymmetric::signed_content(id, ts_text, body);
+                    key = self
+                        .public_keys
+                        .iter()
+                        .position(|pk| ed.iter().any(|sig| pk.verifies(&content, sig)))
+                        .map(MatchedKey::PublicKey);
+                }
+                let key = key.ok_or_else(|| self.no_match())?;
                 Ok(Verified {
                     scheme: self.scheme,
                     id: Some(id.to_owned()),
                     timestamp: Some(ts),
-                    secret_index,
+                    secret_index: key.index(),
+                    key,
                 })
             }
             Scheme::Stripe => {
@@ -221,16 +278,19 @@ impl Verifier {
                 self.check_window(ts, now)?;
                 let mut digits = [0u8; 20];
                 let ts_text = decimal(ts, &mut digits);
-                let secret_index = self.matching(&tags, |mac| {
-                    mac.update(ts_text);
-                    mac.update(b".");
-                    mac.update(body);
-                })?;
+                let secret_index = self
+                    .matching(&tags, |mac| {
+                        mac.update(ts_text);
+                        mac.update(b".");
+                        mac.update(body);
+                    })
+                    .ok_or_else(|| self.no_match())?;
                 Ok(Verified {
                     scheme: self.scheme,
                     id: None,
                     timestamp: Some(ts),
                     secret_index,
+                    key: MatchedKey::Secret(secret_index),
                 })
             }
             Scheme::GitHub => {
@@ -241,7 +301,9 @@ impl Verifier {
                     header::HUB_SIGNATURE_256,
                     |v| header::parse_github(v).map(|t| tags.push(t)),
                 )?;
-                let secret_index = self.matching(&tags, |mac| mac.update(body))?;
+                let secret_index = self
+                    .matching(&tags, |mac| mac.update(body))
+                    .ok_or_else(|| self.no_match())?;
                 let id = match headers.get(&H_GITHUB_DELIVERY) {
                     Some(v) => Some(
                         visible_ascii(v.as_bytes())
@@ -255,6 +317,7 @@ impl Verifier {
                     id,
                     timestamp: None,
                     secret_index,
+                    key: MatchedKey::Secret(secret_index),
                 })
             }
         }
@@ -273,9 +336,9 @@ impl Verifier {
     }
 
     /// Index of the first secret whose MAC over the content equals one of `tags`.
-    fn matching(&self, tags: &Tags, feed: impl Fn(&mut HmacSha256)) -> Result<usize, VerifyError> {
+    fn matching(&self, tags: &Tags, feed: impl Fn(&mut HmacSha256)) -> Option<usize> {
         if tags.is_empty() {
-            return Err(VerifyError::NoMatchingSignature);
+            return None;
         }
         for (index, key) in self.keys.iter().enumerate() {
             let mut mac = key.clone();
@@ -286,14 +349,28 @@ impl Verifier {
                 .iter()
                 .fold(Choice::from(0), |acc, tag| acc | tags_equal(&expected, tag));
             if bool::from(found) {
-                return Ok(index);
+                return Some(index);
             }
         }
-        Err(if self.misread {
+        None
+    }
+
+    /// The error when no signature matched.
+    fn no_match(&self) -> VerifyError {
+        if self.misread {
             VerifyError::SecretSchemeMismatch
         } else {
             VerifyError::NoMatchingSignature
-        })
+        }
+    }
+}
+
+impl MatchedKey {
+    /// The index of the key among the keys of its kind.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Secret(i) | Self::PublicKey(i) => i,
+        }
     }
 }
 

@@ -51,6 +51,7 @@ proptest! {
 
     #[test]
     fn header_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = header::parse_standard_v1a(&bytes);
         let _ = header::parse_standard(&bytes);
         let _ = header::parse_stripe(&bytes);
         let _ = header::parse_github(&bytes);
@@ -88,5 +89,32 @@ proptest! {
         let text = format!("{}{n}", "0".repeat(zeros));
         let expected = if text.len() <= 20 { Ok(n) } else { Err(VerifyError::InvalidTimestamp) };
         prop_assert_eq!(header::parse_timestamp(text.as_bytes()), expected);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// v1a: any seed, id, body: the signature verifies under the public key, and a flipped
+    /// body bit does not.
+    #[test]
+    fn v1a_round_trips_and_rejects_a_flipped_bit(
+        seed in any::<[u8; 32]>(),
+        id in "[!-~]{1,40}",
+        ts in 0u64..4_000_000_000,
+        body in proptest::collection::vec(any::<u8>(), 1..512),
+        bit in any::<proptest::sample::Index>(),
+    ) {
+        let key = webhook_sig::SigningKey::from_seed(seed);
+        let headers = Signer::ed25519(&key).headers_at(&id, ts, &body).unwrap();
+        let verifier = Verifier::ed25519(key.public_key());
+        prop_assert!(verifier.verify_at(&headers, &body, ts).is_ok());
+        let mut tampered = body.clone();
+        let i = bit.index(tampered.len() * 8);
+        tampered[i / 8] ^= 1 << (i % 8);
+        prop_assert_eq!(
+            verifier.verify_at(&headers, &tampered, ts),
+            Err(VerifyError::NoMatchingSignature)
+        );
     }
 }
