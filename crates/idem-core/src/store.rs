@@ -32,72 +32,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Test control of a server-side store's clock, shared by clones.
-///
-/// Server stores (Redis, PostgreSQL) read time from the server, so a test cannot move it with a
-/// [`ManualClock`](crate::ManualClock). They consult this instead: by default it adds an offset
-/// (zero in production) to the server's time, and tests [`advance`](Self::advance) it to expire
-/// leases and retention without waiting. A test that must not see real time pass at all (a model
-/// comparison at exact lease boundaries) [`pin`](Self::pin)s it: the store then uses the pinned
-/// time, and only `advance` moves it.
-///
-/// ```
-/// use idem_core::store::TimeOffset;
-/// use std::time::Duration;
-///
-/// let offset = TimeOffset::new();
-/// offset.clone().advance(Duration::from_millis(1500));
-/// assert_eq!(offset.get(), Duration::from_millis(1500));
-/// assert_eq!(offset.pinned(), None);
-/// offset.pin(Duration::from_secs(1_700_000_000));
-/// offset.advance(Duration::from_secs(2));
-/// assert_eq!(offset.pinned(), Some(Duration::from_secs(1_700_000_002)));
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct TimeOffset {
-    offset_us: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    pinned_us: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl TimeOffset {
-    /// A zero offset, not pinned.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Moves the store's time forward by `by` (microsecond resolution).
-    pub fn advance(&self, by: Duration) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
-        if self.pinned_us.load(SeqCst) > 0 {
-            self.pinned_us.fetch_add(micros, SeqCst);
-        } else {
-            self.offset_us.fetch_add(micros, SeqCst);
-        }
-    }
-
-    /// Pins the store's time at `since_epoch` (time since 1970-01-01 UTC, nonzero).
-    pub fn pin(&self, since_epoch: Duration) {
-        let micros = u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX);
-        self.pinned_us
-            .store(micros.max(1), std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// The offset added to the server's time (when not pinned).
-    pub fn get(&self) -> Duration {
-        Duration::from_micros(self.offset_us.load(std::sync::atomic::Ordering::SeqCst))
-    }
-
-    /// The pinned time, if pinned.
-    pub fn pinned(&self) -> Option<Duration> {
-        match self.pinned_us.load(std::sync::atomic::Ordering::SeqCst) {
-            0 => None,
-            us => Some(Duration::from_micros(us)),
-        }
-    }
-}
-
 pub use retry_safe_core::BoxError;
+pub use retry_safe_core::TimeOffset;
 
 /// The lease token of one attempt: larger means later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -4,21 +4,7 @@
 use http::HeaderMap;
 use std::time::{Duration, SystemTime};
 
-/// `Retry-After` as a wait from `now`: delta-seconds, or an HTTP-date (a date in the past means
-/// no wait). `None` when absent, repeated or malformed.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let mut values = headers.get_all(http::header::RETRY_AFTER).iter();
-    let value = values.next()?.to_str().ok()?.trim();
-    if values.next().is_some() {
-        return None;
-    }
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Absurdly long numbers saturate rather than fail: the policy's cap decides.
-        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
+pub use retry_safe_core::headers::retry_after;
 
 /// The smallest `t` (seconds until the quota has room again) among the `RateLimit` field's items
 /// that have no remaining quota (`r=0`), or among all items when none says `r`. `None` when

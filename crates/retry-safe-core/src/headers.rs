@@ -1,6 +1,7 @@
 //! Header names shared by the layers and the client, in lowercase as HTTP/2 sends them.
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
+use std::time::{Duration, SystemTime};
 
 /// `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header).
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -16,3 +17,34 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `tracestate` (W3C Trace Context).
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// `Retry-After` (RFC 9110 §10.2.3) as a wait from `now`: delta-seconds, or an HTTP-date (a date
+/// in the past means no wait). `None` when absent, repeated or malformed.
+///
+/// ```
+/// use http::HeaderMap;
+/// use retry_safe_core::headers::retry_after;
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+///
+/// let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
+/// let mut h = HeaderMap::new();
+/// h.insert("retry-after", "120".parse().unwrap());
+/// assert_eq!(retry_after(&h, now), Some(Duration::from_secs(120)));
+/// h.insert("retry-after", "Wed, 21 Oct 2015 07:29:00 GMT".parse().unwrap());
+/// assert_eq!(retry_after(&h, now), Some(Duration::from_secs(60)));
+/// h.insert("retry-after", "soon".parse().unwrap());
+/// assert_eq!(retry_after(&h, now), None);
+/// ```
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let mut values = headers.get_all(http::header::RETRY_AFTER).iter();
+    let value = values.next()?.to_str().ok()?.trim();
+    if values.next().is_some() {
+        return None;
+    }
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Absurdly long numbers saturate rather than fail: the caller's cap decides.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}

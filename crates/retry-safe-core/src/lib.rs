@@ -75,7 +75,7 @@ pub use breaker::{Breaker, BreakerOpen, BreakerPermit, BreakerState};
 pub use client_ip::ClientIp;
 #[cfg(feature = "tokio")]
 pub use clock::TokioClock;
-pub use clock::{duration_to_nanos, Clock, ManualClock, SystemClock};
+pub use clock::{duration_to_nanos, Clock, ManualClock, SystemClock, TimeOffset};
 pub use fail::{BoxError, FailMode};
 pub use ipnet::IpNet;
 pub use problem::{ceil_secs, is_problem, retry_after_secs, Problem, PROBLEM_JSON};
