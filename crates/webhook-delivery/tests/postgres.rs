@@ -181,7 +181,7 @@ async fn concurrent_claimants_take_disjoint_events() {
     for t in tasks {
         t.await.unwrap();
     }
-    let seen = seen.lock();
+    let seen = seen.lock().clone();
     assert_eq!(seen.len(), 300);
     assert!(
         seen.values().all(|n| *n == 1),
