@@ -205,6 +205,118 @@ async fn lost_responses(api: &OrdersApi<idem_core::MemoryStore>, router: &Router
     }
 }
 
+/// The sending side: every new order queues an `order.created` webhook in the outbox; the
+/// dispatcher signs and delivers it to the merchant's receiver on loopback, which verifies it and
+/// deduplicates by event id. A retried POST makes no second event; a redelivery (the sender lost
+/// the receiver's answer) is acknowledged with the first answer and not processed again.
+async fn order_webhooks() -> Outcome {
+    let name = "3 POSTs of 2 orders (one retried), the webhooks delivered, one redelivered";
+    let expected = "2 orders, 2 order.created delivered and processed once each; the redelivery answered 2xx as a replay".to_owned();
+    let failed = |observed: String| Outcome {
+        name,
+        expected: expected.clone(),
+        observed,
+        ok: false,
+    };
+    let secret = Secret::from_standard(crate::MERCHANT_WEBHOOK_SECRET).expect("valid");
+    let processed = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let seen = processed.clone();
+    let receiver = Router::new()
+        .route(
+            "/merchant/hooks",
+            axum::routing::post(
+                move |axum::Extension(hook): axum::Extension<webhook_sig::VerifiedWebhook>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock().push(hook.id.unwrap_or_default());
+                        StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        )
+        .layer(
+            webhook_sig::WebhookLayer::new(webhook_sig::Verifier::new(
+                Scheme::StandardWebhooks,
+                secret.clone(),
+            ))
+            .replay_guard(webhook_sig::ReplayGuard::new(idem_core::MemoryStore::new())),
+        );
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => return failed(format!("no loopback listener: {e}")),
+    };
+    let url = match listener.local_addr() {
+        Ok(addr) => format!("http://{addr}/merchant/hooks"),
+        Err(e) => return failed(e.to_string()),
+    };
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let outbox = webhook_delivery::MemoryOutbox::new();
+    let api = OrdersApi::in_memory().with_memory_outbox(outbox.clone());
+    let router = api.router();
+    for key in ["hook-order-a", "hook-order-a", "hook-order-b"] {
+        send(
+            &router,
+            create(key, "frank", r#"{"sku":"tea","quantity":1}"#),
+        )
+        .await;
+    }
+    let loopback: retry_safe_core::IpNet = "127.0.0.0/8".parse().expect("a network");
+    let dispatcher = match crate::merchant_dispatcher(
+        outbox.clone(),
+        &url,
+        &secret,
+        &[loopback],
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    ) {
+        Ok(d) => d,
+        Err(e) => return failed(e.to_string()),
+    };
+    let delivered = match dispatcher.run_once().await {
+        Ok(round) => round.delivered,
+        Err(e) => return failed(e.to_string()),
+    };
+    // The dispatcher "crashed" after the receiver answered: the same event goes out again.
+    let sender = webhook_delivery::Sender::builder()
+        .address_policy(webhook_delivery::AddressPolicy::default().allow(loopback))
+        .build();
+    let endpoint = webhook_delivery::Endpoint::new(
+        crate::MERCHANT_ENDPOINT,
+        &url,
+        Signer::new(Scheme::StandardWebhooks, &secret),
+    );
+    let (Ok(sender), Ok(endpoint)) = (sender, endpoint) else {
+        return failed("could not build the sender".into());
+    };
+    let first = crate::Order {
+        id: "ord_1".into(),
+        owner: "bearer:frank".into(),
+        sku: "tea".into(),
+        quantity: 1,
+        version: 1,
+    };
+    let again = sender
+        .send(&endpoint, &crate::order_created_event(&first))
+        .await;
+    let processed = processed.lock().clone();
+    Outcome {
+        name,
+        expected,
+        observed: format!(
+            "{} orders, {delivered} delivered, redelivery {:?}; processed {processed:?}",
+            api.order_count(),
+            again.status
+        ),
+        ok: api.order_count() == 2
+            && delivered == 2
+            && again.is_success()
+            && processed.len() == 2
+            && processed.contains(&"evt_ord_1".to_owned())
+            && processed.contains(&"evt_ord_2".to_owned()),
+    }
+}
+
 fn get(path: &str, who: &str) -> Request<Body> {
     Request::get(path)
         .header("authorization", format!("Bearer {who}"))
@@ -214,7 +326,7 @@ fn get(path: &str, who: &str) -> Request<Body> {
 
 /// The scenarios, in order; `progress(done, total, name)` is called before each.
 pub async fn run(mut progress: impl FnMut(usize, usize, &str)) -> Vec<Outcome> {
-    const TOTAL: usize = 9;
+    const TOTAL: usize = 10;
     let mut out = Vec::new();
     let api = OrdersApi::in_memory();
     let router = api.router();
@@ -458,6 +570,9 @@ pub async fn run(mut progress: impl FnMut(usize, usize, &str)) -> Vec<Outcome> {
 
     progress(8, TOTAL, "a retrying client through lost responses");
     out.push(lost_responses(&api, &router).await);
+
+    progress(9, TOTAL, "order webhooks through the outbox");
+    out.push(order_webhooks().await);
 
     progress(TOTAL, TOTAL, "done");
     out

@@ -9,7 +9,10 @@
 //! 4. `ratelimit-concurrent` — requests in flight per principal;
 //! 5. `idem-core` — `Idempotency-Key` on `POST /orders` and `POST /payments/{id}/capture`;
 //! 6. the handlers. `POST /webhooks/psp` is verified (`webhook-sig`, Standard Webhooks) and
-//!    deduplicated by event id.
+//!    deduplicated by event id. With an outbox ([`OrdersApi::with_memory_outbox`],
+//!    [`OrdersApi::with_postgres_outbox`]) every new order queues an `order.created` webhook for
+//!    the merchant's endpoint — on PostgreSQL in the order's own transaction — which a
+//!    [`merchant_dispatcher`] delivers (`webhook-delivery`).
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -54,6 +57,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use trace_ctx::{Problem, TraceContext, TraceLayer};
+use webhook_delivery::{
+    AddressPolicy, Dispatcher, Endpoint, Event, MemoryOutbox, Outbox, PostgresOutbox,
+    Sender as DeliverySender,
+};
 use webhook_sig::{ReplayGuard, Scheme, Secret, Signer, VerifiedWebhook, Verifier, WebhookLayer};
 
 /// An order as the API shows it.
@@ -130,6 +137,57 @@ struct Book {
 struct Db {
     book: Arc<Mutex<Book>>,
     pg: Option<PgOrders>,
+    outbox: Option<OrderOutbox>,
+}
+
+/// Where `order.created` webhooks are queued.
+#[derive(Clone)]
+enum OrderOutbox {
+    Memory(MemoryOutbox),
+    Postgres(PostgresOutbox),
+}
+
+/// The endpoint name of the merchant's webhooks in the outbox.
+pub const MERCHANT_ENDPOINT: &str = "merchant";
+
+/// The merchant's webhook signing secret (a demo value, like [`PSP_WEBHOOK_SECRET`]).
+pub const MERCHANT_WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// The `order.created` event of `order`: id `evt_<order id>` (so the event of one order is
+/// queued once, whatever retries its creation sees), body `{"type":"order.created","data":…}`.
+pub fn order_created_event(order: &Order) -> Event {
+    let body = serde_json::json!({ "type": "order.created", "data": order }).to_string();
+    Event::new(MERCHANT_ENDPOINT, format!("evt_{}", order.id), body)
+        .expect("order ids are printable ASCII")
+}
+
+/// The dispatcher of the merchant's webhooks: `outbox`'s events signed with `secret` (Standard
+/// Webhooks) and posted to `url`; `allow` opens networks past the SSRF guard (a receiver on
+/// loopback or a private network). 4 workers, the default schedule.
+pub fn merchant_dispatcher<O: Outbox>(
+    outbox: O,
+    url: &str,
+    secret: &Secret,
+    allow: &[retry_safe_core::IpNet],
+    lease: Duration,
+    timeout: Duration,
+) -> Result<Dispatcher<O>, Box<dyn std::error::Error + Send + Sync>> {
+    let policy = allow
+        .iter()
+        .fold(AddressPolicy::default(), |p, net| p.allow(*net));
+    let sender = DeliverySender::builder()
+        .address_policy(policy)
+        .timeout(timeout)
+        .build()?;
+    let endpoint = Endpoint::new(
+        MERCHANT_ENDPOINT,
+        url,
+        Signer::new(Scheme::StandardWebhooks, secret),
+    )?;
+    Ok(Dispatcher::new(outbox, sender)
+        .endpoint(endpoint)
+        .lease(lease)
+        .workers(4))
 }
 
 impl Db {
@@ -257,6 +315,24 @@ impl<S: IdempotencyStore> OrdersApi<S> {
             store,
             retention: Duration::from_secs(24 * 3600),
         });
+        self
+    }
+
+    /// Queues an `order.created` webhook ([`order_created_event`]) in `outbox` for every new
+    /// order. In memory the event is queued after the order is made, not atomically with it:
+    /// a crash between the two loses the event (use [`with_postgres_outbox`](Self::with_postgres_outbox)
+    /// when that matters).
+    pub fn with_memory_outbox(mut self, outbox: MemoryOutbox) -> Self {
+        self.book.outbox = Some(OrderOutbox::Memory(outbox));
+        self
+    }
+
+    /// Queues the `order.created` webhook of every new order in `outbox`, inside the transaction
+    /// that writes the order and completes its idempotency record (with
+    /// [`with_postgres_orders`](Self::with_postgres_orders)): the order, its record and its event
+    /// commit together or not at all.
+    pub fn with_postgres_outbox(mut self, outbox: PostgresOutbox) -> Self {
+        self.book.outbox = Some(OrderOutbox::Postgres(outbox));
         self
     }
 
@@ -444,6 +520,7 @@ async fn create_order(
     if let Some(pg) = &db.pg {
         return match attempt {
             Some(Extension(attempt)) => {
+                let outbox = db.outbox.clone();
                 pg_transaction(pg, &attempt, |tx| {
                     Box::pin(async move {
                         let row: (String,) = sqlx::query_as(
@@ -462,6 +539,11 @@ async fn create_order(
                             quantity: new.quantity,
                             version: 1,
                         };
+                        if let Some(OrderOutbox::Postgres(outbox)) = &outbox {
+                            outbox
+                                .enqueue_in(&mut **tx, &order_created_event(&order))
+                                .await?;
+                        }
                         Ok(created(&order))
                     })
                 })
@@ -475,16 +557,25 @@ async fn create_order(
             ),
         };
     }
-    let mut db = db.lock();
-    db.next += 1;
-    let order = Order {
-        id: format!("ord_{}", db.next),
-        owner: principal(&headers),
-        sku: new.sku,
-        quantity: new.quantity,
-        version: 1,
+    let outbox = db.outbox.clone();
+    let order = {
+        let mut db = db.lock();
+        db.next += 1;
+        let order = Order {
+            id: format!("ord_{}", db.next),
+            owner: principal(&headers),
+            sku: new.sku,
+            quantity: new.quantity,
+            version: 1,
+        };
+        db.orders.insert(order.id.clone(), order.clone());
+        order
     };
-    db.orders.insert(order.id.clone(), order.clone());
+    if let Some(OrderOutbox::Memory(outbox)) = &outbox {
+        if let Err(e) = outbox.enqueue(&order_created_event(&order)).await {
+            tracing::error!(error = %e, order = %order.id, "order.created webhook not queued");
+        }
+    }
     (
         StatusCode::CREATED,
         [(header::LOCATION, format!("/orders/{}", order.id))],
@@ -533,8 +624,9 @@ fn created(order: &Order) -> idem_core::StoredResponse {
 
 type TxWork<'a> = std::pin::Pin<
     Box<
-        dyn std::future::Future<Output = Result<idem_core::StoredResponse, sqlx::Error>>
-            + Send
+        dyn std::future::Future<
+                Output = Result<idem_core::StoredResponse, retry_safe_core::BoxError>,
+            > + Send
             + 'a,
     >,
 >;

@@ -3,7 +3,7 @@
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_demo_scenario_behaves_as_expected() {
     let outcomes = examples::demo::run(|_, _, _| {}).await;
-    assert_eq!(outcomes.len(), 9);
+    assert_eq!(outcomes.len(), 10);
     for o in &outcomes {
         assert!(
             o.ok,

@@ -3,8 +3,14 @@
 //! In memory by default (no services needed). `--redis URL` puts the idempotency records and the
 //! rate limits on Redis (shared by every server of a fleet); `--postgres URL` puts the
 //! orders, captures and idempotency records on PostgreSQL (running the migrations), each order
-//! written in the transaction that completes its idempotency record. Listens on `ADDR` (default
+//! written in the transaction that completes its idempotency record — and its `order.created`
+//! webhook queued in the outbox in that same transaction. Listens on `ADDR` (default
 //! `127.0.0.1:3000`). The concurrency limit and the load shedder are per server by design.
+//!
+//! `WEBHOOK_URL` starts a dispatcher that delivers the `order.created` webhooks to that URL,
+//! signed (Standard Webhooks) with `WEBHOOK_SECRET`; `WEBHOOK_ALLOW` lists networks the SSRF guard
+//! lets it reach (`127.0.0.0/8` for a receiver on this machine), `WEBHOOK_LEASE_SECS` (60) and
+//! `WEBHOOK_TIMEOUT_SECS` (15) set the claim lease and the attempt timeout.
 
 use axum::extract::ConnectInfo;
 use examples::{Limits, OrdersApi};
@@ -119,6 +125,77 @@ fn trusted() -> Result<Vec<ratelimit_concurrent::IpNet>, String> {
         .collect()
 }
 
+/// The `WEBHOOK_*` settings, when `WEBHOOK_URL` is set.
+struct Webhooks {
+    url: String,
+    secret: webhook_sig::Secret,
+    allow: Vec<retry_safe_core::IpNet>,
+    lease: std::time::Duration,
+    timeout: std::time::Duration,
+}
+
+fn webhooks() -> Result<Option<Webhooks>, String> {
+    let Ok(url) = std::env::var("WEBHOOK_URL") else {
+        return Ok(None);
+    };
+    let secret = std::env::var("WEBHOOK_SECRET")
+        .unwrap_or_else(|_| examples::MERCHANT_WEBHOOK_SECRET.to_owned());
+    let secret =
+        webhook_sig::Secret::from_standard(&secret).map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
+    let allow = std::env::var("WEBHOOK_ALLOW")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|e| format!("WEBHOOK_ALLOW: {s}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let secs = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(
+                std::time::Duration::from_secs(default),
+                std::time::Duration::from_secs,
+            )
+    };
+    Ok(Some(Webhooks {
+        url,
+        secret,
+        allow,
+        lease: secs("WEBHOOK_LEASE_SECS", 60),
+        timeout: secs("WEBHOOK_TIMEOUT_SECS", 15),
+    }))
+}
+
+/// Runs the merchant dispatcher of `outbox` in the background, and a sweeper of the events
+/// finished a week ago.
+fn spawn_dispatcher<O: webhook_delivery::Outbox + Clone>(
+    outbox: O,
+    hooks: &Webhooks,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let dispatcher = examples::merchant_dispatcher(
+        outbox.clone(),
+        &hooks.url,
+        &hooks.secret,
+        &hooks.allow,
+        hooks.lease,
+        hooks.timeout,
+    )?;
+    tracing::info!(url = %hooks.url, "delivering order.created webhooks");
+    tokio::spawn(async move { dispatcher.run(std::future::pending()).await });
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let week = std::time::Duration::from_secs(7 * 24 * 3600);
+            if let Err(e) = outbox.purge_finished(week).await {
+                tracing::warn!(error = %e, "webhook outbox sweep failed");
+            }
+        }
+    });
+    Ok(())
+}
+
 /// `HEADER_TIMEOUT_SECS` (default 10): how long a client may take to send its request head.
 fn header_timeout() -> std::time::Duration {
     let secs = std::env::var("HEADER_TIMEOUT_SECS")
@@ -190,9 +267,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(n) = env_u32("CAPACITY") {
         limits.capacity = n;
     }
+    let hooks = webhooks()?;
     match backend()? {
         Backend::Memory => {
-            let api = OrdersApi::new(examples::memory_store(), limits).trust_proxies(trusted()?);
+            let mut api =
+                OrdersApi::new(examples::memory_store(), limits).trust_proxies(trusted()?);
+            if let Some(hooks) = &hooks {
+                let outbox = webhook_delivery::MemoryOutbox::new();
+                api = api.with_memory_outbox(outbox.clone());
+                spawn_dispatcher(outbox, hooks).map_err(|e| e.to_string())?;
+            }
             serve(api.router(), addr, "in-memory stores and limiters").await
         }
         Backend::Redis(url) => {
@@ -216,8 +300,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
             store.migrate().await?;
             examples::migrate_orders(store.pool()).await?;
+            let outbox = webhook_delivery::PostgresOutbox::with_pool(store.pool().clone());
+            outbox.migrate().await?;
+            match &hooks {
+                Some(hooks) => spawn_dispatcher(outbox.clone(), hooks).map_err(|e| e.to_string())?,
+                None => tracing::info!(
+                    "order.created webhooks wait in webhook_outbox until a dispatcher runs (set WEBHOOK_URL)"
+                ),
+            }
             let api = OrdersApi::new(store.clone(), limits)
                 .with_postgres_orders(store)
+                .with_postgres_outbox(outbox)
                 .trust_proxies(trusted()?);
             serve(
                 api.router(),
