@@ -64,7 +64,8 @@ impl Round {
 ///     .endpoint(Endpoint::new("orders-hook", "https://hooks.example.com/orders",
 ///         Signer::new(Scheme::StandardWebhooks, &secret))?)
 ///     .workers(4);
-/// dispatcher.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
+/// let (_stop, stopped) = tokio::sync::oneshot::channel::<()>(); // send on `_stop` to shut down
+/// dispatcher.run(async { let _ = stopped.await; }).await;
 /// # Ok(()) }
 /// ```
 pub struct Dispatcher<O> {
