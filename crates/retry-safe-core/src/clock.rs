@@ -272,7 +272,7 @@ impl Clock for TokioClock {
 /// Test control of a server-side store's clock, shared by clones.
 ///
 /// Server stores (Redis, PostgreSQL) read time from the server, so a test cannot move it with a
-/// [`ManualClock`](crate::ManualClock). They consult this instead: by default it adds an offset
+/// [`ManualClock`]. They consult this instead: by default it adds an offset
 /// (zero in production) to the server's time, and tests [`advance`](Self::advance) it to expire
 /// leases and retention without waiting. A test that must not see real time pass at all (a model
 /// comparison at exact lease boundaries) [`pin`](Self::pin)s it: the store then uses the pinned
