@@ -8,10 +8,14 @@
 //! | `ci` | `fmt --check`, `clippy -D warnings`, `doc` with warnings denied, `features`, `msrv` (CI runs `test` and then `ci`) |
 //! | `features` | each published crate in each feature set: `check --all-targets` and `doc`, warnings denied |
 //! | `msrv` | each published crate's `rust-version` covers every dependency's, in each feature set |
+//! | `cluster` | starts the tests' private Redis Cluster, prints its `REDIS_CLUSTER_URLS`, stops it at end of input |
 //!
 //! Before tests run, every backing service that a crate of the workspace tests against is checked
 //! (see [`services`]); one that is down is started, or the command fails saying how to start it.
+//! A private Redis Cluster is started for the tests ([`cluster`]) unless `REDIS_CLUSTER_URLS`
+//! names one, and stopped when they end.
 
+mod cluster;
 mod features;
 mod msrv;
 mod services;
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("msrv") => msrv::run(),
         Some("features") => features::run(),
+        Some("cluster") => cluster::serve(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | e2e] | ci | features | msrv>\n\
@@ -35,7 +40,8 @@ fn main() -> ExitCode {
                  bench     run the benchmarks\n\
                  ci        fmt, clippy, docs, the feature matrix and the MSRV check (CI runs test, then ci)\n\
                  features  each crate in each feature set: check --all-targets and doc, warnings denied\n\
-                 msrv      each crate's rust-version covers its dependencies"
+                 msrv      each crate's rust-version covers its dependencies\n\
+                 cluster   a private Redis Cluster until end of input (prints REDIS_CLUSTER_URLS)"
             );
             return ExitCode::from(2);
         }
@@ -68,11 +74,17 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result {
 
 fn test(env: &[(&str, &str)]) -> Result {
     services::ensure_all()?;
+    // A private Redis Cluster (unless REDIS_CLUSTER_URLS names one), stopped when this returns.
+    let cluster = cluster::start()?;
+    let mut env = env.to_vec();
+    if let Some(c) = &cluster {
+        env.push(("REDIS_CLUSTER_URLS", c.urls.as_str()));
+    }
     cargo(
         &["test", "--workspace", "--all-features", "--all-targets"],
-        env,
+        &env,
     )?;
-    cargo(&["test", "--workspace", "--all-features", "--doc"], env)
+    cargo(&["test", "--workspace", "--all-features", "--doc"], &env)
 }
 
 fn proptest(args: &[String]) -> Result {

@@ -36,7 +36,11 @@ const SERVICES: &[Service] = &[
     },
     Service {
         name: "PostgreSQL",
-        needed_by: &["crates/idem-store-postgres"],
+        needed_by: &[
+            "crates/idem-store-postgres",
+            "crates/optimistic-lock",
+            "crates/webhook-delivery",
+        ],
         url_var: "DATABASE_URL",
         default_url: "postgres://postgres@127.0.0.1:5432/test",
         default_port: 5432,

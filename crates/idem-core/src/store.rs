@@ -100,6 +100,11 @@ pub enum StoreError {
     /// A stored record could not be read back.
     #[error("a stored idempotency record is unreadable")]
     Corrupt(#[from] DecodeError),
+    /// The store is misconfigured: the backend answered that the operation went to the wrong
+    /// place (a single-node Redis connection on a Redis Cluster node, keys across hash slots).
+    /// Not an outage: no fail mode runs the request unprotected because of it.
+    #[error("the idempotency store is misconfigured: {0}")]
+    Misconfigured(#[source] BoxError),
 }
 
 /// The store contract of DESIGN.md: `begin`, `complete`, `release`, `purge_expired`.

@@ -47,9 +47,16 @@
 //!   slot of a Redis Cluster. The scope's length makes `("a:b", "c")` and `("a", "b:c")` distinct.
 //! - **Retention by TTL.** Every record carries a TTL a little longer than its lease or retention,
 //!   so Redis reclaims memory by itself; [`IdempotencyStore::purge_expired`] has nothing to do.
-//! - **Reconnects.** The connection is a [`ConnectionManager`]: after a dropped connection the
-//!   failing operation reports [`StoreError::Unavailable`] (the layer then fails closed, or open as
-//!   configured) and the next one runs on a new connection.
+//! - **One server or a Redis Cluster.** [`RedisStore::connect`] takes one server (a reconnecting
+//!   [`ConnectionManager`]); [`RedisStore::connect_cluster`] (feature `cluster`) a Redis Cluster,
+//!   whose client sends each script to the master of its key's slot; [`RedisStore::with_connection`]
+//!   takes either ([`RedisConnection`]). After a dropped connection the failing operation reports
+//!   [`StoreError::Unavailable`] (the layer then fails closed, or open as configured) and the next
+//!   one runs on a new connection.
+//! - **Misrouting is a configuration error.** A single-node connection pointed at a cluster node
+//!   gets `MOVED` for most keys; that (and `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `CROSSSLOT`) is
+//!   reported as [`StoreError::Misconfigured`], which the layer answers with a 500 under any fail
+//!   mode — never as an outage that fail-open would run unprotected.
 //!
 //! # With axum
 //! ```no_run
@@ -79,6 +86,7 @@ use idem_core::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
+pub use retry_safe_core::redis::{Misrouted, RedisConnection};
 pub use retry_safe_core::Breaker;
 use retry_safe_core::BreakerOpen;
 use std::fmt;
@@ -102,7 +110,7 @@ struct Scripts {
 /// Idempotency records in Redis. Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     breaker: Breaker,
     prefix: Arc<str>,
     offset: TimeOffset,
@@ -141,10 +149,25 @@ impl RedisStore {
         Ok(Self::with_connection(conn))
     }
 
-    /// A store over an existing connection manager (with the caller's timeouts and retries).
-    pub fn with_connection(conn: ConnectionManager) -> Self {
+    /// Connects to the Redis Cluster of which `nodes` are members (`redis://host:port` each; one
+    /// reachable node is enough) with the request-path timeouts. Each script touches one
+    /// hash-tagged key, so it runs on the master owning that key's slot.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn connect_cluster<T: redis::IntoConnectionInfo>(
+        nodes: impl IntoIterator<Item = T>,
+    ) -> Result<Self, ConnectError> {
+        let conn = RedisConnection::connect_cluster(nodes)
+            .await
+            .map_err(ConnectError)?;
+        Ok(Self::with_connection(conn))
+    }
+
+    /// A store over an existing connection: a [`ConnectionManager`], a cluster connection, or a
+    /// [`RedisConnection`] (with the caller's timeouts and retries).
+    pub fn with_connection(conn: impl Into<RedisConnection>) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             breaker: Breaker::for_backend(),
             prefix: Arc::from("idem"),
             offset: TimeOffset::new(),
@@ -180,7 +203,7 @@ impl RedisStore {
     }
 
     /// The connection, for administration and tests (for example `CLIENT ID`).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 
@@ -222,7 +245,7 @@ impl RedisStore {
         invocation
             .invoke_async::<Vec<Value>>(&mut conn)
             .await
-            .map_err(classify)
+            .map_err(|e| classify(&self.conn, e))
     }
 }
 
@@ -235,10 +258,13 @@ fn unreadable(what: &'static str) -> StoreError {
     StoreError::Corrupt(DecodeError::Malformed(what))
 }
 
-fn classify(e: redis::RedisError) -> StoreError {
+fn classify(conn: &RedisConnection, e: redis::RedisError) -> StoreError {
     // A key of another type (someone else's data under our prefix) is not an outage.
     if e.code() == Some("WRONGTYPE") {
         return unreadable("the record key holds another Redis type");
+    }
+    if let Some(misrouted) = conn.misrouting(&e) {
+        return StoreError::Misconfigured(Box::new(misrouted));
     }
     StoreError::Unavailable(Box::new(e) as BoxError)
 }

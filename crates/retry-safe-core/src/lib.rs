@@ -39,7 +39,8 @@
 //! |---|---|
 //! | `tokio` | [`TokioClock`], which follows `tokio::time::pause` / `advance` |
 //! | `axum` | `axum_core::response::IntoResponse` for [`Problem`] |
-//! | `redis` | `redis::request_path_config`, the connection settings the Redis-backed crates share |
+//! | `redis` | `redis::RedisConnection` (one server) and `redis::request_path_config`, what the Redis-backed crates share |
+//! | `cluster` | `redis::RedisConnection::connect_cluster`: the same crates on a Redis Cluster |
 //!
 //! # With axum
 //! ```

@@ -471,6 +471,22 @@ impl<S: IdempotencyStore> Ctx<S> {
                 .into_response(),
             );
         }
+        if matches!(e, StoreError::Misconfigured(_)) {
+            // A deployment error (a single-node client on a Redis Cluster…): running requests
+            // unprotected, node by node, would hide it while duplicates go through.
+            tracing::error!(error = %e, source = ?std::error::Error::source(e), "idempotency store misconfigured; refusing the request");
+            return Decided::Respond(
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "idempotency_store_misconfigured",
+                    "Idempotency store misconfigured",
+                )
+                .with_detail(
+                    "the request was not run: the server's idempotency store is misconfigured",
+                )
+                .into_response(),
+            );
+        }
         match self.policy.fail_mode {
             FailMode::Open
                 if !matches!(e, StoreError::CapacityExceeded | StoreError::ScopeFull) =>

@@ -1,0 +1,266 @@
+//! RedisStore on the Redis Cluster of `REDIS_CLUSTER_URLS` (comma-separated node URLs;
+//! `cargo xtask test` starts a private 3-master, 3-replica cluster and sets it): the conformance
+//! suite and the reference model on the cluster, keys on every master, and a single-node client
+//! pointed at a cluster node reported as misconfigured — under fail-open too.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use idem_core::conformance::{self, Harness};
+use idem_core::{
+    FailMode, Fingerprint, IdempotencyKey, IdempotencyLayer, IdempotencyPolicy, IdempotencyStore,
+    StoreError, TimeOffset,
+};
+use idem_store_redis::RedisStore;
+use proptest::prelude::*;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::{Layer, ServiceExt};
+
+fn cluster_urls() -> Vec<String> {
+    let urls = std::env::var("REDIS_CLUSTER_URLS").unwrap_or_default();
+    let urls: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect();
+    assert!(
+        !urls.is_empty(),
+        "REDIS_CLUSTER_URLS is not set: run `cargo xtask test` (it starts a private Redis Cluster) \
+         or start one with `cargo xtask cluster` and export the REDIS_CLUSTER_URLS it prints"
+    );
+    urls
+}
+
+fn unique(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "ctest:{name}:{}:{nanos}:{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn cluster_store(prefix: &str) -> RedisStore {
+    RedisStore::connect_cluster(cluster_urls())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the Redis Cluster at {:?} is not reachable: {e}",
+                cluster_urls()
+            )
+        })
+        .prefix(prefix)
+}
+
+/// The masters of the cluster, as `redis://host:port`, read from `CLUSTER NODES` of a node.
+async fn masters() -> Vec<String> {
+    let mut conn = redis::Client::open(cluster_urls()[0].as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    nodes
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(2)
+                .is_some_and(|flags| flags.contains("master"))
+        })
+        .map(|l| {
+            let addr = l.split(' ').nth(1).unwrap().split('@').next().unwrap();
+            format!("redis://{addr}")
+        })
+        .collect()
+}
+
+/// How many keys under `prefix` each master holds.
+async fn keys_per_master(prefix: &str) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for url in masters().await {
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        counts.push(keys.len());
+    }
+    counts
+}
+
+struct ClusterHarness {
+    store: Arc<RedisStore>,
+    offset: TimeOffset,
+}
+
+impl ClusterHarness {
+    async fn new(prefix: &str, pinned: bool) -> Self {
+        let offset = TimeOffset::new();
+        if pinned {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            offset.pin(now);
+        }
+        let store = cluster_store(prefix).await.time_offset(offset.clone());
+        Self {
+            store: Arc::new(store),
+            offset,
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for ClusterHarness {
+    type Store = RedisStore;
+    fn store(&self) -> Arc<RedisStore> {
+        self.store.clone()
+    }
+    async fn advance(&self, by: Duration) {
+        self.offset.advance(by);
+    }
+    fn scope(&self, name: &str) -> String {
+        name.to_owned()
+    }
+    fn tolerance(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_conformance_suite_on_the_cluster_with_keys_on_every_master() {
+    let prefix = unique("conformance");
+    conformance::run_all(&ClusterHarness::new(&prefix, false).await).await;
+    conformance::run_all(&ClusterHarness::new(&format!("{prefix}p"), true).await).await;
+    // And enough keys of one prefix that every master holds some: the scripts ran on all three.
+    let h = ClusterHarness::new(&prefix, false).await;
+    let fp = Fingerprint::of_request("POST", "/orders", b"{}");
+    for i in 0..60 {
+        let key = IdempotencyKey::parse(format!("spread-{i}").as_bytes()).unwrap();
+        h.store
+            .begin("tenant", &key, &fp, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let counts = keys_per_master(&prefix).await;
+    assert_eq!(counts.len(), 3, "three masters: {counts:?}");
+    assert!(
+        counts.iter().all(|n| *n > 0),
+        "keys on every master: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_begins_on_the_cluster_have_one_winner() {
+    conformance::concurrent_begin_one_winner(
+        &ClusterHarness::new(&unique("race"), false).await,
+        100,
+    )
+    .await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(32)
+    ))]
+    #[test]
+    fn agrees_with_the_reference_model_on_the_cluster(ops in conformance::ops(40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let verdict = rt.block_on(async {
+            let h = ClusterHarness::new(&unique("model"), true).await;
+            conformance::check_model(&h, "model", &ops).await
+        });
+        prop_assert!(verdict.is_ok(), "{}", verdict.unwrap_err());
+    }
+}
+
+fn post(k: &str) -> Request<Full<Bytes>> {
+    Request::post("/orders")
+        .header("idempotency-key", k)
+        .body(Full::new(Bytes::from_static(b"{\"sku\":\"tea\"}")))
+        .unwrap()
+}
+
+/// A single-node client pointed at one cluster node: keys of the other masters' slots answer
+/// `MOVED`, which is a configuration error — never "unavailable" — so even a fail-open layer
+/// refuses the request instead of running it unprotected on this server alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_client_on_a_cluster_node_is_misconfigured_even_when_failing_open() {
+    let store = RedisStore::connect(&masters().await[0])
+        .await
+        .unwrap()
+        .prefix(&unique("misrouted"));
+    let fp = Fingerprint::of_request("POST", "/orders", b"{}");
+    let (mut ok, mut misconfigured) = (0, 0);
+    for i in 0..30 {
+        let key = IdempotencyKey::parse(format!("k-{i}").as_bytes()).unwrap();
+        match store
+            .begin("tenant", &key, &fp, Duration::from_secs(30))
+            .await
+        {
+            Ok(_) => ok += 1,
+            Err(StoreError::Misconfigured(e)) => {
+                misconfigured += 1;
+                assert!(e.to_string().contains("MOVED"), "{e}");
+            }
+            Err(other) => panic!("a misrouted begin must be Misconfigured, not {other:?}"),
+        }
+    }
+    assert!(
+        misconfigured > 0 && ok > 0,
+        "{ok} on this node, {misconfigured} misrouted"
+    );
+
+    let runs = Arc::new(AtomicU64::new(0));
+    let counted = runs.clone();
+    let handler = tower::service_fn(move |_req: Request<Full<Bytes>>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"created")))) }
+    });
+    let svc = IdempotencyLayer::new(
+        store,
+        IdempotencyPolicy::default()
+            .require_key(true)
+            .fail_mode(FailMode::Open),
+    )
+    .layer(handler);
+    let mut refused = 0;
+    for i in 0..30 {
+        let res = svc.clone().oneshot(post(&format!("k-{i}"))).await.unwrap();
+        if res.status() == StatusCode::INTERNAL_SERVER_ERROR {
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            assert!(
+                String::from_utf8_lossy(&body).contains("idempotency_store_misconfigured"),
+                "{body:?}"
+            );
+            refused += 1;
+        } else {
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+    }
+    // The layer's scope differs from the one above, so other keys are misrouted: some, not all.
+    assert!(refused > 0 && refused < 30, "{refused} of 30 refused");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        30 - refused as u64,
+        "no misrouted request ran"
+    );
+}

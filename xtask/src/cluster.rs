@@ -1,0 +1,181 @@
+//! A private Redis Cluster for the tests: 3 masters and 3 replicas of the machine's
+//! `redis-server` on loopback ports, each in a temporary directory of its own, joined with
+//! `redis-cli --cluster create`. Started unless `REDIS_CLUSTER_URLS` names a cluster already;
+//! stopped (exactly the processes started here, by PID) when the [`Cluster`] is dropped.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running cluster this run started.
+pub struct Cluster {
+    nodes: Vec<Child>,
+    dirs: Vec<PathBuf>,
+    /// `redis://127.0.0.1:P1,redis://127.0.0.1:P2,…`, for `REDIS_CLUSTER_URLS`.
+    pub urls: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+const NODES: usize = 6;
+
+fn free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Six ports `p` whose cluster-bus ports `p + 10000` are free too.
+fn ports() -> Result<Vec<u16>, String> {
+    let start = 20_000 + (std::process::id() % 20_000) as u16;
+    let mut found = Vec::new();
+    let mut p = start;
+    while found.len() < NODES {
+        if p >= 55_000 {
+            p = 20_000;
+        }
+        if free(p) && free(p + 10_000) {
+            found.push(p);
+        }
+        p += 1;
+        if found.is_empty() && p == start {
+            return Err("no free loopback ports for a Redis Cluster".into());
+        }
+    }
+    Ok(found)
+}
+
+fn answers(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+fn cli(port: u16, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map_err(|e| {
+            format!("could not run redis-cli ({e}); install it with `apt-get install redis-tools`")
+        })?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts the cluster, unless `REDIS_CLUSTER_URLS` is set (`None` then: the tests use it).
+pub fn start() -> Result<Option<Cluster>, String> {
+    if std::env::var("REDIS_CLUSTER_URLS").is_ok_and(|v| !v.trim().is_empty()) {
+        return Ok(None);
+    }
+    let ports = ports()?;
+    let mut cluster = Cluster {
+        nodes: Vec::new(),
+        dirs: Vec::new(),
+        urls: ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    for &port in &ports {
+        let dir =
+            std::env::temp_dir().join(format!("retry-safe-cluster-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let log = std::fs::File::create(dir.join("redis.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ])
+            .arg(&dir)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!("could not start redis-server ({e}); install it with `apt-get install redis-server`")
+            })?;
+        cluster.nodes.push(child);
+        cluster.dirs.push(dir);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ports.iter().all(|&p| answers(p)) {
+        if Instant::now() > deadline {
+            return Err("the Redis Cluster nodes did not start listening".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let status = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| {
+            format!("could not run redis-cli ({e}); install it with `apt-get install redis-tools`")
+        })?;
+    if !status.success() {
+        return Err(format!(
+            "`redis-cli --cluster create {}` failed",
+            addrs.join(" ")
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = ports.iter().all(|&p| {
+            cli(p, &["cluster", "info"]).is_ok_and(|info| {
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_assigned:16384")
+            })
+        });
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the Redis Cluster did not reach cluster_state:ok".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("xtask: Redis Cluster of {NODES} nodes on {}", cluster.urls);
+    Ok(Some(cluster))
+}
+
+/// `cargo xtask cluster`: a cluster for running tests by hand, until standard input ends.
+pub fn serve() -> Result<(), String> {
+    let Some(cluster) = start()? else {
+        return Err("REDIS_CLUSTER_URLS is set: a cluster is already there".into());
+    };
+    println!("REDIS_CLUSTER_URLS={}", cluster.urls);
+    eprintln!("xtask: the cluster runs until standard input ends (Ctrl-D)");
+    let mut sink = String::new();
+    while std::io::stdin()
+        .read_line(&mut sink)
+        .map_err(|e| e.to_string())?
+        > 0
+    {}
+    drop(cluster);
+    Ok(())
+}
