@@ -61,30 +61,11 @@ async fn cluster_store(prefix: &str) -> RedisStore {
         .prefix(prefix)
 }
 
-/// The masters of the cluster, as `redis://host:port`, read from `CLUSTER NODES` of a node.
+/// The masters of the cluster.
 async fn masters() -> Vec<String> {
-    let mut conn = redis::Client::open(cluster_urls()[0].as_str())
+    retry_safe_core::redis::cluster_masters(&cluster_urls()[0])
+        .await
         .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    nodes
-        .lines()
-        .filter(|l| {
-            l.split(' ')
-                .nth(2)
-                .is_some_and(|flags| flags.contains("master"))
-        })
-        .map(|l| {
-            let addr = l.split(' ').nth(1).unwrap().split('@').next().unwrap();
-            format!("redis://{addr}")
-        })
-        .collect()
 }
 
 /// How many keys under `prefix` each master holds.

@@ -64,7 +64,7 @@ pub use limiter::{ConcurrencyLimiter, ConfigError, Limited, OwnedPermit, Permit,
 #[cfg(feature = "tower")]
 pub use middleware::ConcurrencyLimitLayer;
 #[cfg(feature = "redis")]
-pub use redis_leases::{Error, Lease, RedisConcurrencyLimiter};
+pub use redis_leases::{Error, Lease, Misrouted, RedisConcurrencyLimiter, RedisConnection};
 pub use retry_safe_core::{
     BoxError, Breaker, ClientIp, Clock, FailMode, IpNet, ManualClock, SystemClock,
 };

@@ -4,6 +4,7 @@ use crate::limiter::{ConcurrencyLimiter, Limited, OwnedPermit, Reason};
 use crate::{BoxError, Clock, FailMode};
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
+pub use retry_safe_core::redis::{Misrouted, RedisConnection};
 use retry_safe_core::{Breaker, BreakerOpen};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,11 @@ pub enum Error {
     /// The key holds something other than a set of leases.
     #[error("concurrency limiter state is unreadable: {0}")]
     Corrupt(String),
+    /// The backend is misconfigured: Redis answered that the command went to the wrong place (a
+    /// single-node connection on a Redis Cluster node). Not an outage: no fail mode hands out a
+    /// local permit because of it.
+    #[error("concurrency limiter backend misconfigured: {0}")]
+    Misconfigured(#[source] BoxError),
 }
 
 /// A per-key cap on requests in flight shared by every server of a fleet.
@@ -35,7 +41,9 @@ pub enum Error {
 /// never releases its leases, and they expire after the lease time, so a crash costs capacity for
 /// at most one lease. A request that runs longer than the lease renews it with
 /// [`Lease::renew`]. Time is the Redis server's (`TIME`); keys are `{prefix}:{<key>}`,
-/// hash-tagged for Redis Cluster.
+/// hash-tagged: [`connect_cluster`](Self::connect_cluster) (feature `cluster`) runs the same
+/// scripts, and the releases of dropped leases, on a Redis Cluster. A single-node connection
+/// pointed at a cluster node is reported as [`Error::Misconfigured`] under any fail mode.
 ///
 /// ```no_run
 /// use ratelimit_concurrent::RedisConcurrencyLimiter;
@@ -51,7 +59,7 @@ pub enum Error {
 /// ```
 #[derive(Clone)]
 pub struct RedisConcurrencyLimiter {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: Arc<str>,
     max: u32,
     lease: Duration,
@@ -85,8 +93,22 @@ impl RedisConcurrencyLimiter {
         Ok(Self::with_connection(conn, max))
     }
 
-    /// A limiter over an existing connection manager.
-    pub fn with_connection(conn: ConnectionManager, max: u32) -> Self {
+    /// Connects to the Redis Cluster of which `nodes` are members, with the same request-path
+    /// settings and defaults; each key's leases live on the master owning its slot.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn connect_cluster<T: redis::IntoConnectionInfo>(
+        nodes: impl IntoIterator<Item = T>,
+        max: u32,
+    ) -> Result<Self, redis::RedisError> {
+        let conn = RedisConnection::connect_cluster(nodes).await?;
+        Ok(Self::with_connection(conn, max))
+    }
+
+    /// A limiter over an existing connection: a [`ConnectionManager`], a cluster connection or a
+    /// [`RedisConnection`].
+    pub fn with_connection(conn: impl Into<RedisConnection>, max: u32) -> Self {
+        let conn = conn.into();
         let max = max.max(1);
         let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         Self {
@@ -142,7 +164,7 @@ impl RedisConcurrencyLimiter {
     }
 
     /// The connection, for administration and tests.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 
@@ -200,7 +222,14 @@ impl RedisConcurrencyLimiter {
                     self.leases_key(key)
                 )))
             }
-            Err(e) => return self.fail(key, Box::new(e)),
+            Err(e) => {
+                if let Some(misrouted) = self.conn.misrouting(&e) {
+                    #[cfg(feature = "metrics")]
+                    metrics::counter!("concurrency_misconfigured_total").increment(1);
+                    return Err(Error::Misconfigured(Box::new(misrouted)));
+                }
+                return self.fail(key, Box::new(e));
+            }
         };
         let int = |i: usize| match reply.get(i) {
             Some(Value::Int(v)) => Ok(*v),
@@ -226,6 +255,14 @@ impl RedisConcurrencyLimiter {
             max: self.max,
             retry_after: wait.max(Duration::from_millis(1)),
         }))
+    }
+
+    /// A failed renew or release: misconfigured, or unavailable.
+    fn error(&self, e: redis::RedisError) -> Error {
+        match self.conn.misrouting(&e) {
+            Some(misrouted) => Error::Misconfigured(Box::new(misrouted)),
+            None => Error::Unavailable(Box::new(e)),
+        }
     }
 
     fn fail(&self, key: &str, e: crate::BoxError) -> Result<Lease, Error> {
@@ -289,7 +326,7 @@ impl Lease {
             .arg(id)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| Error::Unavailable(Box::new(e)))?;
+            .map_err(|e| limiter.error(e))?;
         Ok(renewed == 1)
     }
 
@@ -309,7 +346,7 @@ impl Lease {
                 .arg(&*id)
                 .query_async::<()>(&mut conn)
                 .await
-                .map_err(|e| Error::Unavailable(Box::new(e)))?;
+                .map_err(|e| limiter.error(e))?;
         }
         Ok(())
     }

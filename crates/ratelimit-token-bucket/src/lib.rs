@@ -85,7 +85,7 @@ pub use retry_safe_core::{
 #[cfg(feature = "tower")]
 pub use middleware::{RateLimitLayer, RateLimitService};
 #[cfg(feature = "redis")]
-pub use redis_limiter::RedisLimiter;
+pub use redis_limiter::{Misrouted, RedisConnection, RedisLimiter};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -19,6 +19,11 @@ pub enum Error {
     /// The backend holds state this version cannot read.
     #[error("rate-limit state is unreadable: {0}")]
     Corrupt(String),
+    /// The backend is misconfigured: it answered that the decision went to the wrong place (a
+    /// single-node Redis connection on a Redis Cluster node). Not an outage: no fail mode turns
+    /// it into a local decision.
+    #[error("rate-limit backend misconfigured: {0}")]
+    Misconfigured(#[source] BoxError),
 }
 
 /// A keyed rate limiter the [`RateLimitLayer`] can ask.

@@ -8,6 +8,7 @@ use crate::{BoxError, FailMode};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
+pub use retry_safe_core::redis::{Misrouted, RedisConnection};
 use retry_safe_core::{Breaker, BreakerOpen};
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,10 @@ const DECIDE: &str = include_str!("redis_decide.lua");
 /// TATs, decides on the Redis server's clock (`TIME`, so the app servers' clocks do not matter),
 /// and writes the new TATs with a `PX` expiry equal to the time until the bucket is full — an
 /// expired key is a full bucket. One Redis key per limited key, `{prefix}:{<key>}`, hash-tagged so
-/// it can live on any Redis Cluster node.
+/// it can live on any Redis Cluster node: [`connect_cluster`](Self::connect_cluster) (feature
+/// `cluster`) runs the same script on a cluster. A single-node connection pointed at a cluster
+/// node gets `MOVED` for most keys: that is [`Error::Misconfigured`] under any fail mode, never a
+/// local decision.
 ///
 /// ```no_run
 /// use ratelimit_token_bucket::{FailMode, Quota, Quotas, RedisLimiter};
@@ -37,7 +41,7 @@ const DECIDE: &str = include_str!("redis_decide.lua");
 /// ```
 #[derive(Clone)]
 pub struct RedisLimiter {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: Arc<str>,
     quotas: Arc<Quotas>,
     script: Arc<Script>,
@@ -68,10 +72,23 @@ impl RedisLimiter {
         Ok(Self::with_connection(conn, quotas))
     }
 
-    /// A limiter over an existing connection manager.
-    pub fn with_connection(conn: ConnectionManager, quotas: Quotas) -> Self {
+    /// Connects to the Redis Cluster of which `nodes` are members, with the same request-path
+    /// settings; the decision of a key runs on the master owning its slot.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn connect_cluster<T: redis::IntoConnectionInfo>(
+        nodes: impl IntoIterator<Item = T>,
+        quotas: Quotas,
+    ) -> Result<Self, redis::RedisError> {
+        let conn = RedisConnection::connect_cluster(nodes).await?;
+        Ok(Self::with_connection(conn, quotas))
+    }
+
+    /// A limiter over an existing connection: a [`ConnectionManager`], a cluster connection or a
+    /// [`RedisConnection`].
+    pub fn with_connection(conn: impl Into<RedisConnection>, quotas: Quotas) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             prefix: Arc::from("rl"),
             fallback: Arc::new(KeyedLimiter::new(quotas.clone())),
             quotas: Arc::new(quotas),
@@ -121,7 +138,7 @@ impl RedisLimiter {
     }
 
     /// The connection, for administration and tests.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 
@@ -165,7 +182,14 @@ impl RedisLimiter {
                     self.state_key(key)
                 )))
             }
-            Err(e) => return self.fail(key, cost, Box::new(e)),
+            Err(e) => {
+                if let Some(misrouted) = self.conn.misrouting(&e) {
+                    #[cfg(feature = "metrics")]
+                    metrics::counter!("ratelimit_misconfigured_total").increment(1);
+                    return Err(Error::Misconfigured(Box::new(misrouted)));
+                }
+                return self.fail(key, cost, Box::new(e));
+            }
         };
         self.decode(&reply, cost)
     }

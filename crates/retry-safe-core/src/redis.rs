@@ -197,3 +197,27 @@ impl std::fmt::Display for Misrouted {
 }
 
 impl std::error::Error for Misrouted {}
+
+/// The masters of the Redis Cluster that the node at `node_url` belongs to, as `redis://host:port`
+/// URLs (from `CLUSTER NODES`; the node's own credentials are not carried over): where each
+/// hash slot's data lives, for operators' checks and tests.
+pub async fn cluster_masters(node_url: &str) -> RedisResult<Vec<String>> {
+    let mut conn = redis::Client::open(node_url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await?;
+    Ok(nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let addr = fields.nth(1)?;
+            let flags = fields.next()?;
+            let host_port = addr.split('@').next()?;
+            (flags.split(',').any(|f| f == "master") && !flags.contains("fail"))
+                .then(|| format!("redis://{host_port}"))
+        })
+        .collect())
+}

@@ -145,6 +145,18 @@ where
                         Some(Duration::from_secs(1)),
                     ))
                 }
+                Err(Error::Misconfigured(e)) => {
+                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    emit("backend_misconfigured", "");
+                    tracing::error!(error = %e, "rate limiter misconfigured; refusing the request");
+                    Ok(problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "rate_limit_misconfigured",
+                        "Rate limiter misconfigured",
+                        "the server's shared rate limiter is misconfigured; the request was not run",
+                        None,
+                    ))
+                }
                 Err(Error::Corrupt(_)) => {
                     metrics.failed.fetch_add(1, Ordering::Relaxed);
                     emit("backend_corrupt", "");
