@@ -62,7 +62,7 @@ mod redis_leases;
 pub use adaptive::Vegas;
 pub use limiter::{ConcurrencyLimiter, ConfigError, Limited, OwnedPermit, Permit, Reason};
 #[cfg(feature = "tower")]
-pub use middleware::ConcurrencyLimitLayer;
+pub use middleware::{ConcurrencyLimitLayer, PermitSource, Refusal};
 #[cfg(feature = "redis")]
 pub use redis_leases::{Error, Lease, Misrouted, RedisConcurrencyLimiter, RedisConnection};
 pub use retry_safe_core::{

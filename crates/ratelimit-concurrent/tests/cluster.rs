@@ -250,3 +250,90 @@ async fn a_single_node_client_on_a_cluster_node_never_hands_out_local_permits() 
         "no permit was handed out locally"
     );
 }
+
+/// The same `ConcurrencyLimitLayer` over a fleet limiter: on the cluster, the second request of a
+/// key at its cap gets the 429 contract (problem+json, Retry-After); a misrouted single-node
+/// client gets 500 `concurrency_misconfigured` even failing open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_speaks_the_same_contract_over_the_fleet_limiter() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use ratelimit_concurrent::ConcurrencyLimitLayer;
+    use std::sync::Arc;
+    use tower::{Layer, ServiceExt};
+
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let handler = tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
+        let g = g.clone();
+        async move {
+            g.notified().await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                b"done",
+            ))))
+        }
+    });
+    let by_key = |parts: &http::request::Parts| {
+        parts
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let req = |key: &str| {
+        http::Request::get("/report")
+            .header("x-api-key", key)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let svc = ConcurrencyLimitLayer::new(on_cluster(&unique("layer"), 1).await, by_key)
+        .layer(handler.clone());
+    let first = tokio::spawn(svc.clone().oneshot(req("alpha")));
+    // Wait until the first holds its lease, then the second is refused.
+    let mut second = None;
+    for _ in 0..200 {
+        let res = svc.clone().oneshot(req("alpha")).await.unwrap();
+        if res.status() == http::StatusCode::TOO_MANY_REQUESTS {
+            second = Some(res);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = second.expect("the second request of a key at its cap was refused");
+    assert!(second.headers().contains_key("retry-after"));
+    assert_eq!(second.headers()["content-type"], "application/problem+json");
+    let body = second.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("concurrency_limited"));
+    gate.notify_waiters();
+    assert_eq!(first.await.unwrap().unwrap().status(), http::StatusCode::OK);
+
+    // Misrouted: find a key this node does not own.
+    let node = retry_safe_core::redis::cluster_masters(&cluster_urls()[0])
+        .await
+        .unwrap()[0]
+        .clone();
+    let misrouted = RedisConcurrencyLimiter::connect(&node, 1)
+        .await
+        .unwrap()
+        .prefix(&unique("layer-mis"))
+        .fail_mode(FailMode::Open);
+    let svc = ConcurrencyLimitLayer::new(misrouted, by_key).layer(tower::service_fn(
+        |_req: http::Request<Full<Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                b"ran",
+            ))))
+        },
+    ));
+    let mut saw_500 = false;
+    for i in 0..40 {
+        let res = svc.clone().oneshot(req(&format!("k{i}"))).await.unwrap();
+        if res.status() == http::StatusCode::INTERNAL_SERVER_ERROR {
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            assert!(String::from_utf8_lossy(&body).contains("concurrency_misconfigured"));
+            saw_500 = true;
+        } else {
+            assert_eq!(res.status(), http::StatusCode::OK);
+        }
+    }
+    assert!(saw_500);
+}

@@ -237,3 +237,55 @@ async fn unreachable_redis_fails_closed_or_open_as_configured() {
     assert!(open.acquire("k").await.unwrap().is_local());
     assert_eq!(open.fallback_permits(), 3);
 }
+
+/// The layer over a fleet limiter whose Redis went away: fail-closed → 503
+/// `concurrency_unavailable` with Retry-After and the handler not run; fail-open → served on a
+/// local permit.
+#[cfg(feature = "tower")]
+#[tokio::test]
+async fn the_layer_answers_503_when_the_fleet_limiter_fails_closed() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use ratelimit_concurrent::ConcurrencyLimitLayer;
+    use tower::{Layer, ServiceExt};
+
+    let mut redis = PrivateRedis::start().await;
+    let closed = limiter_at(&redis.url, "layer-closed", 1).await;
+    let open = limiter_at(&redis.url, "layer-open", 1)
+        .await
+        .fail_mode(FailMode::Open);
+    redis.stop();
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler = {
+        let ran = ran.clone();
+        tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
+            ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+            }
+        })
+    };
+    let key = |_: &http::request::Parts| Some("tenant".to_owned());
+    let req = || {
+        http::Request::get("/")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let res = ConcurrencyLimitLayer::new(closed, key)
+        .layer(handler.clone())
+        .oneshot(req())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("concurrency_unavailable"));
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let res = ConcurrencyLimitLayer::new(open, key)
+        .layer(handler)
+        .oneshot(req())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), http::StatusCode::OK);
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
