@@ -7,6 +7,9 @@
 //! - **Reserved capacity** ([`Shedder`], [`Shares`]): each class may fill only its share of the
 //!   server's slots (by default test-mode 50 %, read 70 %, write 80 %, critical 100 %), so the top
 //!   of the capacity is always free for more important work.
+//! - **The fleet usage shedder** (`FleetShedder`, feature `redis`): the same shares applied to
+//!   the requests in flight of the whole fleet, counted in Redis with expiring leases — the top of
+//!   the *fleet's* capacity stays free for critical work even when every server is busy.
 //! - **The overload controller** ([`controller`]): when admitted requests get slower than a target,
 //!   it raises a *pressure* that sheds a growing fraction of test-mode traffic, then of reads, then
 //!   of writes — never critical requests — and lowers it slowly once latency is back, with a
@@ -53,21 +56,30 @@
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `tower` | yes | `LoadShedLayer` |
-//! | `metrics` | no | `loadshed_requests_total`, `loadshed_level` through the `metrics` facade |
+//! | `redis` | no | `FleetShedder`: the fleet usage shedder, the fleet's requests in flight counted in Redis with shares reserved per class |
+//! | `cluster` | no | `FleetShedder::connect_cluster` (Redis Cluster) |
+//! | `metrics` | no | `loadshed_requests_total`, `loadshed_level`, `loadshed_fleet_fallback_total` through the `metrics` facade |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod class;
 pub mod controller;
+#[cfg(feature = "redis")]
+mod fleet;
 #[cfg(feature = "tower")]
 pub mod middleware;
 mod shedder;
 
 pub use class::{Class, Classify, DefaultClassifier};
 pub use controller::{Controller, ControllerConfig};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use fleet::{FleetError, FleetGuard, FleetShedder, DEFAULT_FLEET_LEASE};
 #[cfg(feature = "tower")]
 pub use middleware::LoadShedLayer;
+#[cfg(feature = "redis")]
+pub use ratelimit_concurrent::{FailMode, RedisConnection};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 pub use shedder::{ConfigError, Guard, Shares, Shed, ShedReason, Shedder, Snapshot};
 

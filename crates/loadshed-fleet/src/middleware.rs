@@ -5,6 +5,12 @@
 //! `Retry-After` and an RFC 9457 problem+json body naming its class and the reason
 //! (`capacity`: its class's share is full; `overload`: the controller is shedding its class).
 //! Counters per class: [`Shedder::snapshot`]; pressure changes are logged as `tracing` events.
+//!
+//! With a fleet shedder ([`LoadShedLayer::with_fleet`], feature `redis`) a request the server
+//! admits must also find room in the fleet's share for its class (`fleet_capacity`); the
+//! per-server shedder stays the last line of defence. When the fleet's Redis is down the server
+//! decides alone (or, failing closed, answers 503 `fleet_shedder_unavailable`); a misconfigured
+//! fleet shedder answers 500 `fleet_shedder_misconfigured`.
 
 use crate::Clock;
 use crate::{Class, Classify, ShedReason, Shedder};
@@ -35,6 +41,8 @@ use tower_service::Service;
 pub struct LoadShedLayer<C, K> {
     shedder: Arc<Shedder<C>>,
     classifier: Arc<K>,
+    #[cfg(feature = "redis")]
+    fleet: Option<crate::FleetShedder>,
 }
 
 impl<C: Clock, K: Classify> LoadShedLayer<C, K> {
@@ -48,7 +56,18 @@ impl<C: Clock, K: Classify> LoadShedLayer<C, K> {
         Self {
             shedder,
             classifier: Arc::new(classifier),
+            #[cfg(feature = "redis")]
+            fleet: None,
         }
+    }
+
+    /// Also admits every request through the fleet usage shedder `fleet` (after this server's
+    /// shedder admitted it): the fleet's share for its class must have room too.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn with_fleet(mut self, fleet: crate::FleetShedder) -> Self {
+        self.fleet = Some(fleet);
+        self
     }
 
     /// The shedder, for [`Shedder::snapshot`].
@@ -62,6 +81,8 @@ impl<C, K> Clone for LoadShedLayer<C, K> {
         Self {
             shedder: self.shedder.clone(),
             classifier: self.classifier.clone(),
+            #[cfg(feature = "redis")]
+            fleet: self.fleet.clone(),
         }
     }
 }
@@ -130,6 +151,8 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shedder = self.layer.shedder.clone();
+        #[cfg(feature = "redis")]
+        let fleet = self.layer.fleet.clone();
         Box::pin(async move {
             let admitted = shedder.admit(class);
             #[cfg(feature = "metrics")]
@@ -142,8 +165,23 @@ where
                 Ok(guard) => guard,
                 Err(shed) => return Ok(refusal(class, shed.reason, shed.retry_after)),
             };
+            #[cfg(feature = "redis")]
+            let fleet_guard = match &fleet {
+                None => None,
+                Some(fleet) => match fleet.admit(class).await {
+                    Ok(g) => Some(g),
+                    Err(crate::FleetError::Shed(shed)) => {
+                        #[cfg(feature = "metrics")]
+                        record(class, Some(shed.reason), shedder.pressure());
+                        return Ok(refusal(class, shed.reason, shed.retry_after));
+                    }
+                    Err(e) => return Ok(fleet_failed(&e)),
+                },
+            };
             let res = inner.call(req).await;
             drop(guard);
+            #[cfg(feature = "redis")]
+            drop(fleet_guard);
             res
         })
     }
@@ -156,8 +194,7 @@ where
 fn record(class: Class, shed: Option<ShedReason>, pressure: f64) {
     let (outcome, reason) = match shed {
         None => ("admitted", ""),
-        Some(ShedReason::Capacity) => ("shed", "capacity"),
-        Some(ShedReason::Overload) => ("shed", "overload"),
+        Some(reason) => ("shed", reason.name()),
     };
     metrics::counter!("loadshed_requests_total", "class" => class.name(), "outcome" => outcome, "reason" => reason)
         .increment(1);
@@ -169,10 +206,7 @@ fn refusal<B: From<Bytes>>(
     reason: ShedReason,
     retry: std::time::Duration,
 ) -> Response<B> {
-    let reason = match reason {
-        ShedReason::Capacity => "capacity",
-        ShedReason::Overload => "overload",
-    };
+    let reason = reason.name();
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",
@@ -186,4 +220,28 @@ fn refusal<B: From<Bytes>>(
     .with("reason", reason)
     .with_retry_after(retry)
     .into_response()
+}
+
+/// The answer when the fleet shedder could not decide: 503 when its Redis is down and it fails
+/// closed, 500 when it is misconfigured.
+#[cfg(feature = "redis")]
+fn fleet_failed<B: From<Bytes>>(e: &crate::FleetError) -> Response<B> {
+    tracing::error!(error = %e, source = ?std::error::Error::source(e), "fleet shedder failed; refusing the request");
+    match e {
+        crate::FleetError::Misconfigured(_) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "fleet_shedder_misconfigured",
+            "Fleet load shedder misconfigured",
+        )
+        .with_detail("the server's fleet load shedder is misconfigured; the request was not run")
+        .into_response(),
+        _ => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fleet_shedder_unavailable",
+            "Fleet load shedder unavailable",
+        )
+        .with_detail("the fleet's admission counter cannot be reached; the request was not run")
+        .with_retry_after(std::time::Duration::from_secs(1))
+        .into_response(),
+    }
 }

@@ -39,6 +39,32 @@ pub enum ShedReason {
     Capacity,
     /// The overload controller is shedding its class.
     Overload,
+    /// Its class had used up its share of the *fleet's* slots (the fleet shedder, feature
+    /// `redis`).
+    FleetCapacity,
+}
+
+impl ShedReason {
+    /// A short name: `capacity`, `overload`, `fleet_capacity`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ShedReason::Capacity => "capacity",
+            ShedReason::Overload => "overload",
+            ShedReason::FleetCapacity => "fleet_capacity",
+        }
+    }
+}
+
+/// The slots each class may fill: `capacity × share`, at least 1.
+pub(crate) fn limits_of(capacity: u32, shares: Shares) -> Result<[u32; 4], ConfigError> {
+    if capacity == 0 {
+        return Err(ConfigError::ZeroCapacity);
+    }
+    let s = shares.0;
+    if s[3] != 100 || s.windows(2).any(|w| w[0] > w[1]) {
+        return Err(ConfigError::InvalidShares);
+    }
+    Ok(s.map(|pct| (u64::from(capacity) * u64::from(pct) / 100).max(1) as u32))
 }
 
 /// A shed request.
@@ -115,14 +141,7 @@ impl Shedder<SystemClock> {
 impl<C: Clock> Shedder<C> {
     /// A shedder with `capacity` slots and `shares`, without controller.
     pub fn with_shares(capacity: u32, shares: Shares) -> Result<Shedder<C>, ConfigError> {
-        if capacity == 0 {
-            return Err(ConfigError::ZeroCapacity);
-        }
-        let s = shares.0;
-        if s[3] != 100 || s.windows(2).any(|w| w[0] > w[1]) {
-            return Err(ConfigError::InvalidShares);
-        }
-        let limits = s.map(|pct| (capacity * u32::from(pct) / 100).max(1));
+        let limits = limits_of(capacity, shares)?;
         Ok(Shedder {
             capacity,
             limits,
