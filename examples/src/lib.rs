@@ -46,11 +46,13 @@ use idem_core::{
     IdempotencyAttempt, IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, MemoryStore,
 };
 use idem_store_postgres::sqlx;
-use loadshed_fleet::{DefaultClassifier, LoadShedLayer, Shedder};
+use loadshed_fleet::{DefaultClassifier, FleetShedder, LoadShedLayer, Shedder, SystemClock};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use optimistic_lock::{Conflict, Current, Expected, OptimisticLockLayer, Version, VersionSource};
 use parking_lot::Mutex;
-use ratelimit_concurrent::{ConcurrencyLimitLayer, ConcurrencyLimiter};
+use ratelimit_concurrent::{
+    ConcurrencyLimitLayer, ConcurrencyLimiter, PermitSource, RedisConcurrencyLimiter, Refusal,
+};
 use ratelimit_token_bucket::{KeyedLimiter, Limiter, Quota, Quotas, RateLimitLayer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -140,6 +142,30 @@ struct Db {
     outbox: Option<OrderOutbox>,
 }
 
+/// The per-principal cap on requests in flight: per server, or fleet-wide on Redis.
+#[derive(Clone, Debug)]
+enum Caps {
+    Local(ConcurrencyLimiter<u64>),
+    Fleet(RedisConcurrencyLimiter),
+}
+
+/// A slot of [`Caps`].
+enum CapPermit {
+    Local(#[allow(dead_code)] ratelimit_concurrent::OwnedPermit<u64>),
+    Fleet(#[allow(dead_code)] ratelimit_concurrent::Lease),
+}
+
+impl PermitSource<u64> for Caps {
+    type Permit = CapPermit;
+
+    async fn acquire_permit(&self, key: &u64) -> Result<CapPermit, Refusal> {
+        match self {
+            Caps::Local(l) => l.acquire_permit(key).await.map(CapPermit::Local),
+            Caps::Fleet(l) => l.acquire_permit(key).await.map(CapPermit::Fleet),
+        }
+    }
+}
+
 /// Where `order.created` webhooks are queued.
 #[derive(Clone)]
 enum OrderOutbox {
@@ -225,7 +251,8 @@ pub struct OrdersApi<S> {
     book: Db,
     idempotency: IdempotencyLayer<S>,
     rate: Arc<dyn Limiter<u64>>,
-    concurrency: ConcurrencyLimiter<u64>,
+    concurrency: Caps,
+    fleet: Option<FleetShedder>,
     per_ip: ConcurrencyLimiter<std::net::IpAddr>,
     client_ip: ratelimit_concurrent::ClientIp,
     shedder: Arc<Shedder>,
@@ -293,7 +320,10 @@ impl<S: IdempotencyStore> OrdersApi<S> {
             rate: Arc::new(KeyedLimiter::new(
                 Quotas::new([limits.rate]).expect("valid default quota"),
             )) as Arc<dyn Limiter<u64>>,
-            concurrency: ConcurrencyLimiter::new(limits.in_flight.max(1)).expect("cap ≥ 1"),
+            concurrency: Caps::Local(
+                ConcurrencyLimiter::new(limits.in_flight.max(1)).expect("cap ≥ 1"),
+            ),
+            fleet: None,
             per_ip: ConcurrencyLimiter::new(limits.in_flight_per_ip.max(1)).expect("cap ≥ 1"),
             client_ip: ratelimit_concurrent::ClientIp::new().peer_from(|parts| {
                 parts
@@ -349,6 +379,31 @@ impl<S: IdempotencyStore> OrdersApi<S> {
         self
     }
 
+    /// Caps each principal's requests in flight across the fleet with `limiter` (on Redis or a
+    /// Redis Cluster) instead of per server.
+    pub fn with_fleet_caps(mut self, limiter: RedisConcurrencyLimiter) -> Self {
+        self.concurrency = Caps::Fleet(limiter);
+        self
+    }
+
+    /// Admits every request through the fleet usage shedder `fleet` as well as this server's
+    /// shedder: the fleet's share of each class, with its reserve for critical requests.
+    pub fn with_fleet_shedder(mut self, fleet: FleetShedder) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    fn load_shed_layer(
+        &self,
+        classifier: DefaultClassifier,
+    ) -> LoadShedLayer<SystemClock, DefaultClassifier> {
+        let layer = LoadShedLayer::from_shared(self.shedder.clone(), classifier);
+        match &self.fleet {
+            Some(fleet) => layer.with_fleet(fleet.clone()),
+            None => layer,
+        }
+    }
+
     /// Uses `limiter` for the request rate (for example a `RedisLimiter`, shared by a fleet)
     /// instead of the in-memory one.
     pub fn with_rate_limiter(mut self, limiter: Arc<dyn Limiter<u64>>) -> Self {
@@ -388,7 +443,7 @@ impl<S: IdempotencyStore> OrdersApi<S> {
                 self.rate.clone(),
                 |parts: &http::request::Parts| Some(principal_key(&parts.headers)),
             ))
-            .layer(LoadShedLayer::from_shared(self.shedder.clone(), classifier))
+            .layer(self.load_shed_layer(classifier))
             .layer(ConcurrencyLimitLayer::new(self.per_ip.clone(), {
                 let ips = self.client_ip.clone();
                 move |parts: &http::request::Parts| ips.of(parts)

@@ -2,6 +2,9 @@
 //! `redis-server` on loopback ports, each in a temporary directory of its own, joined with
 //! `redis-cli --cluster create`. Started unless `REDIS_CLUSTER_URLS` names a cluster already;
 //! stopped (exactly the processes started here, by PID) when the [`Cluster`] is dropped.
+//!
+//! The fault tests that kill a master include this file (`#[path]`) to own a cluster of their
+//! own ([`start_private`], [`Cluster::kill`]).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A running cluster this run started.
 pub struct Cluster {
-    nodes: Vec<Child>,
+    nodes: Vec<(u16, Child)>,
     dirs: Vec<PathBuf>,
     /// `redis://127.0.0.1:P1,redis://127.0.0.1:P2,…`, for `REDIS_CLUSTER_URLS`.
     pub urls: String,
@@ -18,7 +21,7 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for node in &mut self.nodes {
+        for (_, node) in &mut self.nodes {
             let _ = node.kill();
             let _ = node.wait();
         }
@@ -70,11 +73,58 @@ fn cli(port: u16, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+// Used by the fault tests that include this file, not by the xtask itself.
+#[allow(dead_code)]
+impl Cluster {
+    /// The nodes' ports.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|(p, _)| *p).collect()
+    }
+
+    /// The PID of the node on `port`.
+    pub fn pid(&self, port: u16) -> Option<u32> {
+        self.nodes
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, c)| c.id())
+    }
+
+    /// Starts the node on `port` again (after [`kill`](Self::kill)), on its own state: it
+    /// rejoins the cluster, as a replica when its master role was taken over meanwhile.
+    pub fn restart(&mut self, port: u16) -> Result<(), String> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|(p, _)| *p == port)
+            .ok_or_else(|| format!("no node of this cluster on {port}"))?;
+        let child = spawn_node(port, &self.dirs[i])?;
+        self.nodes[i].1 = child;
+        Ok(())
+    }
+
+    /// SIGKILLs the node on `port` (by its PID); `false` when no node of this cluster is there.
+    pub fn kill(&mut self, port: u16) -> bool {
+        match self.nodes.iter_mut().find(|(p, _)| *p == port) {
+            Some((_, node)) => {
+                let _ = node.kill();
+                let _ = node.wait();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Starts the cluster, unless `REDIS_CLUSTER_URLS` is set (`None` then: the tests use it).
 pub fn start() -> Result<Option<Cluster>, String> {
     if std::env::var("REDIS_CLUSTER_URLS").is_ok_and(|v| !v.trim().is_empty()) {
         return Ok(None);
     }
+    start_private().map(Some)
+}
+
+/// Starts a cluster of this process's own, whatever `REDIS_CLUSTER_URLS` says.
+pub fn start_private() -> Result<Cluster, String> {
     let ports = ports()?;
     let mut cluster = Cluster {
         nodes: Vec::new(),
@@ -90,33 +140,8 @@ pub fn start() -> Result<Option<Cluster>, String> {
             std::env::temp_dir().join(format!("retry-safe-cluster-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let log = std::fs::File::create(dir.join("redis.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-            ])
-            .arg(&dir)
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!("could not start redis-server ({e}); install it with `apt-get install redis-server`")
-            })?;
-        cluster.nodes.push(child);
+        let child = spawn_node(port, &dir)?;
+        cluster.nodes.push((port, child));
         cluster.dirs.push(dir);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -151,7 +176,15 @@ pub fn start() -> Result<Option<Cluster>, String> {
                 info.contains("cluster_state:ok") && info.contains("cluster_slots_assigned:16384")
             })
         });
-        if ok {
+        // And every replica in sync with its master, so that a master killed at once has a
+        // replica ready to take over.
+        let synced = ok
+            && ports.iter().all(|&p| {
+                cli(p, &["info", "replication"]).is_ok_and(|info| {
+                    !info.contains("role:slave") || info.contains("master_link_status:up")
+                })
+            });
+        if synced {
             break;
         }
         if Instant::now() > deadline {
@@ -159,8 +192,8 @@ pub fn start() -> Result<Option<Cluster>, String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("xtask: Redis Cluster of {NODES} nodes on {}", cluster.urls);
-    Ok(Some(cluster))
+    eprintln!("Redis Cluster of {NODES} nodes on {}", cluster.urls);
+    Ok(cluster)
 }
 
 /// `cargo xtask cluster`: a cluster for running tests by hand, until standard input ends.
@@ -178,4 +211,42 @@ pub fn serve() -> Result<(), String> {
     {}
     drop(cluster);
     Ok(())
+}
+
+/// One cluster-enabled `redis-server` on `port`, keeping its state (`nodes.conf`) in `dir`.
+fn spawn_node(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("redis.log"))
+        .map_err(|e| e.to_string())?;
+    Command::new("redis-server")
+        .args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+        // A replica always takes over a dead master, however long since their last
+        // exchange: the fault tests kill masters of a cluster started seconds before.
+        "--cluster-replica-validity-factor",
+        "0",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        ])
+        .arg(dir)
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+        format!("could not start redis-server ({e}); install it with `apt-get install redis-server`")
+        })
 }

@@ -105,6 +105,16 @@ pub enum StoreError {
     /// Not an outage: no fail mode runs the request unprotected because of it.
     #[error("the idempotency store is misconfigured: {0}")]
     Misconfigured(#[source] BoxError),
+    /// `complete` stored the response on the primary, but fewer replicas than required
+    /// acknowledged it in time: a failover before they catch up could lose the record (and a
+    /// retry then run again).
+    #[error("the completed record reached {acknowledged} of {wanted} replicas in time")]
+    Unreplicated {
+        /// Replicas that acknowledged the write.
+        acknowledged: u32,
+        /// Replicas required.
+        wanted: u32,
+    },
 }
 
 /// The store contract of DESIGN.md: `begin`, `complete`, `release`, `purge_expired`.

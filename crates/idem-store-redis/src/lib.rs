@@ -115,6 +115,8 @@ pub struct RedisStore {
     prefix: Arc<str>,
     offset: TimeOffset,
     scripts: Arc<Scripts>,
+    /// Replicas a completion waits for, and for how long (`None`: no wait).
+    durable: Option<(u32, Duration)>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -177,7 +179,20 @@ impl RedisStore {
                 release: Script::new(scripts::RELEASE),
                 renew: Script::new(scripts::RENEW),
             }),
+            durable: None,
         }
+    }
+
+    /// Durable completion: after `complete` writes the response, it waits (Redis `WAIT`, on the
+    /// master of the record's slot) until `replicas` replicas have it, at most `timeout`. Redis
+    /// replication is asynchronous: without this, a record completed just before its master
+    /// dies can vanish with it, and a retry of its key then runs again. With it, an `Ok` from
+    /// `complete` means the record is on the master and `replicas` replicas; fewer in time is
+    /// [`StoreError::Unreplicated`] (the response is still stored on the master). Costs one more
+    /// round trip and the replication delay per completion (figures in docs/benchmarks.md).
+    pub fn durable_completion(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.durable = (replicas > 0).then_some((replicas, timeout));
+        self
     }
 
     /// The key prefix of this store's records (default `idem`): one per application or
@@ -354,10 +369,27 @@ impl IdempotencyStore for RedisStore {
             .arg(self.pinned_micros());
         let reply = self.run(inv).await?;
         match reply.first().and_then(text) {
-            Some(b"OK") => Ok(()),
-            Some(b"S") => Err(StoreError::StaleFence { fence }),
-            _ => Err(other_reply(&reply)),
+            Some(b"OK") => {}
+            Some(b"S") => return Err(StoreError::StaleFence { fence }),
+            _ => return Err(other_reply(&reply)),
         }
+        let Some((wanted, timeout)) = self.durable else {
+            return Ok(());
+        };
+        let record = self.record_key(scope, key);
+        let acknowledged = self
+            .conn
+            .clone()
+            .wait_for_replicas(&record, wanted, timeout)
+            .await
+            .map_err(|e| classify(&self.conn, e))?;
+        if acknowledged < wanted {
+            return Err(StoreError::Unreplicated {
+                acknowledged,
+                wanted,
+            });
+        }
+        Ok(())
     }
 
     async fn release(

@@ -100,6 +100,41 @@ impl RedisConnection {
         Ok(Self::Cluster(client.get_async_connection().await?))
     }
 
+    /// Blocks until `replicas` replicas have acknowledged this connection's writes so far, or
+    /// `timeout` passes (Redis `WAIT`); returns how many acknowledged. On a cluster the `WAIT`
+    /// goes to the master of `key`'s slot, the node that took the write.
+    pub async fn wait_for_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<u32> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        let acked: i64 = match self {
+            Self::Single(c) => wait.query_async(c).await?,
+            #[cfg(feature = "cluster")]
+            Self::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
+                let value = c
+                    .route_command(
+                        wait,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                redis::from_redis_value(value)?
+            }
+        };
+        #[cfg(not(feature = "cluster"))]
+        let _ = key;
+        Ok(u32::try_from(acked.max(0)).unwrap_or(u32::MAX))
+    }
+
     /// Whether this is a cluster connection.
     pub fn is_cluster(&self) -> bool {
         match self {

@@ -27,17 +27,85 @@ use tower::ServiceExt;
 enum Backend {
     Memory,
     Redis(String),
+    RedisCluster(Vec<String>),
     Postgres(String),
 }
 
-fn backend() -> Result<Backend, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => Ok(Backend::Memory),
-        [flag, url] if flag == "--redis" => Ok(Backend::Redis(url.clone())),
-        [flag, url] if flag == "--postgres" => Ok(Backend::Postgres(url.clone())),
-        _ => Err("usage: orders-api [--redis URL | --postgres URL]".into()),
+const USAGE: &str =
+    "usage: orders-api [--redis URL | --redis-cluster URL[,URL…] | --postgres URL] \
+[--bare] [--rate N[/s|/min|/h]] [--burst N] [--in-flight N] [--capacity N] [--fleet-capacity N]";
+
+/// The command line: a backend, `--bare` (the same handlers without any layer), and the limits.
+struct Args {
+    backend: Backend,
+    bare: bool,
+    rate: Option<String>,
+    burst: Option<u64>,
+    in_flight: Option<u32>,
+    capacity: Option<u32>,
+    fleet_capacity: Option<u32>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut parsed = Args {
+        backend: Backend::Memory,
+        bare: false,
+        rate: None,
+        burst: None,
+        in_flight: None,
+        capacity: None,
+        fleet_capacity: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value; {USAGE}"))
+        };
+        let number = |v: String| {
+            v.parse::<u32>()
+                .map_err(|_| format!("{flag} {v}: not a number; {USAGE}"))
+        };
+        match flag.as_str() {
+            "--redis" => parsed.backend = Backend::Redis(value()?),
+            "--redis-cluster" => {
+                let urls = value()?;
+                parsed.backend = Backend::RedisCluster(
+                    urls.split(',')
+                        .map(str::trim)
+                        .filter(|u| !u.is_empty())
+                        .map(String::from)
+                        .collect(),
+                );
+            }
+            "--postgres" => parsed.backend = Backend::Postgres(value()?),
+            "--bare" => parsed.bare = true,
+            "--rate" => parsed.rate = Some(value()?),
+            "--burst" => parsed.burst = Some(u64::from(number(value()?)?)),
+            "--in-flight" => parsed.in_flight = Some(number(value()?)?),
+            "--capacity" => parsed.capacity = Some(number(value()?)?),
+            "--fleet-capacity" => parsed.fleet_capacity = Some(number(value()?)?),
+            _ => return Err(USAGE.into()),
+        }
     }
+    Ok(parsed)
+}
+
+/// `N`, `N/s`, `N/min` or `N/h` requests per principal, with `burst` (default: twice the rate).
+fn quota(rate: &str, burst: Option<u64>) -> Result<ratelimit_token_bucket::Quota, String> {
+    use ratelimit_token_bucket::Quota;
+    let (n, unit) = rate.split_once('/').unwrap_or((rate, "s"));
+    let n: u64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("--rate {rate}: not N[/s|/min|/h]"))?;
+    let quota = match unit.trim() {
+        "s" => Quota::per_second(n),
+        "min" => Quota::per_minute(n),
+        "h" => Quota::per_hour(n),
+        _ => return Err(format!("--rate {rate}: the unit is s, min or h")),
+    };
+    Ok(quota.burst(burst.unwrap_or(n.saturating_mul(2)).max(1)))
 }
 
 async fn serve(
@@ -258,17 +326,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = std::env::var("ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())
         .parse()?;
+    let args = args()?;
     let mut limits = Limits::default();
-    // Operators' overrides: `IN_FLIGHT_PER_IP` and `CAPACITY` (the load shedder's slots).
+    // Operators' overrides: `IN_FLIGHT_PER_IP` and `CAPACITY` (the load shedder's slots), and
+    // the flags, which win.
     let env_u32 = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
     if let Some(n) = env_u32("IN_FLIGHT_PER_IP") {
         limits.in_flight_per_ip = n;
     }
-    if let Some(n) = env_u32("CAPACITY") {
+    if let Some(n) = args.capacity.or(env_u32("CAPACITY")) {
         limits.capacity = n;
     }
+    if let Some(n) = args.in_flight {
+        limits.in_flight = n;
+    }
+    if let Some(rate) = &args.rate {
+        limits.rate = quota(rate, args.burst)?;
+    } else if let Some(burst) = args.burst {
+        limits.rate = limits.rate.burst(burst);
+    }
+    let fleet_capacity = args
+        .fleet_capacity
+        .or(env_u32("FLEET_CAPACITY"))
+        .unwrap_or(limits.capacity.saturating_mul(4));
+    // `REDIS_PREFIX` (default `orders-api`): the key prefix of everything the API keeps in Redis,
+    // one per environment sharing a Redis or a cluster.
+    let prefix = std::env::var("REDIS_PREFIX").unwrap_or_else(|_| "orders-api".into());
     let hooks = webhooks()?;
-    match backend()? {
+    if args.bare {
+        // The handlers alone, in memory: the baseline to measure the layers' cost against.
+        let api = OrdersApi::new(examples::memory_store(), limits);
+        return serve(api.bare_router(), addr, "bare handlers, no layers").await;
+    }
+    match args.backend {
         Backend::Memory => {
             let mut api =
                 OrdersApi::new(examples::memory_store(), limits).trust_proxies(trusted()?);
@@ -283,16 +373,51 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let store = idem_store_redis::RedisStore::connect(&url)
                 .await
                 .map_err(|e| format!("Redis at {url}: {e}"))?
-                .prefix("orders-api:idem");
+                .prefix(&format!("{prefix}:idem"));
             let limiter = RedisLimiter::connect(&url, Quotas::new([limits.rate])?)
                 .await
                 .map_err(|e| format!("Redis at {url}: {e}"))?
-                .prefix("orders-api:rl")
+                .prefix(&format!("{prefix}:rl"))
                 .fail_mode(FailMode::Open);
             let api = OrdersApi::new(store, limits)
                 .with_rate_limiter(Arc::new(limiter) as Arc<dyn Limiter<u64>>)
                 .trust_proxies(trusted()?);
             serve(api.router(), addr, "idempotency and rate limits on Redis").await
+        }
+        Backend::RedisCluster(urls) => {
+            let unreachable = |e: &dyn std::fmt::Display| format!("Redis Cluster at {urls:?}: {e}");
+            let store = idem_store_redis::RedisStore::connect_cluster(urls.clone())
+                .await
+                .map_err(|e| unreachable(&e))?
+                .prefix(&format!("{prefix}:idem"));
+            let limiter = RedisLimiter::connect_cluster(urls.clone(), Quotas::new([limits.rate])?)
+                .await
+                .map_err(|e| unreachable(&e))?
+                .prefix(&format!("{prefix}:rl"))
+                .fail_mode(FailMode::Open);
+            let caps = ratelimit_concurrent::RedisConcurrencyLimiter::connect_cluster(
+                urls.clone(),
+                limits.in_flight,
+            )
+            .await
+            .map_err(|e| unreachable(&e))?
+            .prefix(&format!("{prefix}:cl"))
+            .fail_mode(FailMode::Open);
+            let fleet = loadshed_fleet::FleetShedder::connect_cluster(urls.clone(), fleet_capacity)
+                .await
+                .map_err(|e| unreachable(&e))?
+                .prefix(&prefix);
+            let api = OrdersApi::new(store, limits)
+                .with_rate_limiter(Arc::new(limiter) as Arc<dyn Limiter<u64>>)
+                .with_fleet_caps(caps)
+                .with_fleet_shedder(fleet)
+                .trust_proxies(trusted()?);
+            serve(
+                api.router(),
+                addr,
+                "idempotency, rate limits, concurrency caps and the fleet shedder on a Redis Cluster",
+            )
+            .await
         }
         Backend::Postgres(url) => {
             let store = idem_store_postgres::PostgresStore::connect(&url)

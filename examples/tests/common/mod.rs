@@ -84,3 +84,31 @@ pub async fn post_order(addr: SocketAddr, token: &str, key: &str) -> Option<u16>
         .ok()?;
     std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok()
 }
+
+/// One raw HTTP/1.1 request on a fresh connection: the status, the lowercased head and the body;
+/// `None` when the connection failed or no answer came within 10 s.
+pub async fn http(addr: SocketAddr, request: &str) -> Option<(u16, String, String)> {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+    conn.write_all(request.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.get(9..12)?.parse().ok()?;
+    Some((status, head.to_ascii_lowercase(), body.to_owned()))
+}
+
+/// A request as `Bearer <token>` with an optional `Idempotency-Key` and JSON body.
+pub fn request(method: &str, path: &str, token: &str, key: Option<&str>, body: &str) -> String {
+    let key = key
+        .map(|k| format!("idempotency-key: {k}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\nauthorization: Bearer {token}\r\n\
+         {key}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
