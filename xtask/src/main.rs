@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `test` | every test of the workspace, all features (the README's test command) |
 //! | `proptest [--cases N] [--seed S]` | the test suite with N proptest cases per property (default 4096), from seed S |
-//! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | e2e]` | the criterion benchmarks (all, or one group) |
+//! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e]` | the criterion benchmarks (all, or one group) |
 //! | `ci` | `fmt --check`, `clippy -D warnings`, `doc` with warnings denied, `features`, `msrv` (CI runs `test` and then `ci`) |
 //! | `features` | each published crate in each feature set: `check --all-targets` and `doc`, warnings denied |
 //! | `msrv` | each published crate's `rust-version` covers every dependency's, in each feature set |
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Some("cluster") => cluster::serve(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | e2e] | ci | features | msrv>\n\
+                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e] | ci | features | msrv>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks\n\
@@ -127,6 +127,15 @@ fn bench(which: Option<&str>) -> Result {
         ),
         Some("webhook") => cargo(&["bench", "-p", "webhook-sig", "--bench", "verify"], &[]),
         Some("retries") => cargo(&["bench", "-p", "retry-client"], &[]),
+        Some("cluster") => {
+            services::ensure_all()?;
+            let cluster = cluster::start()?;
+            let env: Vec<(&str, &str)> = cluster
+                .iter()
+                .map(|c| ("REDIS_CLUSTER_URLS", c.urls.as_str()))
+                .collect();
+            cargo(&["bench", "-p", "examples", "--bench", "redis_fleet"], &env)
+        }
         Some("outbox") => {
             services::ensure_all()?;
             cargo(
@@ -210,7 +219,7 @@ fn bench(which: Option<&str>) -> Result {
             )
         }
         Some(other) => Err(format!(
-            "no benchmark group `{other}`; known: idem, webhook, redis, postgres, ratelimit, ratelimit-redis, concurrency, concurrency-redis, trace, loadshed, loadshed-decision, optimistic, retries, outbox, e2e"
+            "no benchmark group `{other}`; known: idem, webhook, redis, postgres, ratelimit, ratelimit-redis, concurrency, concurrency-redis, trace, loadshed, loadshed-decision, optimistic, retries, outbox, cluster, e2e"
         )),
     }
 }
