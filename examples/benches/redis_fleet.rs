@@ -27,7 +27,10 @@ struct Target {
 async fn op_time(kind: &str, target: &Target, n: usize, round: usize) -> Duration {
     static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let prefix = format!("bench:{kind}:{}:{round}:{run}:{nanos}", target.name);
     let conn = target.conn.clone();
     let started;
@@ -38,21 +41,33 @@ async fn op_time(kind: &str, target: &Target, n: usize, round: usize) -> Duratio
                 store = store.durable_completion(1, Duration::from_millis(100));
             }
             let fp = Fingerprint::of_request("POST", "/orders", b"{}");
-            let response = StoredResponse { status: 201, headers: vec![], body: "created".into() };
+            let response = StoredResponse {
+                status: 201,
+                headers: vec![],
+                body: "created".into(),
+            };
             started = Instant::now();
             for i in 0..n {
                 let key = IdempotencyKey::parse(format!("k{i}").as_bytes()).unwrap();
-                let BeginOutcome::Acquired { fence } =
-                    store.begin("t", &key, &fp, Duration::from_secs(30)).await.unwrap()
+                let BeginOutcome::Acquired { fence } = store
+                    .begin("t", &key, &fp, Duration::from_secs(30))
+                    .await
+                    .unwrap()
                 else {
                     panic!("a new key")
                 };
                 // Durable completion runs on the cluster only, whose masters have a replica each.
-                let _ = store.complete("t", &key, fence, &response, Duration::from_secs(60)).await;
+                let _ = store
+                    .complete("t", &key, fence, &response, Duration::from_secs(60))
+                    .await;
             }
         }
         "ratelimit" => {
-            let limiter = RedisLimiter::with_connection(conn, Quotas::new([Quota::per_second(1_000_000)]).unwrap()).prefix(&prefix);
+            let limiter = RedisLimiter::with_connection(
+                conn,
+                Quotas::new([Quota::per_second(1_000_000)]).unwrap(),
+            )
+            .prefix(&prefix);
             started = Instant::now();
             for i in 0..n {
                 limiter.check(&(i % 100), 1).await.unwrap();
@@ -67,7 +82,9 @@ async fn op_time(kind: &str, target: &Target, n: usize, round: usize) -> Duratio
             }
         }
         "fleet" => {
-            let fleet = FleetShedder::with_connection(conn, 1_000_000, Shares::default()).unwrap().prefix(&prefix);
+            let fleet = FleetShedder::with_connection(conn, 1_000_000, Shares::default())
+                .unwrap()
+                .prefix(&prefix);
             started = Instant::now();
             for _ in 0..n {
                 fleet.admit(Class::Write).await.unwrap().release().await;
@@ -78,8 +95,16 @@ async fn op_time(kind: &str, target: &Target, n: usize, round: usize) -> Duratio
             let key = format!("{prefix}:{{counter}}");
             started = Instant::now();
             for _ in 0..n {
-                let _: i64 = redis::cmd("INCR").arg(&key).query_async(&mut conn).await.unwrap();
-                let _: i64 = redis::cmd("DECR").arg(&key).query_async(&mut conn).await.unwrap();
+                let _: i64 = redis::cmd("INCR")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let _: i64 = redis::cmd("DECR")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
             }
         }
         other => unreachable!("{other}"),
@@ -90,7 +115,10 @@ async fn op_time(kind: &str, target: &Target, n: usize, round: usize) -> Duratio
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (rounds, n) = if full { (21, 300) } else { (1, 50) };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let single_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let cluster_urls = std::env::var("REDIS_CLUSTER_URLS").expect(

@@ -6,7 +6,7 @@
 //! (`capacity`: its class's share is full; `overload`: the controller is shedding its class).
 //! Counters per class: [`Shedder::snapshot`]; pressure changes are logged as `tracing` events.
 //!
-//! With a fleet shedder ([`LoadShedLayer::with_fleet`], feature `redis`) a request the server
+//! With a fleet shedder (`LoadShedLayer::with_fleet`, feature `redis`) a request the server
 //! admits must also find room in the fleet's share for its class (`fleet_capacity`); the
 //! per-server shedder stays the last line of defence. When the fleet's Redis is down the server
 //! decides alone (or, failing closed, answers 503 `fleet_shedder_unavailable`); a misconfigured

@@ -41,7 +41,7 @@ pub enum Error {
 /// never releases its leases, and they expire after the lease time, so a crash costs capacity for
 /// at most one lease. A request that runs longer than the lease renews it with
 /// [`Lease::renew`]. Time is the Redis server's (`TIME`); keys are `{prefix}:{<key>}`,
-/// hash-tagged: [`connect_cluster`](Self::connect_cluster) (feature `cluster`) runs the same
+/// hash-tagged: `connect_cluster` (feature `cluster`) runs the same
 /// scripts, and the releases of dropped leases, on a Redis Cluster. A single-node connection
 /// pointed at a cluster node is reported as [`Error::Misconfigured`] under any fail mode.
 ///

@@ -23,7 +23,7 @@ const DECIDE: &str = include_str!("redis_decide.lua");
 /// TATs, decides on the Redis server's clock (`TIME`, so the app servers' clocks do not matter),
 /// and writes the new TATs with a `PX` expiry equal to the time until the bucket is full — an
 /// expired key is a full bucket. One Redis key per limited key, `{prefix}:{<key>}`, hash-tagged so
-/// it can live on any Redis Cluster node: [`connect_cluster`](Self::connect_cluster) (feature
+/// it can live on any Redis Cluster node: `connect_cluster` (feature
 /// `cluster`) runs the same script on a cluster. A single-node connection pointed at a cluster
 /// node gets `MOVED` for most keys: that is [`Error::Misconfigured`] under any fail mode, never a
 /// local decision.
