@@ -8,10 +8,6 @@
 //! measured (Redis replication is asynchronous: a record acknowledged by the master alone can die
 //! with it).
 
-#[allow(dead_code)]
-#[path = "../../xtask/src/cluster.rs"]
-mod cluster;
-
 use idem_core::{
     BeginOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, StoreError, StoredResponse,
 };
@@ -21,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::cluster;
 
 const OPS: usize = 5_000;
 const WORKERS: usize = 8;

@@ -11,13 +11,7 @@ use common::{free_addr, http, orders_api, request, wait_listening, Proc};
 use std::net::SocketAddr;
 
 fn cluster_urls() -> String {
-    let urls = std::env::var("REDIS_CLUSTER_URLS").unwrap_or_default();
-    assert!(
-        !urls.trim().is_empty(),
-        "REDIS_CLUSTER_URLS is not set: run `cargo xtask test` (it starts a private Redis Cluster) \
-         or start one with `cargo xtask cluster` and export the REDIS_CLUSTER_URLS it prints"
-    );
-    urls
+    testkit::cluster_urls().join(",")
 }
 
 fn start(addr: SocketAddr, prefix: &str) -> Proc {

@@ -18,36 +18,8 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::{cluster_urls, keys_per_master};
 use tower::{Layer, ServiceExt};
-
-fn cluster_urls() -> Vec<String> {
-    let urls = std::env::var("REDIS_CLUSTER_URLS").unwrap_or_default();
-    let urls: Vec<String> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(String::from)
-        .collect();
-    assert!(
-        !urls.is_empty(),
-        "REDIS_CLUSTER_URLS is not set: run `cargo xtask test` (it starts a private Redis Cluster) \
-         or start one with `cargo xtask cluster` and export the REDIS_CLUSTER_URLS it prints"
-    );
-    urls
-}
-
-fn unique(name: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "ctest:{name}:{}:{nanos}:{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 async fn cluster_store(prefix: &str) -> RedisStore {
     RedisStore::connect_cluster(cluster_urls())
@@ -68,23 +40,8 @@ async fn masters() -> Vec<String> {
         .unwrap()
 }
 
-/// How many keys under `prefix` each master holds.
-async fn keys_per_master(prefix: &str) -> Vec<usize> {
-    let mut counts = Vec::new();
-    for url in masters().await {
-        let mut conn = redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        counts.push(keys.len());
-    }
-    counts
+fn unique(name: &str) -> String {
+    testkit::unique("ctest", name)
 }
 
 struct ClusterHarness {
@@ -141,7 +98,7 @@ async fn passes_the_conformance_suite_on_the_cluster_with_keys_on_every_master()
             .await
             .unwrap();
     }
-    let counts = keys_per_master(&prefix).await;
+    let counts = keys_per_master(&format!("{prefix}:")).await;
     assert_eq!(counts.len(), 3, "three masters: {counts:?}");
     assert!(
         counts.iter().all(|n| *n > 0),

@@ -9,42 +9,13 @@ use loadshed_fleet::{
     Class, DefaultClassifier, FailMode, FleetError, FleetShedder, LoadShedLayer, ManualClock,
     ShedReason, Shedder,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::{cluster_urls, redis_url as url, PrivateRedis};
 use tower::{Layer, ServiceExt};
 
-fn url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn cluster_urls() -> Vec<String> {
-    let urls = std::env::var("REDIS_CLUSTER_URLS").unwrap_or_default();
-    let urls: Vec<String> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(String::from)
-        .collect();
-    assert!(
-        !urls.is_empty(),
-        "REDIS_CLUSTER_URLS is not set: run `cargo xtask test` (it starts a private Redis Cluster) \
-         or start one with `cargo xtask cluster` and export the REDIS_CLUSTER_URLS it prints"
-    );
-    urls
-}
-
 fn unique(name: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "test:lsf:{name}:{}:{nanos}:{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    testkit::unique("test:lsf", name)
 }
 
 async fn fleet_at(url: &str, prefix: &str, capacity: u32) -> FleetShedder {
@@ -154,60 +125,11 @@ async fn a_crashed_instances_slots_return_after_their_lease() {
     );
 }
 
-/// A private redis-server that really goes away.
-struct PrivateRedis(std::process::Child, String);
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (the machine's Redis package provides it)");
-        let url = format!("redis://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .is_err()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self(child, url)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_falls_back_to_the_server_or_sheds_when_closed() {
     let redis = PrivateRedis::start().await;
-    let open = fleet_at(&redis.1, "down", 10).await;
-    let closed = fleet_at(&redis.1, "down", 10)
+    let open = fleet_at(&redis.url, "down", 10).await;
+    let closed = fleet_at(&redis.url, "down", 10)
         .await
         .fail_mode(FailMode::Closed);
     assert!(!open.admit(Class::Write).await.unwrap().is_fallback());
@@ -251,13 +173,13 @@ async fn redis_down_falls_back_to_the_server_or_sheds_when_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_layer_sheds_on_the_fleet_share_and_admits_critical_on_the_reserve() {
     let prefix = unique("layer");
-    let gate = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let g = gate.clone();
     let handler = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
         let g = g.clone();
         async move {
             if req.uri().path() == "/orders" {
-                g.notified().await;
+                g.acquire().await.unwrap().forget();
             }
             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
                 b"ok",
@@ -324,7 +246,8 @@ async fn the_layer_sheds_on_the_fleet_share_and_admits_critical_on_the_reserve()
         200,
         "critical traffic is admitted on the fleet reserve"
     );
-    gate.notify_waiters();
+    // Permits, not a notification: a handler that has not reached its wait yet still passes.
+    gate.add_permits(8);
     for h in held {
         assert_eq!(h.await.unwrap().unwrap().status(), 200);
     }

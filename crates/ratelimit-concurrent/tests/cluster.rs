@@ -7,36 +7,11 @@
 use proptest::prelude::*;
 use ratelimit_concurrent::{Error, FailMode, Lease, ManualClock, RedisConcurrencyLimiter};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-fn cluster_urls() -> Vec<String> {
-    let urls = std::env::var("REDIS_CLUSTER_URLS").unwrap_or_default();
-    let urls: Vec<String> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(String::from)
-        .collect();
-    assert!(
-        !urls.is_empty(),
-        "REDIS_CLUSTER_URLS is not set: run `cargo xtask test` (it starts a private Redis Cluster) \
-         or start one with `cargo xtask cluster` and export the REDIS_CLUSTER_URLS it prints"
-    );
-    urls
-}
+use testkit::{cluster_urls, keys_per_master};
 
 fn unique(name: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "ctest:cl:{name}:{}:{nanos}:{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    testkit::unique("ctest:cl", name)
 }
 
 async fn on_cluster(prefix: &str, max: u32) -> RedisConcurrencyLimiter {
@@ -52,7 +27,7 @@ async fn on_cluster(prefix: &str, max: u32) -> RedisConcurrencyLimiter {
 }
 
 async fn on_single(prefix: &str, max: u32) -> RedisConcurrencyLimiter {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = testkit::redis_url();
     RedisConcurrencyLimiter::connect(&url, max)
         .await
         .unwrap_or_else(|e| {
@@ -170,23 +145,7 @@ async fn two_servers_share_one_cap_on_the_cluster_with_keys_on_every_master() {
         );
     }
     assert_eq!(a.fallback_permits() + b.fallback_permits(), 0);
-    let mut per_master = Vec::new();
-    for url in retry_safe_core::redis::cluster_masters(&cluster_urls()[0])
-        .await
-        .unwrap()
-    {
-        let mut conn = redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        per_master.push(keys.len());
-    }
+    let per_master = keys_per_master(&format!("{prefix}:")).await;
     assert_eq!(per_master.len(), 3, "{per_master:?}");
     assert!(
         per_master.iter().all(|n| *n > 0),
@@ -262,12 +221,17 @@ async fn the_layer_speaks_the_same_contract_over_the_fleet_limiter() {
     use std::sync::Arc;
     use tower::{Layer, ServiceExt};
 
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let g = gate.clone();
-    let handler = tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
-        let g = g.clone();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let holding = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (g, h) = (gate.clone(), holding.clone());
+    // Only the first request (`/hold`) waits at the gate; probes answer at once.
+    let handler = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+        let (g, h) = (g.clone(), h.clone());
         async move {
-            g.notified().await;
+            if req.uri().path() == "/hold" {
+                h.store(true, std::sync::atomic::Ordering::SeqCst);
+                g.acquire().await.unwrap().forget();
+            }
             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
                 b"done",
             ))))
@@ -280,31 +244,33 @@ async fn the_layer_speaks_the_same_contract_over_the_fleet_limiter() {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let req = |key: &str| {
-        http::Request::get("/report")
+    let req_to = |path: &str, key: &str| {
+        http::Request::get(path)
             .header("x-api-key", key)
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
+    let req = |key: &str| req_to("/report", key);
     let svc = ConcurrencyLimitLayer::new(on_cluster(&unique("layer"), 1).await, by_key)
         .layer(handler.clone());
-    let first = tokio::spawn(svc.clone().oneshot(req("alpha")));
-    // Wait until the first holds its lease, then the second is refused.
-    let mut second = None;
-    for _ in 0..200 {
-        let res = svc.clone().oneshot(req("alpha")).await.unwrap();
-        if res.status() == http::StatusCode::TOO_MANY_REQUESTS {
-            second = Some(res);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let first = tokio::spawn(svc.clone().oneshot(req_to("/hold", "alpha")));
+    // Once the first is in its handler (holding the key's one lease), the second is refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !holding.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first request never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let second = second.expect("the second request of a key at its cap was refused");
+    let second = svc.clone().oneshot(req("alpha")).await.unwrap();
+    assert_eq!(second.status(), http::StatusCode::TOO_MANY_REQUESTS);
     assert!(second.headers().contains_key("retry-after"));
     assert_eq!(second.headers()["content-type"], "application/problem+json");
     let body = second.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("concurrency_limited"));
-    gate.notify_waiters();
+    // Permits, not a notification: a handler that has not reached its wait yet still passes.
+    gate.add_permits(1);
     assert_eq!(first.await.unwrap().unwrap().status(), http::StatusCode::OK);
 
     // Misrouted: find a key this node does not own.

@@ -8,36 +8,11 @@ mod common;
 use common::{quota_sets, quotas_of, streams, Model, Outcome};
 use proptest::prelude::*;
 use ratelimit_token_bucket::{Clock, Error, FailMode, ManualClock, Quota, Quotas, RedisLimiter};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-fn cluster_urls() -> Vec<String> {
-    let urls = std::env::var("REDIS_CLUSTER_URLS").unwrap_or_default();
-    let urls: Vec<String> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(String::from)
-        .collect();
-    assert!(
-        !urls.is_empty(),
-        "REDIS_CLUSTER_URLS is not set: run `cargo xtask test` (it starts a private Redis Cluster) \
-         or start one with `cargo xtask cluster` and export the REDIS_CLUSTER_URLS it prints"
-    );
-    urls
-}
+use testkit::{cluster_urls, keys_per_master};
 
 fn unique(name: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "ctest:rl:{name}:{}:{nanos}:{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    testkit::unique("ctest:rl", name)
 }
 
 async fn cluster_limiter(prefix: &str, quotas: Quotas) -> RedisLimiter {
@@ -95,23 +70,7 @@ async fn two_servers_share_one_fleet_limit_with_keys_on_every_master() {
     }
     assert_eq!(allowed, 200 * 5, "exactly the fleet burst per key");
     assert_eq!(a.fallback_decisions() + b.fallback_decisions(), 0);
-    let mut per_master = Vec::new();
-    for url in retry_safe_core::redis::cluster_masters(&cluster_urls()[0])
-        .await
-        .unwrap()
-    {
-        let mut conn = redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        per_master.push(keys.len());
-    }
+    let per_master = keys_per_master(&format!("{prefix}:")).await;
     assert_eq!(per_master.len(), 3, "{per_master:?}");
     assert!(
         per_master.iter().all(|n| *n > 0),
