@@ -69,7 +69,7 @@ impl FleetGuard {
 ///
 /// ```no_run
 /// use loadshed_fleet::{Class, FleetShedder};
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// // 200 requests in flight across the fleet; the top 20 % kept for critical ones.
 /// let fleet = FleetShedder::connect("redis://127.0.0.1:6379", 200).await?.prefix("orders-api:fleet");
 /// match fleet.admit(Class::Write).await {
