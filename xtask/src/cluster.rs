@@ -37,22 +37,19 @@ fn free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-/// Six ports `p` whose cluster-bus ports `p + 10000` are free too.
+/// Six ports `p` in 20000..55000 whose cluster-bus ports `p + 10000` are free too, searched from
+/// a place that depends on the process id (so concurrent runs rarely collide).
 fn ports() -> Result<Vec<u16>, String> {
-    let start = 20_000 + (std::process::id() % 20_000) as u16;
-    let mut found = Vec::new();
-    let mut p = start;
-    while found.len() < NODES {
-        if p >= 55_000 {
-            p = 20_000;
-        }
-        if free(p) && free(p + 10_000) {
-            found.push(p);
-        }
-        p += 1;
-        if found.is_empty() && p == start {
-            return Err("no free loopback ports for a Redis Cluster".into());
-        }
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 35_000;
+    let offset = (std::process::id() % u32::from(SPAN)) as u16;
+    let found: Vec<u16> = (0..SPAN)
+        .map(|i| LOW + (offset + i) % SPAN)
+        .filter(|&p| free(p) && free(p + 10_000))
+        .take(NODES)
+        .collect();
+    if found.len() < NODES {
+        return Err("no free loopback ports for a Redis Cluster".into());
     }
     Ok(found)
 }

@@ -3,14 +3,16 @@
 //! suite and the reference model on the cluster, keys on every master, and a single-node client
 //! pointed at a cluster node reported as misconfigured — under fail-open too.
 
-use async_trait::async_trait;
+mod common;
+
 use bytes::Bytes;
+use common::RedisHarness;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use idem_core::conformance::{self, Harness};
+use idem_core::conformance;
 use idem_core::{
     FailMode, Fingerprint, IdempotencyKey, IdempotencyLayer, IdempotencyPolicy, IdempotencyStore,
-    StoreError, TimeOffset,
+    StoreError,
 };
 use idem_store_redis::RedisStore;
 use proptest::prelude::*;
@@ -44,52 +46,23 @@ fn unique(name: &str) -> String {
     testkit::unique("ctest", name)
 }
 
-struct ClusterHarness {
-    store: Arc<RedisStore>,
-    offset: TimeOffset,
-}
-
-impl ClusterHarness {
-    async fn new(prefix: &str, pinned: bool) -> Self {
-        let offset = TimeOffset::new();
-        if pinned {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            offset.pin(now);
-        }
-        let store = cluster_store(prefix).await.time_offset(offset.clone());
-        Self {
-            store: Arc::new(store),
-            offset,
-        }
-    }
-}
-
-#[async_trait]
-impl Harness for ClusterHarness {
-    type Store = RedisStore;
-    fn store(&self) -> Arc<RedisStore> {
-        self.store.clone()
-    }
-    async fn advance(&self, by: Duration) {
-        self.offset.advance(by);
-    }
-    fn scope(&self, name: &str) -> String {
-        name.to_owned()
-    }
-    fn tolerance(&self) -> Duration {
-        Duration::from_millis(500)
+impl RedisHarness {
+    /// A cluster store under `prefix`, its time pinned at the system's now when `pinned`.
+    async fn on_cluster(prefix: &str, pinned: bool) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        Self::over(cluster_store(prefix).await, pinned.then_some(now))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_the_conformance_suite_on_the_cluster_with_keys_on_every_master() {
     let prefix = unique("conformance");
-    conformance::run_all(&ClusterHarness::new(&prefix, false).await).await;
-    conformance::run_all(&ClusterHarness::new(&format!("{prefix}p"), true).await).await;
+    conformance::run_all(&RedisHarness::on_cluster(&prefix, false).await).await;
+    conformance::run_all(&RedisHarness::on_cluster(&format!("{prefix}p"), true).await).await;
     // And enough keys of one prefix that every master holds some: the scripts ran on all three.
-    let h = ClusterHarness::new(&prefix, false).await;
+    let h = RedisHarness::on_cluster(&prefix, false).await;
     let fp = Fingerprint::of_request("POST", "/orders", b"{}");
     for i in 0..60 {
         let key = IdempotencyKey::parse(format!("spread-{i}").as_bytes()).unwrap();
@@ -109,7 +82,7 @@ async fn passes_the_conformance_suite_on_the_cluster_with_keys_on_every_master()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_begins_on_the_cluster_have_one_winner() {
     conformance::concurrent_begin_one_winner(
-        &ClusterHarness::new(&unique("race"), false).await,
+        &RedisHarness::on_cluster(&unique("race"), false).await,
         100,
     )
     .await;
@@ -123,7 +96,7 @@ proptest! {
     fn agrees_with_the_reference_model_on_the_cluster(ops in conformance::ops(40)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let verdict = rt.block_on(async {
-            let h = ClusterHarness::new(&unique("model"), true).await;
+            let h = RedisHarness::on_cluster(&unique("model"), true).await;
             conformance::check_model(&h, "model", &ops).await
         });
         prop_assert!(verdict.is_ok(), "{}", verdict.unwrap_err());

@@ -2,11 +2,14 @@
 //!
 //! Every test has its own key prefix, so tests run in parallel and never see each other's records.
 
+mod common;
+
 use async_trait::async_trait;
 use bytes::Bytes;
+use common::RedisHarness;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use idem_core::conformance::{self, Harness};
+use idem_core::conformance;
 use idem_core::{
     BeginOutcome, DecodeError, Fingerprint, IdempotencyKey, IdempotencyLayer, IdempotencyPolicy,
     IdempotencyStore, StoreError, StoredResponse, TimeOffset,
@@ -55,49 +58,19 @@ async fn admin() -> redis::aio::MultiplexedConnection {
         .expect("Redis reachable")
 }
 
-struct RedisHarness {
-    store: Arc<RedisStore>,
-    offset: TimeOffset,
-}
-
 impl RedisHarness {
     async fn new(name: &str) -> Self {
-        let offset = TimeOffset::new();
-        let store = store(name).await.time_offset(offset.clone());
-        Self {
-            store: Arc::new(store),
-            offset,
-        }
+        Self::over(store(name).await, None)
     }
 
     /// The store's time pinned at the server's current time.
     async fn pinned(name: &str) -> Self {
-        let h = Self::new(name).await;
         let (secs, micros): (u64, u64) = redis::cmd("TIME")
             .query_async(&mut admin().await)
             .await
             .unwrap();
-        h.offset
-            .pin(Duration::from_secs(secs) + Duration::from_micros(micros));
-        h
-    }
-}
-
-#[async_trait]
-impl Harness for RedisHarness {
-    type Store = RedisStore;
-    fn store(&self) -> Arc<RedisStore> {
-        self.store.clone()
-    }
-    async fn advance(&self, by: Duration) {
-        self.offset.advance(by);
-    }
-    fn scope(&self, name: &str) -> String {
-        name.to_owned()
-    }
-    fn tolerance(&self) -> Duration {
-        // Real time passes between the test's steps on the server's clock.
-        Duration::from_millis(500)
+        let now = Duration::from_secs(secs) + Duration::from_micros(micros);
+        Self::over(store(name).await, Some(now))
     }
 }
 
