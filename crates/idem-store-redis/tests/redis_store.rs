@@ -4,7 +4,6 @@
 
 mod common;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use common::RedisHarness;
 use http::{Request, Response, StatusCode};
@@ -12,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use idem_core::conformance;
 use idem_core::{
     BeginOutcome, DecodeError, Fingerprint, IdempotencyKey, IdempotencyLayer, IdempotencyPolicy,
-    IdempotencyStore, StoreError, StoredResponse, TimeOffset,
+    IdempotencyStore, StoreError, StoredResponse,
 };
 use idem_store_redis::RedisStore;
 use proptest::prelude::*;
