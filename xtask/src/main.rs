@@ -172,7 +172,15 @@ fn bench(which: Option<&str>) -> Result {
             cargo(&["bench", "-p", "examples", "--bench", "e2e"], &[])
         }
         Some("loadshed") => cargo(
-            &["bench", "-p", "loadshed-fleet", "--bench", "simulation"],
+            &[
+                "bench",
+                "-p",
+                "loadshed-fleet",
+                "--bench",
+                "simulation",
+                "--bench",
+                "fleet_simulation",
+            ],
             &[],
         ),
         Some("loadshed-decision") => cargo(&["bench", "-p", "loadshed-fleet", "--bench", "admit"], &[]),
