@@ -9,6 +9,8 @@
 //!   which fails calls at once while a backend is known down;
 //! - [`Problem`]: RFC 9457 problem details with a stable `code`, `Retry-After` and the conversion
 //!   into an [`http::Response`]; [`PROBLEM_JSON`], [`retry_after_secs`], [`is_problem`];
+//! - [`grpc`]: the gRPC status of a rejection (one mapping table for every layer) and the
+//!   trailers-only response sent to gRPC requests ([`Problem::into_response_for`]);
 //! - [`headers`]: the header names the layers share;
 //! - [`ClientIp`]: the client's address for limits keyed by source, from the peer or — behind
 //!   trusted proxies only — the right-most untrusted `Forwarded` / `X-Forwarded-For` entry.
@@ -66,6 +68,7 @@ pub mod breaker;
 pub mod client_ip;
 pub mod clock;
 mod fail;
+pub mod grpc;
 pub mod headers;
 pub mod problem;
 #[cfg(feature = "redis")]

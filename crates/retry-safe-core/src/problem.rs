@@ -188,6 +188,13 @@ impl Problem {
             .find_map(|(n, v)| (n == name).then_some(v))
     }
 
+    /// The extension members, in insertion order.
+    pub fn extensions(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.rare
+            .iter()
+            .flat_map(|r| r.extensions.iter().map(|(n, v)| (n.as_str(), v)))
+    }
+
     /// The JSON body.
     pub fn body(&self) -> Bytes {
         // Serializing strings, numbers and JSON values into a Vec cannot fail.
