@@ -147,6 +147,7 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let class = self.layer.classifier.classify(&parts);
+        let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
         let req = Request::from_parts(parts, body);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -163,7 +164,7 @@ where
             );
             let guard = match admitted {
                 Ok(guard) => guard,
-                Err(shed) => return Ok(refusal(class, shed.reason, shed.retry_after)),
+                Err(shed) => return Ok(refusal(class, shed.reason, shed.retry_after, grpc)),
             };
             #[cfg(feature = "redis")]
             let fleet_guard = match &fleet {
@@ -173,9 +174,9 @@ where
                     Err(crate::FleetError::Shed(shed)) => {
                         #[cfg(feature = "metrics")]
                         record(class, Some(shed.reason), shedder.pressure());
-                        return Ok(refusal(class, shed.reason, shed.retry_after));
+                        return Ok(refusal(class, shed.reason, shed.retry_after, grpc));
                     }
-                    Err(e) => return Ok(fleet_failed(&e)),
+                    Err(e) => return Ok(fleet_failed(&e, grpc)),
                 },
             };
             let res = inner.call(req).await;
@@ -205,6 +206,7 @@ fn refusal<B: From<Bytes>>(
     class: Class,
     reason: ShedReason,
     retry: std::time::Duration,
+    grpc: bool,
 ) -> Response<B> {
     let reason = reason.name();
     Problem::new(
@@ -219,13 +221,13 @@ fn refusal<B: From<Bytes>>(
     .with("class", class.name())
     .with("reason", reason)
     .with_retry_after(retry)
-    .into_response()
+    .into_response_if_grpc(grpc)
 }
 
 /// The answer when the fleet shedder could not decide: 503 when its Redis is down and it fails
 /// closed, 500 when it is misconfigured.
 #[cfg(feature = "redis")]
-fn fleet_failed<B: From<Bytes>>(e: &crate::FleetError) -> Response<B> {
+fn fleet_failed<B: From<Bytes>>(e: &crate::FleetError, grpc: bool) -> Response<B> {
     tracing::error!(error = %e, source = ?std::error::Error::source(e), "fleet shedder failed; refusing the request");
     match e {
         crate::FleetError::Misconfigured(_) => Problem::new(
@@ -234,7 +236,7 @@ fn fleet_failed<B: From<Bytes>>(e: &crate::FleetError) -> Response<B> {
             "Fleet load shedder misconfigured",
         )
         .with_detail("the server's fleet load shedder is misconfigured; the request was not run")
-        .into_response(),
+        .into_response_if_grpc(grpc),
         _ => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "fleet_shedder_unavailable",
@@ -242,6 +244,6 @@ fn fleet_failed<B: From<Bytes>>(e: &crate::FleetError) -> Response<B> {
         )
         .with_detail("the fleet's admission counter cannot be reached; the request was not run")
         .with_retry_after(std::time::Duration::from_secs(1))
-        .into_response(),
+        .into_response_if_grpc(grpc),
     }
 }

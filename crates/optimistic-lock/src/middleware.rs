@@ -12,7 +12,7 @@
 //! Other methods (POST) pass through untouched.
 
 use crate::precondition::{evaluate, Conditions, Current, Evaluation};
-use crate::store::{precondition_failed, VersionSource};
+use crate::store::VersionSource;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use retry_safe_core::Problem;
@@ -172,6 +172,7 @@ where
         let require = covered && self.layer.policy.require;
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
+            let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
             let conditions = match Conditions::from_headers(&parts.headers) {
                 Ok(c) => c,
                 Err(e) => {
@@ -181,7 +182,7 @@ where
                         "Malformed precondition header",
                     )
                     .with_detail(e.to_string())
-                    .into_response())
+                    .into_response_if_grpc(grpc))
                 }
             };
             if require && !conditions.has_etag_condition() {
@@ -194,7 +195,7 @@ where
                     "this write must be conditional: send If-Match with the ETag you read \
                      (or If-None-Match: * to create)",
                 )
-                .into_response());
+                .into_response_if_grpc(grpc));
             }
             let current = match source.current(&parts).await {
                 Ok(current) => current,
@@ -209,7 +210,7 @@ where
                         "the resource's current version could not be read; the request was not run",
                     )
                     .with_retry_after(Duration::from_secs(1))
-                    .into_response());
+                    .into_response_if_grpc(grpc));
                 }
             };
             match evaluate(&parts.method, &conditions, current.as_ref()) {
@@ -224,7 +225,10 @@ where
                     }
                     Ok(res)
                 }
-                _ => Ok(precondition_failed(current.as_ref().map(|c| &c.version))),
+                _ => Ok(crate::store::precondition_failed_as(
+                    current.as_ref().map(|c| &c.version),
+                    grpc,
+                )),
             }
         })
     }

@@ -50,11 +50,31 @@ impl Conflict {
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
         precondition_failed(self.current.as_ref())
     }
+
+    /// The same answer for a request with `request_headers`: a trailers-only gRPC
+    /// `FAILED_PRECONDITION` (the current `ETag` in the metadata) when the request is gRPC.
+    pub fn into_response_for<B: From<Bytes>>(
+        self,
+        request_headers: &http::HeaderMap,
+    ) -> Response<B> {
+        precondition_failed_as(
+            self.current.as_ref(),
+            retry_safe_core::grpc::is_grpc(request_headers),
+        )
+    }
 }
 
 /// The `412` response: problem+json `precondition_failed`, with the current `ETag` so the client
 /// can fetch the resource again and retry on the new version.
 pub fn precondition_failed<B: From<Bytes>>(current: Option<&Version>) -> Response<B> {
+    precondition_failed_as(current, false)
+}
+
+/// [`precondition_failed`], as a trailers-only gRPC response when `grpc`.
+pub(crate) fn precondition_failed_as<B: From<Bytes>>(
+    current: Option<&Version>,
+    grpc: bool,
+) -> Response<B> {
     let detail = match current {
         Some(v) => format!(
             "the resource is at version {}; fetch it again and retry with If-Match: {}",
@@ -72,7 +92,7 @@ pub fn precondition_failed<B: From<Bytes>>(current: Option<&Version>) -> Respons
     if let Some(v) = current {
         problem = problem.with("current_etag", v.etag().to_string());
     }
-    let mut res: Response<B> = problem.into_response();
+    let mut res: Response<B> = problem.into_response_if_grpc(grpc);
     if let Some(v) = current {
         res.headers_mut()
             .insert(header::ETAG, v.etag().to_header_value());

@@ -199,6 +199,7 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let key = (self.layer.key)(&parts);
+        let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
         let req = Request::from_parts(parts, body);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -218,8 +219,8 @@ where
                     drop(permit);
                     res
                 }
-                Err(Refusal::Limited(limited)) => Ok(refusal(&limited)),
-                Err(other) => Ok(backend_failed(&other)),
+                Err(Refusal::Limited(limited)) => Ok(refusal(&limited, grpc)),
+                Err(other) => Ok(backend_failed(&other, grpc)),
             }
         })
     }
@@ -249,7 +250,7 @@ fn record<P>(acquired: &Result<P, Refusal>, waited: std::time::Duration) {
 }
 
 /// The answer when the fleet limiter's backend failed.
-fn backend_failed<B: From<Bytes>>(refusal: &Refusal) -> Response<B> {
+fn backend_failed<B: From<Bytes>>(refusal: &Refusal, grpc: bool) -> Response<B> {
     let (status, code, title, detail, retry) = match refusal {
         Refusal::Unavailable(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -277,13 +278,13 @@ fn backend_failed<B: From<Bytes>>(refusal: &Refusal) -> Response<B> {
     if retry {
         problem
             .with_retry_after(std::time::Duration::from_secs(1))
-            .into_response()
+            .into_response_if_grpc(grpc)
     } else {
-        problem.into_response()
+        problem.into_response_if_grpc(grpc)
     }
 }
 
-fn refusal<B: From<Bytes>>(limited: &Limited) -> Response<B> {
+fn refusal<B: From<Bytes>>(limited: &Limited, grpc: bool) -> Response<B> {
     let detail = match limited.reason {
         Reason::Full => format!(
             "{} requests of this client are already in progress, the most allowed at once",
@@ -306,5 +307,5 @@ fn refusal<B: From<Bytes>>(limited: &Limited) -> Response<B> {
     .with_detail(detail)
     .with("max_in_flight", limited.max)
     .with_retry_after(limited.retry_after)
-    .into_response()
+    .into_response_if_grpc(grpc)
 }

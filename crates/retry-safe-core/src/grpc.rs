@@ -307,7 +307,13 @@ impl Problem {
     /// The response for a request with `request_headers`: a trailers-only gRPC response when the
     /// request is gRPC ([`is_grpc`]), problem+json otherwise.
     pub fn into_response_for<B: From<Bytes>>(self, request_headers: &HeaderMap) -> Response<B> {
-        if is_grpc(request_headers) {
+        self.into_response_if_grpc(is_grpc(request_headers))
+    }
+
+    /// A trailers-only gRPC response when `grpc` (the request was gRPC, [`is_grpc`] read
+    /// earlier), problem+json otherwise.
+    pub fn into_response_if_grpc<B: From<Bytes>>(self, grpc: bool) -> Response<B> {
+        if grpc {
             self.into_grpc_response()
         } else {
             self.into_response()

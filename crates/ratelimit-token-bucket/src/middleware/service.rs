@@ -59,6 +59,7 @@ where
         let (parts, body) = req.into_parts();
         let key = (self.layer.key)(&parts);
         let cost = (self.layer.cost)(&parts);
+        let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
         let req = Request::from_parts(parts, body);
         // The inner service made ready by `poll_ready` serves this request; the clone waits for
         // the next `poll_ready`.
@@ -111,6 +112,7 @@ where
                         "Too many requests",
                         &detail,
                         Some(limited.retry_after()),
+                        grpc,
                     );
                     let headers = res.headers_mut();
                     headers.insert(RATELIMIT_POLICY, policy);
@@ -132,6 +134,7 @@ where
                         "Request larger than the rate limit",
                         &detail,
                         None,
+                        grpc,
                     ))
                 }
                 Err(Error::Unavailable(_)) => {
@@ -143,6 +146,7 @@ where
                         "Rate limiter unavailable",
                         "the shared rate limiter cannot be reached; the request was not run",
                         Some(Duration::from_secs(1)),
+                        grpc,
                     ))
                 }
                 Err(Error::Misconfigured(e)) => {
@@ -155,6 +159,7 @@ where
                         "Rate limiter misconfigured",
                         "the server's shared rate limiter is misconfigured; the request was not run",
                         None,
+                        grpc,
                     ))
                 }
                 Err(Error::Corrupt(_)) => {
@@ -166,6 +171,7 @@ where
                         "Rate limiter state unreadable",
                         "the rate limiter's stored state could not be read; the request was not run",
                         None,
+                        grpc,
                     ))
                 }
             }
@@ -196,6 +202,7 @@ fn problem<B: From<Bytes>>(
     title: &'static str,
     detail: &str,
     retry_after: Option<Duration>,
+    grpc: bool,
 ) -> Response<B> {
     let problem = Problem::new(status, code, title).with_detail(detail);
     match retry_after {
@@ -205,5 +212,5 @@ fn problem<B: From<Bytes>>(
         ),
         None => problem,
     }
-    .into_response()
+    .into_response_if_grpc(grpc)
 }
