@@ -45,6 +45,7 @@ async fn op_time(kind: &str, target: &Target, n: usize, round: usize) -> Duratio
                 status: 201,
                 headers: vec![],
                 body: "created".into(),
+                trailers: Vec::new(),
             };
             started = Instant::now();
             for i in 0..n {

@@ -674,6 +674,7 @@ fn created(order: &Order) -> idem_core::StoredResponse {
             ("location".into(), format!("/orders/{}", order.id).into()),
         ],
         body: serde_json::to_vec(order).unwrap_or_default().into(),
+        trailers: Vec::new(),
     }
 }
 
@@ -909,6 +910,7 @@ async fn capture_payment(
                     body: serde_json::json!({ "payment": id, "status": "captured" })
                         .to_string()
                         .into(),
+                    trailers: Vec::new(),
                 })
             })
         })

@@ -93,6 +93,7 @@ async fn run(durable: bool) -> Report {
                     status: 201,
                     headers: vec![],
                     body: "created".into(),
+                    trailers: Vec::new(),
                 };
                 for i in (w..OPS).step_by(WORKERS) {
                     let key = IdempotencyKey::parse(format!("op-{i}").as_bytes()).unwrap();

@@ -31,6 +31,7 @@ fn bench(c: &mut Criterion) {
             Bytes::from_static(b"application/json"),
         )],
         body: Bytes::from_static(br#"{"id":"ord_123","status":"created"}"#),
+        trailers: Vec::new(),
     };
     let lease = Duration::from_secs(60);
     let retention = Duration::from_secs(3600);

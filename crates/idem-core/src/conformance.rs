@@ -95,7 +95,17 @@ fn fp(body: &str) -> Fingerprint {
     Fingerprint::of_request("POST", "/orders", body.as_bytes())
 }
 
+/// A response to store; tags of odd length carry trailers (as a gRPC answer does), so every test
+/// exercises both forms of record.
 fn response(tag: &str) -> StoredResponse {
+    let trailers = if tag.len() % 2 == 1 {
+        vec![
+            ("grpc-status".into(), "0".into()),
+            ("x-trailer".into(), bytes::Bytes::from(format!("t-{tag}"))),
+        ]
+    } else {
+        Vec::new()
+    };
     StoredResponse {
         status: 201,
         headers: vec![
@@ -106,6 +116,7 @@ fn response(tag: &str) -> StoredResponse {
             ),
         ],
         body: bytes::Bytes::from(format!("{{\"order\":\"{tag}\"}}\u{0}\u{7f}")),
+        trailers,
     }
 }
 

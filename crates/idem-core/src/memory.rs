@@ -61,7 +61,7 @@ impl Default for MemoryStoreConfig {
 /// let fp = Fingerprint::of_request("POST", "/orders", b"{}");
 /// let BeginOutcome::Acquired { fence } = store.begin("tenant-a", &key, &fp, Duration::from_secs(30)).await.unwrap()
 /// else { unreachable!() };
-/// let response = StoredResponse { status: 201, headers: vec![], body: "created".into() };
+/// let response = StoredResponse { status: 201, headers: vec![], body: "created".into(), trailers: vec![] };
 /// store.complete("tenant-a", &key, fence, &response, Duration::from_secs(86_400)).await.unwrap();
 /// assert_eq!(
 ///     store.begin("tenant-a", &key, &fp, Duration::from_secs(30)).await.unwrap(),

@@ -65,7 +65,8 @@ pub enum BeginOutcome {
     Mismatch,
 }
 
-/// A response kept for replay: status, the kept headers, and the body byte for byte.
+/// A response kept for replay: status, the kept headers, the body byte for byte, and the
+/// trailers (a gRPC response's `grpc-status` is one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
     /// HTTP status code.
@@ -74,6 +75,9 @@ pub struct StoredResponse {
     pub headers: Vec<(String, Bytes)>,
     /// The body.
     pub body: Bytes,
+    /// Trailers in order, names in lowercase (empty for most HTTP responses; records written
+    /// before trailers were kept read back with none).
+    pub trailers: Vec<(String, Bytes)>,
 }
 
 /// Faults of a store. Normal outcomes are [`BeginOutcome`]s, not errors.
@@ -231,8 +235,9 @@ pub enum DecodeError {
 }
 
 impl StoredResponse {
-    /// The version byte that [`encode`](Self::encode) writes first.
-    pub const FORMAT_VERSION: u8 = 1;
+    /// The newest format version: the one [`encode`](Self::encode) writes for a response with
+    /// trailers. A response without trailers is written in version 1, which earlier releases read.
+    pub const FORMAT_VERSION: u8 = 2;
 
     /// The response again: status (500 if it is not a valid status), the stored headers (those
     /// that are not valid HTTP skipped) and the body — what a replay sends.
@@ -251,33 +256,44 @@ impl StoredResponse {
         res
     }
 
-    /// The total size of status, headers and body, used for size caps.
-    pub fn size(&self) -> usize {
-        2 + self
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len())
-            .sum::<usize>()
-            + self.body.len()
+    /// The trailers as a header map (those that are not valid HTTP skipped); `None` when there
+    /// are none.
+    pub fn trailer_map(&self) -> Option<http::HeaderMap> {
+        if self.trailers.is_empty() {
+            return None;
+        }
+        let mut map = http::HeaderMap::with_capacity(self.trailers.len());
+        for (name, value) in &self.trailers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_maybe_shared(value.clone()),
+            ) {
+                map.append(name, value);
+            }
+        }
+        Some(map)
     }
 
-    /// A compact, versioned binary form for server stores:
-    /// `version u8 | status u16 | count u16 | (name_len u16, name, value_len u32, value)* | body`.
-    /// All integers big-endian. Header count and lengths beyond their width are not representable
-    /// and are cut off by callers' size caps long before.
+    /// The total size of status, headers, body and trailers, used for size caps.
+    pub fn size(&self) -> usize {
+        let fields =
+            |f: &[(String, Bytes)]| f.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        2 + fields(&self.headers) + self.body.len() + fields(&self.trailers)
+    }
+
+    /// A compact, versioned binary form for server stores. Version 1 (no trailers):
+    /// `1 u8 | status u16 | fields | body`; version 2: `2 u8 | status u16 | fields (headers) |
+    /// fields (trailers) | body`, where `fields` is `count u16 | (name_len u16, name, value_len
+    /// u32, value)*`. All integers big-endian. Counts and lengths beyond their width are not
+    /// representable and are cut off by callers' size caps long before.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(5 + self.size() + 6 * self.headers.len());
-        out.push(Self::FORMAT_VERSION);
+        let mut out =
+            Vec::with_capacity(7 + self.size() + 6 * (self.headers.len() + self.trailers.len()));
+        out.push(if self.trailers.is_empty() { 1 } else { 2 });
         out.extend_from_slice(&self.status.to_be_bytes());
-        let count = self.headers.len().min(u16::MAX as usize);
-        out.extend_from_slice(&(count as u16).to_be_bytes());
-        for (name, value) in self.headers.iter().take(count) {
-            let name = &name.as_bytes()[..name.len().min(u16::MAX as usize)];
-            out.extend_from_slice(&(name.len() as u16).to_be_bytes());
-            out.extend_from_slice(name);
-            let value = &value[..value.len().min(u32::MAX as usize)];
-            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            out.extend_from_slice(value);
+        put_fields(&mut out, &self.headers);
+        if !self.trailers.is_empty() {
+            put_fields(&mut out, &self.trailers);
         }
         out.extend_from_slice(&self.body);
         out
@@ -287,29 +303,38 @@ impl StoredResponse {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader(bytes);
         let version = r.take(1)?[0];
-        if version != Self::FORMAT_VERSION {
+        if !(1..=Self::FORMAT_VERSION).contains(&version) {
             return Err(DecodeError::UnknownVersion(version));
         }
         let status = r.u16()?;
         if !(100..=999).contains(&status) {
             return Err(DecodeError::Malformed("status outside 100-999"));
         }
-        let count = r.u16()? as usize;
-        let mut headers = Vec::with_capacity(count.min(64));
-        for _ in 0..count {
-            let len = r.u16()? as usize;
-            let name = std::str::from_utf8(r.take(len)?)
-                .map_err(|_| DecodeError::Malformed("header name is not UTF-8"))?
-                .to_owned();
-            let len = r.u32()? as usize;
-            let value = Bytes::copy_from_slice(r.take(len)?);
-            headers.push((name, value));
-        }
+        let headers = r.fields()?;
+        let trailers = if version >= 2 {
+            r.fields()?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             status,
             headers,
             body: Bytes::copy_from_slice(r.0),
+            trailers,
         })
+    }
+}
+
+fn put_fields(out: &mut Vec<u8>, fields: &[(String, Bytes)]) {
+    let count = fields.len().min(u16::MAX as usize);
+    out.extend_from_slice(&(count as u16).to_be_bytes());
+    for (name, value) in fields.iter().take(count) {
+        let name = &name.as_bytes()[..name.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        out.extend_from_slice(name);
+        let value = &value[..value.len().min(u32::MAX as usize)];
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
     }
 }
 
@@ -331,5 +356,18 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn fields(&mut self) -> Result<Vec<(String, Bytes)>, DecodeError> {
+        let count = self.u16()? as usize;
+        let mut fields = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let len = self.u16()? as usize;
+            let name = std::str::from_utf8(self.take(len)?)
+                .map_err(|_| DecodeError::Malformed("field name is not UTF-8"))?
+                .to_owned();
+            let len = self.u32()? as usize;
+            fields.push((name, Bytes::copy_from_slice(self.take(len)?)));
+        }
+        Ok(fields)
     }
 }

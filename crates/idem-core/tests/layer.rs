@@ -91,9 +91,11 @@ fn post(key: Option<&str>, body: &'static str) -> Req {
         .unwrap()
 }
 
-async fn send<S>(svc: &S, req: Req) -> (StatusCode, http::HeaderMap, Bytes)
+async fn send<S, RB>(svc: &S, req: Req) -> (StatusCode, http::HeaderMap, Bytes)
 where
-    S: Service<Req, Response = Res, Error = Infallible> + Clone,
+    S: Service<Req, Response = Response<RB>, Error = Infallible> + Clone,
+    RB: http_body::Body,
+    RB::Error: std::fmt::Debug,
 {
     let res = svc.clone().oneshot(req).await.unwrap();
     let (parts, body) = res.into_parts();

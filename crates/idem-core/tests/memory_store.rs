@@ -79,6 +79,7 @@ async fn expired_records_are_swept_during_use() {
         status: 200,
         headers: vec![],
         body: "ok".into(),
+        trailers: Vec::new(),
     };
     for i in 0..10_000 {
         let BeginOutcome::Acquired { fence } = store
@@ -111,15 +112,42 @@ fn stored_response_encoding_round_trips_and_rejects_bad_bytes() {
         status: 201,
         headers: vec![("content-type".into(), "application/json".into())],
         body: "{}".into(),
+        trailers: Vec::new(),
     };
     let bytes = r.encode();
     assert_eq!(StoredResponse::decode(&bytes).unwrap(), r);
+    // Without trailers the record is written in version 1, which earlier releases read.
+    assert_eq!(bytes[0], 1);
     let mut newer = bytes.clone();
-    newer[0] = 2;
+    newer[0] = 3;
     assert_eq!(
         StoredResponse::decode(&newer),
-        Err(idem_core::DecodeError::UnknownVersion(2))
+        Err(idem_core::DecodeError::UnknownVersion(3))
     );
+    // With trailers (a gRPC answer): version 2, trailers kept in order.
+    let grpc = StoredResponse {
+        status: 200,
+        headers: vec![("content-type".into(), "application/grpc".into())],
+        body: vec![0u8, 0, 0, 0, 2, 8, 1].into(),
+        trailers: vec![
+            ("grpc-status".into(), "0".into()),
+            ("x-order".into(), "ord_1".into()),
+        ],
+    };
+    let encoded = grpc.encode();
+    assert_eq!(encoded[0], 2);
+    assert_eq!(StoredResponse::decode(&encoded).unwrap(), grpc);
+    let map = grpc.trailer_map().unwrap();
+    assert_eq!(map["grpc-status"], "0");
+    assert_eq!(map["x-order"], "ord_1");
+    assert!(r.trailer_map().is_none());
+    // A record written by an earlier release (version 1, body to the end) reads with no trailers.
+    let mut v1 = vec![1u8, 0, 201, 0, 0];
+    v1.extend_from_slice(b"created");
+    let old = StoredResponse::decode(&v1).unwrap();
+    assert_eq!(old.status, 201);
+    assert_eq!(&old.body[..], b"created");
+    assert!(old.trailers.is_empty());
     assert_eq!(
         StoredResponse::decode(&bytes[..7]),
         Err(idem_core::DecodeError::Truncated)
@@ -141,11 +169,13 @@ proptest! {
         status in 100u16..1000,
         headers in proptest::collection::vec(("[a-z-]{1,20}", proptest::collection::vec(any::<u8>(), 0..40)), 0..6),
         body in proptest::collection::vec(any::<u8>(), 0..300),
+        trailers in proptest::collection::vec(("[a-z-]{1,20}", proptest::collection::vec(any::<u8>(), 0..40)), 0..4),
     ) {
         let r = StoredResponse {
             status,
             headers: headers.into_iter().map(|(n, v)| (n, v.into())).collect(),
             body: body.into(),
+            trailers: trailers.into_iter().map(|(n, v)| (n, v.into())).collect(),
         };
         prop_assert_eq!(StoredResponse::decode(&r.encode()).unwrap(), r);
     }
@@ -166,6 +196,7 @@ async fn bytes_are_bounded_and_expired_records_give_them_back() {
         status: 200,
         headers: vec![],
         body: vec![b'x'; 4_000].into(),
+        trailers: Vec::new(),
     };
     let mut stored = 0;
     let mut refused = None;

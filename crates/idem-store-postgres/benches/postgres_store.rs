@@ -62,6 +62,7 @@ fn bench(c: &mut Criterion) {
             Bytes::from_static(b"application/json"),
         )],
         body: Bytes::from_static(br#"{"id":"ord_123","status":"created"}"#),
+        trailers: Vec::new(),
     };
     let mut n = 0u64;
     let mut next_key = move || {

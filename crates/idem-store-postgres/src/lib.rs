@@ -22,7 +22,7 @@
 //! let BeginOutcome::Acquired { fence } =
 //!     store.begin("tenant-1", &key, &fp, Duration::from_secs(30)).await.unwrap()
 //! else { panic!("a new key is acquired") };
-//! let response = StoredResponse { status: 201, headers: vec![], body: "created".into() };
+//! let response = StoredResponse { status: 201, headers: vec![], body: "created".into(), trailers: vec![] };
 //! store.complete("tenant-1", &key, fence, &response, Duration::from_secs(60)).await.unwrap();
 //! assert_eq!(
 //!     store.begin("tenant-1", &key, &fp, Duration::from_secs(30)).await.unwrap(),
@@ -210,7 +210,7 @@ impl PostgresStore {
     /// # async fn handler(store: PostgresStore, attempt: IdempotencyAttempt) -> Result<http::Response<bytes::Bytes>, Box<dyn std::error::Error>> {
     /// let mut tx = store.pool().begin().await?;
     /// sqlx::query("INSERT INTO orders (sku) VALUES ('tea')").execute(&mut *tx).await?;
-    /// let stored = StoredResponse { status: 201, headers: vec![], body: "created".into() };
+    /// let stored = StoredResponse { status: 201, headers: vec![], body: "created".into(), trailers: vec![] };
     /// store.complete_in(&mut tx, &attempt, &stored, Duration::from_secs(24 * 3600)).await?;
     /// tx.commit().await?;
     /// Ok(handler_completed(&stored))
@@ -254,6 +254,15 @@ impl PostgresStore {
             .map_err(|_| StoreError::Corrupt(DecodeError::Malformed("status out of range")))?;
         let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
         let values: Vec<&[u8]> = response.headers.iter().map(|(_, v)| v.as_ref()).collect();
+        let (trailer_names, trailer_values): (Option<Vec<&str>>, Option<Vec<&[u8]>>) =
+            if response.trailers.is_empty() {
+                (None, None)
+            } else {
+                (
+                    Some(response.trailers.iter().map(|(n, _)| n.as_str()).collect()),
+                    Some(response.trailers.iter().map(|(_, v)| v.as_ref()).collect()),
+                )
+            };
         let row = sqlx::query(sql::COMPLETE)
             .bind(scope)
             .bind(key.as_str())
@@ -265,6 +274,8 @@ impl PostgresStore {
             .bind(response.body.as_ref())
             .bind(self.pinned())
             .bind(self.offset_us())
+            .bind(&trailer_names)
+            .bind(&trailer_values)
             .fetch_optional(executor)
             .await
             .map_err(unavailable)?;
@@ -311,6 +322,8 @@ fn response_of(row: &PgRow) -> Result<StoredResponse, StoreError> {
     let names: Option<Vec<String>> = get(row, "response_header_names")?;
     let values: Option<Vec<Vec<u8>>> = get(row, "response_header_values")?;
     let body: Option<Vec<u8>> = get(row, "response_body")?;
+    let trailer_names: Option<Vec<String>> = get(row, "response_trailer_names")?;
+    let trailer_values: Option<Vec<Vec<u8>>> = get(row, "response_trailer_values")?;
     let status = status
         .and_then(|s| u16::try_from(s).ok())
         .filter(|s| (100..=999).contains(s))
@@ -318,6 +331,15 @@ fn response_of(row: &PgRow) -> Result<StoredResponse, StoreError> {
     let (names, values) = (names.unwrap_or_default(), values.unwrap_or_default());
     if names.len() != values.len() {
         return Err(malformed("stored header names and values differ in number"));
+    }
+    let (trailer_names, trailer_values) = (
+        trailer_names.unwrap_or_default(),
+        trailer_values.unwrap_or_default(),
+    );
+    if trailer_names.len() != trailer_values.len() {
+        return Err(malformed(
+            "stored trailer names and values differ in number",
+        ));
     }
     Ok(StoredResponse {
         status,
@@ -327,6 +349,11 @@ fn response_of(row: &PgRow) -> Result<StoredResponse, StoreError> {
             .map(|(n, v)| (n, Bytes::from(v)))
             .collect(),
         body: Bytes::from(body.ok_or(malformed("the stored body is missing"))?),
+        trailers: trailer_names
+            .into_iter()
+            .zip(trailer_values)
+            .map(|(n, v)| (n, Bytes::from(v)))
+            .collect(),
     })
 }
 

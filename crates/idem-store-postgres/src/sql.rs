@@ -40,22 +40,25 @@ ins AS (
   SELECT $1, $2, 1, $3, 1, t.fence, t.now + $4::bigint * interval '1 microsecond', t.now FROM t
   ON CONFLICT (scope, key) DO NOTHING
   RETURNING version, state, fingerprint, fence, expires_at, response_status,
-            response_header_names, response_header_values, response_body
+            response_header_names, response_header_values, response_body,
+            response_trailer_names, response_trailer_values
 ),
 tak AS (
   UPDATE idem_records r SET
     version = 1, fingerprint = $3, state = 1, fence = t.fence,
     expires_at = t.now + $4::bigint * interval '1 microsecond', created_at = t.now,
     response_status = NULL, response_header_names = NULL, response_header_values = NULL,
-    response_body = NULL
+    response_body = NULL, response_trailer_names = NULL, response_trailer_values = NULL
   FROM t
   WHERE r.scope = $1 AND r.key = $2 AND r.expires_at <= t.now AND NOT EXISTS (SELECT 1 FROM ins)
   RETURNING r.version, r.state, r.fingerprint, r.fence, r.expires_at, r.response_status,
-            r.response_header_names, r.response_header_values, r.response_body
+            r.response_header_names, r.response_header_values, r.response_body,
+            r.response_trailer_names, r.response_trailer_values
 ),
 cur AS (
   SELECT r.version, r.state, r.fingerprint, r.fence, r.expires_at, r.response_status,
-         r.response_header_names, r.response_header_values, r.response_body
+         r.response_header_names, r.response_header_values, r.response_body,
+         r.response_trailer_names, r.response_trailer_values
   FROM idem_records r
   WHERE r.scope = $1 AND r.key = $2
     AND NOT EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM tak)
@@ -64,13 +67,13 @@ row AS (SELECT * FROM ins UNION ALL SELECT * FROM tak UNION ALL SELECT * FROM cu
 SELECT row.version, row.state, row.fingerprint, row.fence, row.fence = t.fence AS acquired,
        (EXTRACT(EPOCH FROM (row.expires_at - t.now)) * 1000000)::bigint AS remaining_us,
        row.response_status, row.response_header_names, row.response_header_values,
-       row.response_body
+       row.response_body, row.response_trailer_names, row.response_trailer_values
 FROM row, t"
 );
 
 /// `complete`: $1 scope, $2 key, $3 fence, $4 retention µs, $5 status, $6 header names,
-/// $7 header values, $8 body, $9 pinned µs, $10 offset µs. One row back when the fence held a
-/// live lease.
+/// $7 header values, $8 body, $9 pinned µs, $10 offset µs, $11 trailer names, $12 trailer values
+/// (NULL when there are none). One row back when the fence held a live lease.
 pub(crate) const COMPLETE: &str = concat!(
     "WITH t AS (SELECT ",
     now_sql!("$9", "$10"),
@@ -78,7 +81,8 @@ pub(crate) const COMPLETE: &str = concat!(
 UPDATE idem_records r SET
   state = 2,
   expires_at = t.now + $4::bigint * interval '1 microsecond',
-  response_status = $5, response_header_names = $6, response_header_values = $7, response_body = $8
+  response_status = $5, response_header_names = $6, response_header_values = $7, response_body = $8,
+  response_trailer_names = $11, response_trailer_values = $12
 FROM t
 WHERE r.scope = $1 AND r.key = $2 AND r.fence = $3 AND r.state = 1 AND r.version = 1
   AND r.expires_at > t.now

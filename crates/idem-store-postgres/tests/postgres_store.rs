@@ -215,6 +215,7 @@ fn ok_response() -> StoredResponse {
             Bytes::from_static(b"application/json"),
         )],
         body: Bytes::from_static(b"{\"id\":1}"),
+        trailers: Vec::new(),
     }
 }
 
@@ -288,6 +289,51 @@ async fn a_newer_schema_or_a_corrupted_row_is_a_typed_error() {
             "{k}"
         );
     }
+    db.drop().await;
+}
+
+/// Trailers (a gRPC answer's `grpc-status`) are kept; a row written before the trailer columns
+/// existed (NULL there) replays with none; mismatched trailer arrays are a typed error.
+#[tokio::test]
+async fn trailers_are_kept_and_rows_from_before_them_still_replay() {
+    let db = TestDb::new("trailers").await;
+    let s = &db.store;
+    let mut grpc = ok_response();
+    grpc.trailers = vec![
+        ("grpc-status".into(), "0".into()),
+        ("x-order-id".into(), "ord_1".into()),
+    ];
+    for k in ["with", "before", "bad-trailers"] {
+        let fence = acquire(s, &key(k)).await;
+        s.complete("s", &key(k), fence, &grpc, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let lease = Duration::from_secs(30);
+    assert_eq!(
+        s.begin("s", &key("with"), &fp(), lease).await.unwrap(),
+        BeginOutcome::Completed(grpc.clone())
+    );
+    let table = format!("{}.idem_records", db.schema);
+    for stmt in [
+        format!("UPDATE {table} SET response_trailer_names = NULL, response_trailer_values = NULL WHERE key = 'before'"),
+        format!("UPDATE {table} SET response_trailer_values = '{{}}' WHERE key = 'bad-trailers'"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(stmt))
+            .execute(&db.admin)
+            .await
+            .unwrap();
+    }
+    let mut old = grpc.clone();
+    old.trailers.clear();
+    assert_eq!(
+        s.begin("s", &key("before"), &fp(), lease).await.unwrap(),
+        BeginOutcome::Completed(old)
+    );
+    assert!(matches!(
+        s.begin("s", &key("bad-trailers"), &fp(), lease).await,
+        Err(StoreError::Corrupt(DecodeError::Malformed(_)))
+    ));
     db.drop().await;
 }
 
@@ -603,6 +649,7 @@ async fn the_layer_with_a_transactional_handler_runs_it_once_or_not_at_all() {
                 status: 201,
                 headers: vec![],
                 body: Bytes::from(format!("order for {}", attempt.key)),
+                trailers: Vec::new(),
             };
             store
                 .complete_in(&mut tx, &attempt, &stored, Duration::from_secs(3600))

@@ -26,7 +26,7 @@
 //!
 //! let BeginOutcome::Acquired { fence } = store.begin("tenant-1", &key, &fp, Duration::from_secs(30)).await.unwrap()
 //! else { panic!("a new key is acquired") };
-//! let response = StoredResponse { status: 201, headers: vec![], body: "created".into() };
+//! let response = StoredResponse { status: 201, headers: vec![], body: "created".into(), trailers: vec![] };
 //! store.complete("tenant-1", &key, fence, &response, Duration::from_secs(60)).await.unwrap();
 //! assert_eq!(
 //!     store.begin("tenant-1", &key, &fp, Duration::from_secs(30)).await.unwrap(),

@@ -151,6 +151,7 @@ async fn records_are_hashes_with_a_ttl_under_a_hash_tagged_key() {
             status: 201,
             headers: vec![],
             body: Bytes::from_static(b"ok"),
+            trailers: Vec::new(),
         },
         Duration::from_secs(3600),
     )
@@ -180,6 +181,7 @@ async fn a_newer_schema_or_a_corrupted_record_is_a_typed_error() {
         status: 200,
         headers: vec![],
         body: Bytes::new(),
+        trailers: Vec::new(),
     };
     s.complete("s", &k, fence, &ok, lease).await.unwrap();
     let _: () = redis::cmd("HSET")

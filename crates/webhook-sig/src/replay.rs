@@ -202,6 +202,7 @@ impl<S: IdempotencyStore> ReplayTicket<S> {
             status: 200,
             headers: Vec::new(),
             body: Bytes::new(),
+            trailers: Vec::new(),
         };
         self.processed_with(&marker).await
     }

@@ -23,9 +23,11 @@
 //! [`CompletedByHandler`] (see [`handler_completed`]) is passed through without `complete`, the
 //! handler having completed the record in its own transaction.
 
+mod body;
 mod layer;
 mod service;
 
+pub use self::body::IdempotencyBody;
 pub use self::layer::{IdempotencyLayer, MetricsSnapshot};
 pub use self::service::IdempotencyService;
 

@@ -1,5 +1,5 @@
 use super::layer::{Event, Metrics};
-use super::{CompletedByHandler, IdempotencyAttempt, IDEMPOTENT_REPLAYED};
+use super::{CompletedByHandler, IdempotencyAttempt, IdempotencyBody, IDEMPOTENT_REPLAYED};
 use crate::key::IDEMPOTENCY_KEY;
 use crate::store::{BoxError, StoreError};
 use crate::Problem;
@@ -20,8 +20,9 @@ use tower_service::Service;
 
 /// The service made by [`IdempotencyLayer`](super::IdempotencyLayer).
 ///
-/// Request and response bodies of any type that can be rebuilt from bytes (`From<Bytes>`) work:
-/// axum's `Body`, `http_body_util::Full<Bytes>`, and the like.
+/// Request bodies of any type that can be rebuilt from bytes (`From<Bytes>`) work: axum's `Body`,
+/// `http_body_util::Full<Bytes>`, and the like. Responses come back with an [`IdempotencyBody`]:
+/// the handler's body as it streams, or the buffered bytes with their trailers.
 pub struct IdempotencyService<Inner, S> {
     pub(crate) inner: Inner,
     pub(crate) store: Arc<S>,
@@ -58,13 +59,13 @@ where
     B: Body + From<Bytes> + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    RB: Body + From<Bytes> + Send + 'static,
+    RB: Body + Send + 'static,
     RB::Data: Send,
     RB::Error: Into<BoxError>,
 {
-    type Response = Response<RB>;
+    type Response = Response<IdempotencyBody<RB>>;
     type Error = Inner::Error;
-    type Future = BoxFuture<'static, Result<Response<RB>, Inner::Error>>;
+    type Future = BoxFuture<'static, Result<Response<IdempotencyBody<RB>>, Inner::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -78,16 +79,18 @@ where
         if !policy.methods.contains(req.method()) {
             return pass_through(inner, req);
         }
+        let grpc = retry_safe_core::grpc::is_grpc(req.headers());
         let key = match read_key(&req, &policy) {
             Ok(Some(key)) => key,
             Ok(None) => return pass_through(inner, req),
-            Err(problem) => return ready(problem),
+            Err(problem) => return ready(problem, grpc),
         };
         let ctx = Ctx {
             store: self.store.clone(),
             policy,
             metrics: self.metrics.clone(),
             key,
+            grpc,
         };
         Box::pin(serve(inner, ctx, req))
     }
@@ -96,18 +99,23 @@ where
 fn pass_through<Inner, B, RB>(
     mut inner: Inner,
     req: Request<B>,
-) -> BoxFuture<'static, Result<Response<RB>, Inner::Error>>
+) -> BoxFuture<'static, Result<Response<IdempotencyBody<RB>>, Inner::Error>>
 where
     Inner: Service<Request<B>, Response = Response<RB>>,
     Inner::Future: Send + 'static,
 {
-    Box::pin(inner.call(req))
+    Box::pin(
+        inner
+            .call(req)
+            .map(|res| res.map(|res| res.map(IdempotencyBody::streaming))),
+    )
 }
 
-fn ready<RB: From<Bytes> + Send + 'static, E: Send + 'static>(
+fn ready<RB: Send + 'static, E: Send + 'static>(
     problem: Problem,
-) -> BoxFuture<'static, Result<Response<RB>, E>> {
-    Box::pin(std::future::ready(Ok(problem.into_response())))
+    grpc: bool,
+) -> BoxFuture<'static, Result<Response<IdempotencyBody<RB>>, E>> {
+    Box::pin(std::future::ready(Ok(problem.into_response_if_grpc(grpc))))
 }
 
 /// The key of a covered request; `Ok(None)` when it has none and none is required.
@@ -149,13 +157,15 @@ struct Ctx<S> {
     policy: Arc<IdempotencyPolicy>,
     metrics: Arc<Metrics>,
     key: IdempotencyKey,
+    /// The request is gRPC: rejections are gRPC statuses.
+    grpc: bool,
 }
 
 async fn serve<Inner, S, B, RB>(
     mut inner: Inner,
     ctx: Ctx<S>,
     req: Request<B>,
-) -> Result<Response<RB>, Inner::Error>
+) -> Result<Response<IdempotencyBody<RB>>, Inner::Error>
 where
     Inner: Service<Request<B>, Response = Response<RB>> + Send + 'static,
     Inner::Future: Send + 'static,
@@ -164,7 +174,7 @@ where
     B: Body + From<Bytes> + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    RB: Body + From<Bytes> + Send + 'static,
+    RB: Body + Send + 'static,
     RB::Data: Send,
     RB::Error: Into<BoxError>,
 {
@@ -180,7 +190,7 @@ where
             "the request body did not arrive within {:?}; retry it with the same Idempotency-Key",
             ctx.policy.body_timeout
         ))
-        .into_response());
+        .into_response_if_grpc(ctx.grpc));
     };
     let body = match read {
         Ok(collected) => collected.to_bytes(),
@@ -194,7 +204,7 @@ where
                 "an idempotent request body may be at most {} bytes",
                 ctx.policy.max_request_bytes
             ))
-            .into_response())
+            .into_response_if_grpc(ctx.grpc))
         }
         Err(_) => {
             return Ok(Problem::new(
@@ -203,7 +213,7 @@ where
                 "Request body could not be read",
             )
             .with_detail("the request body ended with an error")
-            .into_response())
+            .into_response_if_grpc(ctx.grpc))
         }
     };
     let scope = (ctx.policy.scope)(&parts);
@@ -214,7 +224,12 @@ where
     let fence = match ctx.begin(&scope, &fingerprint).await {
         Ok(fence) => fence,
         Err(Decided::Respond(res)) => return Ok(res),
-        Err(Decided::RunUnprotected) => return inner.call(req).await,
+        Err(Decided::RunUnprotected) => {
+            return inner
+                .call(req)
+                .await
+                .map(|res| res.map(IdempotencyBody::streaming))
+        }
     };
     ctx.metrics.record(Event::Executed);
     execute(inner, ctx, req, scope, fence).await
@@ -226,7 +241,7 @@ async fn execute<Inner, S, B, RB>(
     req: Request<B>,
     scope: String,
     fence: Fence,
-) -> Result<Response<RB>, Inner::Error>
+) -> Result<Response<IdempotencyBody<RB>>, Inner::Error>
 where
     Inner: Service<Request<B>, Response = Response<RB>> + Send + 'static,
     Inner::Future: Send + 'static,
@@ -235,7 +250,7 @@ where
     B: Body + From<Bytes> + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    RB: Body + From<Bytes> + Send + 'static,
+    RB: Body + Send + 'static,
     RB::Data: Send,
     RB::Error: Into<BoxError>,
 {
@@ -285,28 +300,47 @@ where
                 "Internal error",
             )
             .with_detail("the request failed; it may be retried with the same Idempotency-Key")
-            .into_response());
+            .into_response_if_grpc(ctx.grpc));
         }
     };
     if res.extensions().get::<CompletedByHandler>().is_some() {
         // The handler completed the record in its own transaction.
         guard.armed = false;
-        return Ok(res);
+        return Ok(res.map(IdempotencyBody::streaming));
     }
-    if !(ctx.policy.store_status)(res.status()) {
+    // A gRPC answer is HTTP 200 whatever its outcome: what decides is its `grpc-status`, in the
+    // headers (trailers-only) or in the trailers, known once the body is read.
+    let grpc_response = retry_safe_core::grpc::is_grpc(res.headers());
+    if !grpc_response && !(ctx.policy.store_status)(res.status()) {
         guard.release().await;
-        return Ok(res);
+        return Ok(res.map(IdempotencyBody::streaming));
     }
     let (parts, body) = res.into_parts();
     let collected = AssertUnwindSafe(body.collect()).catch_unwind().await;
-    let body = match collected.ok().and_then(Result::ok) {
-        Some(collected) => collected.to_bytes(),
+    let (body, trailers) = match collected.ok().and_then(Result::ok) {
+        Some(collected) => {
+            let trailers = collected.trailers().cloned();
+            (collected.to_bytes(), trailers)
+        }
         None => {
             guard.release().await;
             return Ok(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error").with_detail("the response could not be produced; it may be retried with the same Idempotency-Key")
-            .into_response());
+            .into_response_if_grpc(ctx.grpc));
         }
     };
+    if grpc_response {
+        use retry_safe_core::grpc::{status_of, Code};
+        let code = status_of(&parts.headers)
+            .or_else(|| trailers.as_ref().and_then(status_of))
+            .unwrap_or(Code::Unknown);
+        if !(ctx.policy.store_status)(code.http_status()) {
+            guard.release().await;
+            return Ok(Response::from_parts(
+                parts,
+                IdempotencyBody::buffered(body, trailers),
+            ));
+        }
+    }
     let headers = ctx
         .policy
         .replay_headers
@@ -319,14 +353,41 @@ where
                 )
             })
         })
+        .chain(
+            // A trailers-only gRPC answer carries its status in the headers.
+            parts
+                .headers
+                .iter()
+                .filter(|(name, _)| {
+                    grpc_response
+                        && name.as_str().starts_with("grpc-")
+                        && !ctx.policy.replay_headers.contains(name)
+                })
+                .map(|(name, v)| {
+                    (
+                        name.as_str().to_owned(),
+                        Bytes::copy_from_slice(v.as_bytes()),
+                    )
+                }),
+        )
         .collect();
     let mut stored = StoredResponse {
         status: parts.status.as_u16(),
         headers,
         body: body.clone(),
+        trailers: trailers
+            .iter()
+            .flatten()
+            .map(|(name, v)| {
+                (
+                    name.as_str().to_owned(),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
+            .collect(),
     };
     if stored.size() > ctx.policy.max_response_bytes {
-        stored = not_stored_marker(parts.status);
+        stored = not_stored_marker(parts.status, ctx.grpc);
     }
     guard.armed = false;
     let completed = complete_with_retries(
@@ -346,7 +407,10 @@ where
             "the response could not be stored for replay; a retry after the lease may run again"
         );
     }
-    Ok(Response::from_parts(parts, RB::from(body)))
+    Ok(Response::from_parts(
+        parts,
+        IdempotencyBody::buffered(body, trailers),
+    ))
 }
 
 /// Waits before the retries of a `complete` that met an unavailable store.
@@ -382,7 +446,7 @@ async fn complete_with_retries<S: IdempotencyStore + ?Sized>(
 
 impl<S: IdempotencyStore> Ctx<S> {
     /// `Ok(fence)` to run the handler, or what was decided instead.
-    async fn begin<RB: From<Bytes>>(
+    async fn begin<RB>(
         &self,
         scope: &str,
         fingerprint: &Fingerprint,
@@ -413,7 +477,7 @@ impl<S: IdempotencyStore> Ctx<S> {
                         .with_detail(
                             "this key was already used with a different method, path or body",
                         )
-                        .into_response(),
+                        .into_response_if_grpc(self.grpc),
                     ));
                 }
                 Ok(BeginOutcome::InFlight { retry_after }) => {
@@ -442,7 +506,7 @@ impl<S: IdempotencyStore> Ctx<S> {
                                     "retry_after_ms",
                                     u64::try_from(hint.as_millis()).unwrap_or(u64::MAX),
                                 )
-                                .into_response(),
+                                .into_response_if_grpc(self.grpc),
                             ));
                         }
                     }
@@ -455,7 +519,7 @@ impl<S: IdempotencyStore> Ctx<S> {
         }
     }
 
-    fn store_failed<RB: From<Bytes>>(&self, e: &StoreError) -> Decided<RB> {
+    fn store_failed<RB>(&self, e: &StoreError) -> Decided<RB> {
         if matches!(e, StoreError::ScopeFull) {
             // One tenant's flood: refuse that tenant only, never run it unprotected.
             return Decided::Respond(
@@ -468,7 +532,7 @@ impl<S: IdempotencyStore> Ctx<S> {
                     "this client holds its whole share of idempotency records; retry later",
                 )
                 .with_retry_after(std::time::Duration::from_secs(1))
-                .into_response(),
+                .into_response_if_grpc(self.grpc),
             );
         }
         if matches!(e, StoreError::Misconfigured(_)) {
@@ -484,7 +548,7 @@ impl<S: IdempotencyStore> Ctx<S> {
                 .with_detail(
                     "the request was not run: the server's idempotency store is misconfigured",
                 )
-                .into_response(),
+                .into_response_if_grpc(self.grpc),
             );
         }
         match self.policy.fail_mode {
@@ -505,26 +569,32 @@ impl<S: IdempotencyStore> Ctx<S> {
                     )
                     .with_detail("the request was not run; retry it with the same Idempotency-Key")
                     .with_retry_after(std::time::Duration::from_secs(1))
-                    .into_response(),
+                    .into_response_if_grpc(self.grpc),
                 )
             }
         }
     }
 }
 
+// Built once per decided request and moved straight out: boxing would cost an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Decided<RB> {
-    Respond(Response<RB>),
+    Respond(Response<IdempotencyBody<RB>>),
     RunUnprotected,
 }
 
-fn replay<RB: From<Bytes>>(stored: StoredResponse) -> Response<RB> {
-    let mut res = stored.to_response();
+fn replay<RB>(stored: StoredResponse) -> Response<IdempotencyBody<RB>> {
+    let trailers = stored.trailer_map();
+    let mut res: Response<IdempotencyBody<RB>> = stored.to_response();
+    if trailers.is_some() {
+        *res.body_mut() = IdempotencyBody::buffered(stored.body.clone(), trailers);
+    }
     res.headers_mut()
         .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     res
 }
 
-fn not_stored_marker(status: StatusCode) -> StoredResponse {
+fn not_stored_marker(status: StatusCode, grpc: bool) -> StoredResponse {
     let problem = Problem::new(
         StatusCode::CONFLICT,
         "idempotency_response_not_stored",
@@ -534,13 +604,17 @@ fn not_stored_marker(status: StatusCode) -> StoredResponse {
         "the request with this Idempotency-Key already ran and answered {}; it was not run again",
         status.as_u16()
     ));
+    // Rendered for the transport of the request that ran: problem+json, or a gRPC `ABORTED`.
+    let res: Response<Bytes> = problem.into_response_if_grpc(grpc);
     StoredResponse {
-        status: 409,
-        headers: vec![(
-            "content-type".into(),
-            Bytes::from_static(retry_safe_core::PROBLEM_JSON.as_bytes()),
-        )],
-        body: problem.body(),
+        status: res.status().as_u16(),
+        headers: res
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+            .collect(),
+        body: res.into_body(),
+        trailers: Vec::new(),
     }
 }
 

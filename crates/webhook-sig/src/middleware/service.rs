@@ -180,6 +180,7 @@ where
                     })
                     .collect(),
                 body: body.clone(),
+                trailers: Vec::new(),
             };
             if let Err(e) = ticket.processed_with(&stored).await {
                 tracing::warn!(error = %e, "settling a webhook event id failed");
