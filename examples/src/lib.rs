@@ -36,6 +36,7 @@
 //! ```
 
 pub mod demo;
+pub mod grpc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -310,7 +311,21 @@ impl<S: IdempotencyStore> OrdersApi<S> {
     pub fn new(store: S, limits: Limits) -> Self {
         let policy = IdempotencyPolicy::default()
             .require_key(true)
-            .scope_with(|parts| principal(&parts.headers));
+            .scope_with(|parts| principal(&parts.headers))
+            .replay_headers(
+                [
+                    "content-type",
+                    "content-language",
+                    "content-location",
+                    "location",
+                    "etag",
+                    "last-modified",
+                    // The gRPC `CreateOrder` answer's metadata.
+                    "x-order-id",
+                ]
+                .into_iter()
+                .map(http::HeaderName::from_static),
+            );
         let secret = Secret::from_standard(PSP_WEBHOOK_SECRET).expect("a valid demo secret");
         let webhooks = WebhookLayer::new(Verifier::new(Scheme::StandardWebhooks, secret))
             .replay_guard(ReplayGuard::new(MemoryStore::new()).scope("psp"));
@@ -428,6 +443,8 @@ impl<S: IdempotencyStore> OrdersApi<S> {
             .route_layer(OptimisticLockLayer::new(BookVersions(self.book.clone())))
             .route_layer(self.idempotency.clone());
         let classifier = DefaultClassifier::new().critical(http::Method::POST, "/payments/");
+        // gRPC (`orders.v1.Orders/CreateOrder`, `orders.v1.Reports/SlowReport`) on the same port.
+        let grpc = grpc::routes(self.book.clone(), self.idempotency.clone());
         Router::new()
             .route("/orders", get(list_orders))
             .route("/reports/slow", get(slow_report))
@@ -435,6 +452,7 @@ impl<S: IdempotencyStore> OrdersApi<S> {
             .merge(webhooks)
             .merge(versioned)
             .with_state(self.book.clone())
+            .merge(grpc)
             .layer(ConcurrencyLimitLayer::new(
                 self.concurrency.clone(),
                 |parts: &http::request::Parts| Some(principal_key(&parts.headers)),
@@ -612,15 +630,26 @@ async fn create_order(
             ),
         };
     }
+    let order = create_in_memory(&db, principal(&headers), new.sku, new.quantity).await;
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/orders/{}", order.id))],
+        Json(order),
+    )
+        .into_response()
+}
+
+/// A new order in the in-memory book (and its `order.created` event in the memory outbox, if any).
+pub(crate) async fn create_in_memory(db: &Db, owner: String, sku: String, quantity: u32) -> Order {
     let outbox = db.outbox.clone();
     let order = {
         let mut db = db.lock();
         db.next += 1;
         let order = Order {
             id: format!("ord_{}", db.next),
-            owner: principal(&headers),
-            sku: new.sku,
-            quantity: new.quantity,
+            owner,
+            sku,
+            quantity,
             version: 1,
         };
         db.orders.insert(order.id.clone(), order.clone());
@@ -631,12 +660,7 @@ async fn create_order(
             tracing::error!(error = %e, order = %order.id, "order.created webhook not queued");
         }
     }
-    (
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/orders/{}", order.id))],
-        Json(order),
-    )
-        .into_response()
+    order
 }
 
 /// The answer when the orders database fails.

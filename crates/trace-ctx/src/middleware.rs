@@ -140,6 +140,7 @@ where
         );
         // A cheap, reference-counted copy: the path is only read if a problem body comes back.
         let uri = req.uri().clone();
+        let grpc = retry_safe_core::grpc::is_grpc(req.headers());
         req.extensions_mut().insert(ctx.clone());
         let fut = self.inner.call(req).instrument(span);
         let max = self.max_problem_bytes;
@@ -149,6 +150,9 @@ where
             res.headers_mut()
                 .insert("x-request-id", ctx.request_id().to_header_value());
             let error = res.status().is_client_error() || res.status().is_server_error();
+            if grpc {
+                return Ok(grpc_answer(res, error, &ctx, max).await);
+            }
             if !is_problem(res.headers()) {
                 if !(bare_errors && error) {
                     return Ok(res);
@@ -217,6 +221,78 @@ fn status_code_name(status: StatusCode) -> std::borrow::Cow<'static, str> {
         other => return format!("http_{other}").into(),
     };
     name.into()
+}
+
+/// The answer to a gRPC request. A gRPC answer passes; a failed one gets `x-trace-id`. An HTTP
+/// error (a 404 or 405 of the router, a 413, an extractor's rejection, a problem+json of a layer
+/// or handler that does not speak gRPC) becomes the trailers-only gRPC status of its problem, with
+/// `request_id` and `trace_id` in the `ErrorInfo` metadata: a gRPC client never sees an HTTP error.
+async fn grpc_answer<B>(
+    res: Response<B>,
+    error: bool,
+    ctx: &TraceContext,
+    max: usize,
+) -> Response<B>
+where
+    B: Body<Data = Bytes> + From<Bytes>,
+{
+    use retry_safe_core::grpc;
+    let trace_id = ctx.trace_id().to_string();
+    if grpc::is_grpc(res.headers()) {
+        let mut res = res;
+        if grpc::status_of(res.headers()).is_some_and(|c| c != grpc::Code::Ok) {
+            if let Ok(v) = HeaderValue::from_str(&trace_id) {
+                res.headers_mut().insert("x-trace-id", v);
+            }
+        }
+        return res;
+    }
+    if !error {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let status = parts.status;
+    let fallback_title = status.canonical_reason().unwrap_or("Error");
+    let mut problem = Problem::new(status, status_code_name(status), fallback_title);
+    let small = body.size_hint().upper().is_some_and(|n| n as usize <= max);
+    if is_problem(&parts.headers) && small {
+        if let Ok(collected) = body.collect().await {
+            if let Ok(serde_json::Value::Object(map)) =
+                serde_json::from_slice::<serde_json::Value>(&collected.to_bytes())
+            {
+                let text = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+                let code = text("error_code").or_else(|| text("code"));
+                let title = text("title");
+                problem = Problem::new(
+                    status,
+                    code.unwrap_or_else(|| status_code_name(status).into_owned()),
+                    title.unwrap_or_else(|| fallback_title.to_owned()),
+                );
+                if let Some(detail) = text("detail") {
+                    problem = problem.with_detail(detail);
+                }
+            }
+        }
+    }
+    if let Some(after) = parts
+        .headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        problem = problem.with_retry_after(std::time::Duration::from_secs(after));
+    }
+    let problem = problem
+        .with("request_id", ctx.request_id().as_str())
+        .with("trace_id", trace_id.as_str());
+    let mut rendered: Response<B> = problem.into_grpc_response();
+    if let Some(id) = parts.headers.get("x-request-id") {
+        rendered.headers_mut().insert("x-request-id", id.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        rendered.headers_mut().insert("x-trace-id", v);
+    }
+    rendered
 }
 
 /// Rewrites a bare error response as a problem (see [`TraceLayer::problem_for_bare_errors`]).
