@@ -345,3 +345,51 @@ async fn a_call_keeps_its_trace_id_through_the_trace_layer_and_unknown_methods_a
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
 }
+
+/// The client half over a tonic channel: calls that meet RESOURCE_EXHAUSTED are retried after
+/// the server's pushback with one generated `idempotency-key` per call, and each call makes one
+/// order.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_retry_client_retries_grpc_calls_with_one_key_and_makes_each_order_once() {
+    use retry_client::{GrpcRetryLayer, History, Retrier, RetryPolicy};
+    let (_server, addr, channel) = server("2").await;
+    let retrier = Retrier::new(RetryPolicy::default().max_attempts(8));
+    let retrying = tower::ServiceBuilder::new()
+        .layer(GrpcRetryLayer::new(retrier, |bytes| {
+            tonic::body::Body::new(http_body_util::Full::new(bytes))
+        }))
+        .service(channel);
+    let mut orders = OrdersClient::new(retrying);
+    let mut ids = Vec::new();
+    let mut retried = 0;
+    for i in 1..=5 {
+        let res = orders
+            .create_order(call(tea(i), "ivan", None))
+            .await
+            .expect("each call succeeds, retried past the rate limit");
+        let history = res
+            .extensions()
+            .get::<History>()
+            .expect("the attempts' history")
+            .clone();
+        let key = history.idempotency_key.clone().expect("a generated key");
+        assert!(!key.is_empty());
+        if history.len() > 1 {
+            retried += 1;
+        }
+        ids.push(res.into_inner().id);
+    }
+    assert!(retried >= 1, "a burst of 2 cannot admit 5 calls at once");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "five calls, five orders");
+    let (_, _, body) = http(addr, &request("GET", "/orders", "judge", None, ""))
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        5,
+        "no call made a second order"
+    );
+}

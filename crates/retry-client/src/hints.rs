@@ -62,10 +62,20 @@ fn split_outside_quotes(s: &str, sep: u8) -> impl Iterator<Item = &str> {
     parts.into_iter()
 }
 
-/// The server's hint: the longer of `Retry-After` and the `RateLimit` reset.
+/// The server's hint: the longest of `Retry-After`, the `RateLimit` reset and gRPC's
+/// `grpc-retry-pushback-ms`.
 pub fn server_hint(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    match (retry_after(headers, now), ratelimit_reset(headers)) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
+    let pushback = headers
+        .get(retry_safe_core::grpc::GRPC_RETRY_PUSHBACK)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis);
+    [
+        retry_after(headers, now),
+        ratelimit_reset(headers),
+        pushback,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
 }

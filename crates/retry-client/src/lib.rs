@@ -75,7 +75,7 @@ pub use policy::{
 pub use reqwest::RetryMiddleware;
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "tower")]
-pub use tower::{RetryLayer, RetryService};
+pub use tower::{GrpcRetryLayer, GrpcRetryService, RetryLayer, RetryService, ToTransport};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
