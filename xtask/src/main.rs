@@ -4,8 +4,9 @@
 //! |---|---|
 //! | `test` | every test of the workspace, all features (the README's test command) |
 //! | `proptest [--cases N] [--seed S]` | the test suite with N proptest cases per property (default 4096), from seed S |
-//! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e]` | the criterion benchmarks (all, or one group) |
-//! | `ci` | `fmt --check`, `clippy -D warnings`, `doc` with warnings denied, `features`, `msrv` (CI runs `test` and then `ci`) |
+//! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e | e2e-inprocess]` | the criterion benchmarks (all, or one group) |
+//! | `ci` | `fmt --check`, `clippy -D warnings`, `doc` with warnings denied, `features`, `msrv`, `instructions` (CI runs `test` and then `ci`) |
+//! | `instructions [--update]` | instructions per request through the stack vs bare (callgrind); fails when the stack grows > 10 % over `xtask/instructions-baseline.txt`, then checks that a deliberately slower layer trips that gate |
 //! | `features` | each published crate in each feature set: `check --all-targets` and `doc`, warnings denied |
 //! | `msrv` | each published crate's `rust-version` covers every dependency's, in each feature set |
 //! | `cluster` | starts the tests' private Redis Cluster, prints its `REDIS_CLUSTER_URLS`, stops it at end of input |
@@ -16,7 +17,9 @@
 //! names one, and stopped when they end.
 
 mod cluster;
+mod e2e;
 mod features;
+mod instructions;
 mod msrv;
 mod services;
 
@@ -30,17 +33,19 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("ci") => ci(),
         Some("msrv") => msrv::run(),
+        Some("instructions") => instructions::run(std::env::args().any(|a| a == "--update")),
         Some("features") => features::run(),
         Some("cluster") => cluster::serve(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e] | ci | features | msrv>\n\
+                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e | e2e-inprocess] | ci | features | msrv | instructions [--update]>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks\n\
-                 ci        fmt, clippy, docs, the feature matrix and the MSRV check (CI runs test, then ci)\n\
+                 ci        fmt, clippy, docs, the feature matrix, the MSRV check and the instructions gate (CI runs test, then ci)\n\
                  features  each crate in each feature set: check --all-targets and doc, warnings denied\n\
                  msrv      each crate's rust-version covers its dependencies\n\
+                 instructions  instructions per request (callgrind), stack vs bare; fails over the baseline + 10 %\n\
                  cluster   a private Redis Cluster until end of input (prints REDIS_CLUSTER_URLS)"
             );
             return ExitCode::from(2);
@@ -167,7 +172,8 @@ fn bench(which: Option<&str>) -> Result {
                 &[],
             )
         }
-        Some("e2e") => {
+        Some("e2e") => e2e::run(),
+        Some("e2e-inprocess") => {
             services::ensure_all()?;
             cargo(&["bench", "-p", "examples", "--bench", "e2e"], &[])
         }
@@ -227,7 +233,7 @@ fn bench(which: Option<&str>) -> Result {
             )
         }
         Some(other) => Err(format!(
-            "no benchmark group `{other}`; known: idem, webhook, redis, postgres, ratelimit, ratelimit-redis, concurrency, concurrency-redis, trace, loadshed, loadshed-decision, optimistic, retries, outbox, cluster, e2e"
+            "no benchmark group `{other}`; known: idem, webhook, redis, postgres, ratelimit, ratelimit-redis, concurrency, concurrency-redis, trace, loadshed, loadshed-decision, optimistic, retries, outbox, cluster, e2e, e2e-inprocess"
         )),
     }
 }
@@ -251,5 +257,6 @@ fn ci() -> Result {
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     features::run()?;
-    msrv::run()
+    msrv::run()?;
+    instructions::run(false)
 }
