@@ -251,6 +251,8 @@ pub async fn migrate_orders(
 pub struct OrdersApi<S> {
     book: Db,
     idempotency: IdempotencyLayer<S>,
+    /// `POST /orders` in single-commit mode, when set.
+    single_commit: Option<IdempotencyLayer<S>>,
     rate: Arc<dyn Limiter<u64>>,
     concurrency: Caps,
     fleet: Option<FleetShedder>,
@@ -306,32 +308,38 @@ pub fn principal_key(headers: &http::HeaderMap) -> u64 {
     }
 }
 
+/// The idempotency policy of the API: keys required, scoped by principal, the replayed headers.
+fn orders_policy() -> IdempotencyPolicy {
+    IdempotencyPolicy::default()
+        .require_key(true)
+        .scope_with(|parts| principal(&parts.headers))
+        .replay_headers(
+            [
+                "content-type",
+                "content-language",
+                "content-location",
+                "location",
+                "etag",
+                "last-modified",
+                // The gRPC `CreateOrder` answer's metadata.
+                "x-order-id",
+            ]
+            .into_iter()
+            .map(http::HeaderName::from_static),
+        )
+}
+
 impl<S: IdempotencyStore> OrdersApi<S> {
     /// The API on any idempotency store.
     pub fn new(store: S, limits: Limits) -> Self {
-        let policy = IdempotencyPolicy::default()
-            .require_key(true)
-            .scope_with(|parts| principal(&parts.headers))
-            .replay_headers(
-                [
-                    "content-type",
-                    "content-language",
-                    "content-location",
-                    "location",
-                    "etag",
-                    "last-modified",
-                    // The gRPC `CreateOrder` answer's metadata.
-                    "x-order-id",
-                ]
-                .into_iter()
-                .map(http::HeaderName::from_static),
-            );
+        let policy = orders_policy();
         let secret = Secret::from_standard(PSP_WEBHOOK_SECRET).expect("a valid demo secret");
         let webhooks = WebhookLayer::new(Verifier::new(Scheme::StandardWebhooks, secret))
             .replay_guard(ReplayGuard::new(MemoryStore::new()).scope("psp"));
         Self {
             book: Db::default(),
             idempotency: IdempotencyLayer::new(store, policy),
+            single_commit: None,
             rate: Arc::new(KeyedLimiter::new(
                 Quotas::new([limits.rate]).expect("valid default quota"),
             )) as Arc<dyn Limiter<u64>>,
@@ -360,6 +368,18 @@ impl<S: IdempotencyStore> OrdersApi<S> {
             store,
             retention: Duration::from_secs(24 * 3600),
         });
+        self
+    }
+
+    /// Creates orders in single-commit mode (with [`with_postgres_orders`](Self::with_postgres_orders)
+    /// on the same `store`): `begin`, the order, its event and `complete` in one transaction, one
+    /// commit per `POST /orders`; a duplicate in flight waits on the record's row lock and replays.
+    /// The other idempotent routes (captures, updates) keep the default mode.
+    pub fn with_single_commit(mut self, store: S) -> Self {
+        self.single_commit = Some(IdempotencyLayer::new(
+            store,
+            orders_policy().single_commit(true),
+        ));
         self
     }
 
@@ -429,10 +449,20 @@ impl<S: IdempotencyStore> OrdersApi<S> {
     /// The HTTP routes with every layer.
     pub fn router(&self) -> Router {
         prometheus(); // install the recorder before the first request is counted
-        let idempotent = Router::new()
-            .route("/orders", post(create_order))
-            .route("/payments/{id}/capture", post(capture_payment))
-            .route_layer(self.idempotency.clone());
+        let idempotent = match &self.single_commit {
+            Some(single) => Router::new()
+                .route("/orders", post(create_order))
+                .route_layer(single.clone())
+                .merge(
+                    Router::new()
+                        .route("/payments/{id}/capture", post(capture_payment))
+                        .route_layer(self.idempotency.clone()),
+                ),
+            None => Router::new()
+                .route("/orders", post(create_order))
+                .route("/payments/{id}/capture", post(capture_payment))
+                .route_layer(self.idempotency.clone()),
+        };
         let webhooks = Router::new()
             .route("/webhooks/psp", post(receive_webhook))
             .route_layer(self.webhooks.clone());
@@ -568,6 +598,7 @@ fn problem(status: StatusCode, code: &'static str, title: &'static str, detail: 
 async fn create_order(
     State(db): State<Db>,
     attempt: Option<Extension<IdempotencyAttempt>>,
+    pending: Option<Extension<idem_core::PendingAttempt>>,
     headers: http::HeaderMap,
     body: bytes::Bytes,
 ) -> Response {
@@ -591,43 +622,15 @@ async fn create_order(
         );
     }
     if let Some(pg) = &db.pg {
-        return match attempt {
-            Some(Extension(attempt)) => {
-                let outbox = db.outbox.clone();
-                pg_transaction(pg, &attempt, |tx| {
-                    Box::pin(async move {
-                        let row: (String,) = sqlx::query_as(
-                            "INSERT INTO orders (id, owner, sku, quantity, version) \
-                             VALUES ('ord_' || nextval('orders_seq'), $1, $2, $3, 1) RETURNING id",
-                        )
-                        .bind(principal(&headers))
-                        .bind(&new.sku)
-                        .bind(i32::try_from(new.quantity).unwrap_or(i32::MAX))
-                        .fetch_one(&mut **tx)
-                        .await?;
-                        let order = Order {
-                            id: row.0,
-                            owner: principal(&headers),
-                            sku: new.sku.clone(),
-                            quantity: new.quantity,
-                            version: 1,
-                        };
-                        if let Some(OrderOutbox::Postgres(outbox)) = &outbox {
-                            outbox
-                                .enqueue_in(&mut **tx, &order_created_event(&order))
-                                .await?;
-                        }
-                        Ok(created(&order))
-                    })
-                })
-                .await
-            }
-            None => problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "Internal error",
-                "orders on PostgreSQL are created under the idempotency layer",
-            ),
+        let work = order_work(principal(&headers), new, db.outbox.clone());
+        return match (pending, attempt) {
+            // Single-commit mode: begin, the order, its event and complete in one transaction.
+            (Some(Extension(pending)), _) => pg_single_commit(pg, &pending, work).await,
+            // Transactional mode: the record was begun by the layer; the order, its event and
+            // the completion commit together.
+            (None, Some(Extension(attempt))) => pg_transaction(pg, &attempt, work).await,
+            // No idempotency layer (`--bare`): the order and its event in one transaction.
+            (None, None) => pg_plain(pg, work).await,
         };
     }
     let order = create_in_memory(&db, principal(&headers), new.sku, new.quantity).await;
@@ -710,6 +713,123 @@ type TxWork<'a> = std::pin::Pin<
             + 'a,
     >,
 >;
+
+/// [`insert_order`] as the work of an order transaction.
+fn order_work(
+    owner: String,
+    new: NewOrder,
+    outbox: Option<OrderOutbox>,
+) -> impl for<'a> FnOnce(&'a mut sqlx::Transaction<'static, sqlx::Postgres>) -> TxWork<'a> {
+    move |tx| Box::pin(async move { insert_order(tx, owner, new, outbox.as_ref()).await })
+}
+
+/// The order of `owner`, its `order.created` event (when the outbox is in PostgreSQL), on `tx`.
+async fn insert_order(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    owner: String,
+    new: NewOrder,
+    outbox: Option<&OrderOutbox>,
+) -> Result<idem_core::StoredResponse, retry_safe_core::BoxError> {
+    let row: (String,) = sqlx::query_as(
+        "INSERT INTO orders (id, owner, sku, quantity, version) \
+         VALUES ('ord_' || nextval('orders_seq'), $1, $2, $3, 1) RETURNING id",
+    )
+    .bind(&owner)
+    .bind(&new.sku)
+    .bind(i32::try_from(new.quantity).unwrap_or(i32::MAX))
+    .fetch_one(&mut **tx)
+    .await?;
+    let order = Order {
+        id: row.0,
+        owner,
+        sku: new.sku,
+        quantity: new.quantity,
+        version: 1,
+    };
+    if let Some(OrderOutbox::Postgres(outbox)) = outbox {
+        outbox
+            .enqueue_in(&mut **tx, &order_created_event(&order))
+            .await?;
+    }
+    Ok(created(&order))
+}
+
+/// The answer when an order transaction fails: nothing of it was applied.
+fn order_failed(detail: String) -> Response {
+    tracing::error!(%detail, "order transaction failed");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "orders_unavailable",
+        "Orders database unavailable",
+        "the request was not applied; retry it with the same Idempotency-Key",
+    )
+}
+
+/// Single-commit mode: `begin` of `pending`, `work` and `complete` in one transaction, one commit.
+/// A duplicate in flight waits on the record's row lock, then replays (or, past the store's lock
+/// timeout, gets 409); any other outcome is answered by `pending`.
+async fn pg_single_commit<F>(
+    pg: &PgOrders,
+    pending: &idem_core::PendingAttempt,
+    work: F,
+) -> Response
+where
+    F: for<'a> FnOnce(&'a mut sqlx::Transaction<'static, sqlx::Postgres>) -> TxWork<'a>,
+{
+    let mut tx = match pg.store.pool().begin().await {
+        Ok(tx) => tx,
+        Err(e) => return order_failed(e.to_string()),
+    };
+    let outcome = match pg.store.begin_in(&mut tx, pending).await {
+        Ok(outcome) => outcome,
+        Err(e) => return order_failed(e.to_string()),
+    };
+    let idem_core::BeginOutcome::Acquired { fence } = outcome else {
+        // Replay, mismatch or in flight: nothing to commit; dropping `tx` rolls it back.
+        return pending
+            .answer(&outcome)
+            .unwrap_or_else(|| order_failed("unexpected outcome".into()));
+    };
+    let stored = match work(&mut tx).await {
+        Ok(stored) => stored,
+        Err(e) => return order_failed(e.to_string()),
+    };
+    if let Err(e) = pg
+        .store
+        .complete_in(
+            &mut tx,
+            &pending.acquired(fence),
+            &stored,
+            pending.retention,
+        )
+        .await
+    {
+        return order_failed(e.to_string());
+    }
+    if let Err(e) = tx.commit().await {
+        return order_failed(e.to_string());
+    }
+    stored.to_response()
+}
+
+/// Without idempotency: `work` in one transaction.
+async fn pg_plain<F>(pg: &PgOrders, work: F) -> Response
+where
+    F: for<'a> FnOnce(&'a mut sqlx::Transaction<'static, sqlx::Postgres>) -> TxWork<'a>,
+{
+    let mut tx = match pg.store.pool().begin().await {
+        Ok(tx) => tx,
+        Err(e) => return order_failed(e.to_string()),
+    };
+    let stored = match work(&mut tx).await {
+        Ok(stored) => stored,
+        Err(e) => return order_failed(e.to_string()),
+    };
+    if let Err(e) = tx.commit().await {
+        return order_failed(e.to_string());
+    }
+    stored.to_response()
+}
 
 /// Runs `work` and completes the idempotency record of `attempt` in one transaction: the rows and
 /// the record commit together or not at all.

@@ -12,6 +12,10 @@
 //! `IN_FLIGHT_PER_IP=65536`), so the layers' cost is measured, not their refusals (any non-2xx
 //! answer is reported). `E2E_PAIRS` (default 5) rounds of `E2E_SECONDS` (default 5) per run.
 //! `wrk` is installed from the system packages when missing.
+//!
+//! `cargo xtask bench e2e-postgres`: the same method with only keyed `POST /orders` on
+//! PostgreSQL — the POST without idempotency (`--bare --postgres`: the order and its event in one
+//! transaction), the default transactional mode, and the single-commit mode (`--single-commit`).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -45,24 +49,36 @@ function request()
 end
 "#;
 
-#[derive(Clone, Copy, PartialEq)]
-enum Variant {
-    Bare,
-    Memory,
-    Redis,
-    Postgres,
+const POST_SCRIPT: &str = r#"
+-- Only POST /orders, each with a fresh Idempotency-Key.
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+function init(args)
+  counter = 0
+  prefix = tostring(tid) .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1000000000))
+end
+function request()
+  counter = counter + 1
+  return wrk.format("POST", "/orders", {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer p" .. tostring(counter % 256),
+    ["Idempotency-Key"] = "e2e-" .. prefix .. "-" .. tostring(counter),
+  }, '{"sku":"tea","quantity":1}')
+end
+"#;
+
+/// One server configuration: a label and the orders-api flags after the limits.
+struct Variant {
+    name: &'static str,
+    args: Vec<String>,
 }
 
 impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::Bare => "bare handlers (no layers)",
-            Variant::Memory => "full stack, in memory",
-            Variant::Redis => "full stack, idempotency + rate limit on Redis",
-            Variant::Postgres => {
-                "full stack on PostgreSQL (orders + idempotency + outbox, one transaction)"
-            }
-        }
+    fn name(&self) -> &'static str {
+        self.name
     }
 }
 
@@ -73,7 +89,10 @@ struct Run {
     non_2xx: u64,
 }
 
-pub fn run() -> Result {
+/// The mixed load against bare, memory, Redis and PostgreSQL (`postgres_only` = false), or only
+/// keyed POSTs on PostgreSQL: bare (no idempotency, one transaction per order), the default
+/// transactional mode and the single-commit mode.
+pub fn run(postgres_only: bool) -> Result {
     ensure_wrk()?;
     crate::services::ensure_all()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -97,22 +116,50 @@ pub fn run() -> Result {
         .unwrap_or_else(|_| root.join("target"));
     let binary = target.join("release/orders-api");
     let script = std::env::temp_dir().join(format!("retry-safe-e2e-{}.lua", std::process::id()));
-    std::fs::write(&script, SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
+    let lua = if postgres_only { POST_SCRIPT } else { SCRIPT };
+    std::fs::write(&script, lua).map_err(|e| format!("{}: {e}", script.display()))?;
     let pairs: usize = env_num("E2E_PAIRS", 5);
     let seconds: u64 = env_num("E2E_SECONDS", 5);
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let postgres = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let variants = [
-        Variant::Bare,
-        Variant::Memory,
-        Variant::Redis,
-        Variant::Postgres,
-    ];
+    let v = |name, args: &[&str]| Variant {
+        name,
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+    };
+    let variants = if postgres_only {
+        vec![
+            v(
+                "POST without idempotency (--bare --postgres: order + event, one transaction)",
+                &["--bare", "--postgres", &postgres],
+            ),
+            v(
+                "idempotent POST, default mode (begin commit + order/event/complete commit)",
+                &["--postgres", &postgres],
+            ),
+            v(
+                "idempotent POST, single-commit mode (begin + order/event + complete, one commit)",
+                &["--postgres", &postgres, "--single-commit"],
+            ),
+        ]
+    } else {
+        vec![
+            v("bare handlers (no layers)", &["--bare"]),
+            v("full stack, in memory", &[]),
+            v(
+                "full stack, idempotency + rate limit on Redis",
+                &["--redis", &redis],
+            ),
+            v(
+                "full stack on PostgreSQL (orders + idempotency + outbox, one transaction)",
+                &["--postgres", &postgres],
+            ),
+        ]
+    };
     let mut results: Vec<Vec<Run>> = variants.iter().map(|_| Vec::new()).collect();
     for round in 1..=pairs {
-        for (i, &variant) in variants.iter().enumerate() {
-            let run = measure(&binary, &script, variant, seconds, &redis, &postgres, round)?;
+        for (i, variant) in variants.iter().enumerate() {
+            let run = measure(&binary, &script, variant, seconds, round)?;
             eprintln!(
                 "xtask: round {round}/{pairs} {:<70} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms{}",
                 variant.name(),
@@ -129,7 +176,8 @@ pub fn run() -> Result {
         }
     }
     let _ = std::fs::remove_file(&script);
-    println!("\n| round | {} |", variants.map(Variant::name).join(" | "));
+    let names: Vec<&str> = variants.iter().map(Variant::name).collect();
+    println!("\n| round | {} |", names.join(" | "));
     println!("|---|{}", "---|".repeat(variants.len()));
     for round in 0..pairs {
         let bare = results[0][round].rps;
@@ -233,14 +281,11 @@ fn free_addr() -> Result<SocketAddr> {
         .map_err(|e| format!("no free loopback port: {e}"))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn measure(
     binary: &Path,
     script: &Path,
-    variant: Variant,
+    variant: &Variant,
     seconds: u64,
-    redis: &str,
-    postgres: &str,
     round: usize,
 ) -> Result<Run> {
     let addr = free_addr()?;
@@ -255,12 +300,7 @@ fn measure(
         "--capacity".into(),
         "65536".into(),
     ];
-    match variant {
-        Variant::Bare => args.push("--bare".into()),
-        Variant::Memory => {}
-        Variant::Redis => args.extend(["--redis".into(), redis.into()]),
-        Variant::Postgres => args.extend(["--postgres".into(), postgres.into()]),
-    }
+    args.extend(variant.args.iter().cloned());
     let _server = Server(
         Command::new("taskset")
             .args(&args)

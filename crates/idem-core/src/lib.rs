@@ -96,7 +96,7 @@ pub mod middleware;
 mod policy;
 pub mod store;
 
-pub use attempt::{handler_completed, CompletedByHandler, IdempotencyAttempt};
+pub use attempt::{handler_completed, CompletedByHandler, IdempotencyAttempt, PendingAttempt};
 pub use fingerprint::Fingerprint;
 pub use key::{IdempotencyKey, KeyError, IDEMPOTENCY_KEY, MAX_KEY_LEN};
 pub use memory::{MemoryStore, MemoryStoreConfig};

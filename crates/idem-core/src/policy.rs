@@ -41,6 +41,7 @@ pub struct IdempotencyPolicy {
     pub(crate) poll_interval: Duration,
     pub(crate) in_flight_hint: Duration,
     pub(crate) fail_mode: FailMode,
+    pub(crate) single_commit: bool,
 }
 
 impl Default for IdempotencyPolicy {
@@ -75,6 +76,7 @@ impl Default for IdempotencyPolicy {
             poll_interval: Duration::from_millis(25),
             in_flight_hint: Duration::from_secs(1),
             fail_mode: FailMode::Closed,
+            single_commit: false,
         }
     }
 }
@@ -185,6 +187,22 @@ impl IdempotencyPolicy {
         self.fail_mode = mode;
         self
     }
+
+    /// Single-commit mode (default off): the layer reads and checks the key and fingerprints the
+    /// request, then hands the handler a [`PendingAttempt`](crate::PendingAttempt) instead of
+    /// beginning; the handler runs `begin`, its own writes and `complete` in one database
+    /// transaction (`idem-store-postgres`'s `begin_in` / `complete_in`) — one commit per request
+    /// instead of one for `begin` and one for the work and `complete`. A concurrent duplicate
+    /// waits on the record's row lock (bounded by the store's lock timeout, then `409`) and then
+    /// replays; a rollback or crash leaves no record. Only for handlers whose effects are all in
+    /// that database: an external side effect (a payment provider's API, an email) cannot be
+    /// rolled back with the transaction, and a duplicate arriving after a rollback runs it again —
+    /// use the default mode there. Every route under a layer in this mode must begin itself
+    /// (mount other routes under a layer in the default mode).
+    pub fn single_commit(mut self, on: bool) -> Self {
+        self.single_commit = on;
+        self
+    }
 }
 
 impl fmt::Debug for IdempotencyPolicy {
@@ -199,6 +217,7 @@ impl fmt::Debug for IdempotencyPolicy {
             .field("replay_headers", &self.replay_headers)
             .field("wait_for_result", &self.wait_for_result)
             .field("fail_mode", &self.fail_mode)
+            .field("single_commit", &self.single_commit)
             .finish_non_exhaustive()
     }
 }

@@ -81,7 +81,7 @@ use bytes::Bytes;
 use idem_core::store::BoxError;
 use idem_core::{
     BeginOutcome, DecodeError, Fence, Fingerprint, IdempotencyAttempt, IdempotencyKey,
-    IdempotencyStore, StoreError, StoredResponse, TimeOffset,
+    IdempotencyStore, PendingAttempt, StoreError, StoredResponse, TimeOffset,
 };
 pub use retry_safe_core::Breaker;
 use retry_safe_core::BreakerOpen;
@@ -119,6 +119,7 @@ pub struct PostgresStore {
     pool: PgPool,
     offset: TimeOffset,
     breaker: Breaker,
+    lock_timeout: Duration,
 }
 
 impl PostgresStore {
@@ -154,6 +155,75 @@ impl PostgresStore {
             pool,
             offset: TimeOffset::new(),
             breaker: Breaker::for_backend(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+
+    /// How long [`begin_in`](Self::begin_in) waits for the row lock of a record another
+    /// transaction is writing (default 5 s): then the duplicate is answered `InFlight` (409).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Begins `pending` inside the caller's transaction — the single-commit mode
+    /// ([`IdempotencyPolicy::single_commit`](idem_core::IdempotencyPolicy::single_commit)).
+    ///
+    /// On `Acquired`, the handler writes on the same transaction, completes with
+    /// [`complete_in`](Self::complete_in) and `pending.acquired(fence)`, and commits: the record,
+    /// born completed, and the business rows appear together in one commit; until then no other
+    /// transaction sees any of it. A concurrent `begin_in` of the same key waits for that commit
+    /// (or rollback) on the record's row lock, at most [`lock_timeout`](Self::lock_timeout), and
+    /// then sees the completed record (`Completed`: replay it) or a free key (`Acquired`). Past the
+    /// timeout it answers `InFlight`; the transaction is then aborted — roll it back. Any other
+    /// outcome is answered with [`PendingAttempt::answer`]. The lock timeout is set with
+    /// `SET LOCAL` and stays for the rest of the transaction (the handler's own statements wait
+    /// no longer than that for locks either).
+    ///
+    /// ```no_run
+    /// use idem_core::{BeginOutcome, PendingAttempt, StoredResponse};
+    /// use idem_store_postgres::PostgresStore;
+    ///
+    /// # async fn handler(store: PostgresStore, pending: PendingAttempt) -> Result<http::Response<bytes::Bytes>, Box<dyn std::error::Error>> {
+    /// let mut tx = store.pool().begin().await?;
+    /// let outcome = store.begin_in(&mut tx, &pending).await?;
+    /// let BeginOutcome::Acquired { fence } = outcome else {
+    ///     return Ok(pending.answer(&outcome).expect("not acquired")); // replay, 422 or 409
+    /// };
+    /// sqlx::query("INSERT INTO orders (sku) VALUES ('tea')").execute(&mut *tx).await?;
+    /// let stored = StoredResponse { status: 201, headers: vec![], body: "created".into(), trailers: vec![] };
+    /// store.complete_in(&mut tx, &pending.acquired(fence), &stored, pending.retention).await?;
+    /// tx.commit().await?; // the one commit
+    /// Ok(stored.to_response())
+    /// # }
+    /// ```
+    pub async fn begin_in(
+        &self,
+        conn: &mut PgConnection,
+        pending: &PendingAttempt,
+    ) -> Result<BeginOutcome, StoreError> {
+        let set = format!(
+            "SET LOCAL lock_timeout = {}",
+            self.lock_timeout.as_millis().max(1)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(set))
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        match self
+            .begin_on(
+                conn,
+                &pending.scope,
+                &pending.key,
+                &pending.fingerprint,
+                pending.lease,
+            )
+            .await
+        {
+            Err(StoreError::Unavailable(e)) if is_lock_timeout(&*e) => Ok(BeginOutcome::InFlight {
+                retry_after: Duration::from_secs(1),
+            }),
+            other => other,
         }
     }
 
@@ -456,9 +526,33 @@ impl IdempotencyStore for PostgresStore {
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// How long `begin_in` waits for another transaction's record by default.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether `e` is PostgreSQL's `lock_not_available` (a `lock_timeout` ran out).
+fn is_lock_timeout(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "55P03")
+}
+
 impl PostgresStore {
     async fn begin_once(
         &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<BeginOutcome, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        self.begin_on(&mut conn, scope, key, fingerprint, lease)
+            .await
+    }
+
+    async fn begin_on(
+        &self,
+        conn: &mut PgConnection,
         scope: &str,
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
@@ -474,7 +568,7 @@ impl PostgresStore {
                 .bind(micros(lease))
                 .bind(self.pinned())
                 .bind(self.offset_us())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(unavailable)?;
             let settled = match &row {

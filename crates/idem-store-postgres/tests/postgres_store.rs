@@ -292,6 +292,113 @@ async fn a_newer_schema_or_a_corrupted_row_is_a_typed_error() {
     db.drop().await;
 }
 
+/// Single-commit mode: `begin_in` inside a transaction shows nothing to others until the
+/// commit; a concurrent `begin_in` of the key waits on the row lock — past the lock timeout it is
+/// `InFlight`, after the commit it replays, after a rollback it acquires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_commit_begins_in_the_transaction_and_duplicates_wait_for_it() {
+    let db = TestDb::new("single").await;
+    let store = db.store.clone().lock_timeout(Duration::from_millis(200));
+    let lease = Duration::from_secs(30);
+    let pending =
+        |k: &str| idem_core::PendingAttempt::new("s", key(k), fp(), lease, Duration::from_secs(60));
+    let stored = ok_response();
+
+    // Committed: one transaction, one record born completed.
+    let p = pending("commit");
+    let mut a = store.pool().begin().await.unwrap();
+    let BeginOutcome::Acquired { fence } = store.begin_in(&mut a, &p).await.unwrap() else {
+        panic!("a new key is acquired");
+    };
+    // Uncommitted: another transaction waits on the row lock, then gives up (409).
+    let mut b = store.pool().begin().await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        store.begin_in(&mut b, &p).await.unwrap(),
+        BeginOutcome::InFlight { .. }
+    ));
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "it waited for the lock"
+    );
+    b.rollback().await.unwrap();
+    // Nor does a plain `begin` see it yet: it waits too (here on the pool, bounded by the
+    // spawned commit below), then replays.
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.begin("s", &key("commit"), &fp(), lease).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "a duplicate waits for the commit");
+    store
+        .complete_in(&mut a, &p.acquired(fence), &stored, p.retention)
+        .await
+        .unwrap();
+    a.commit().await.unwrap();
+    assert_eq!(
+        waiter.await.unwrap().unwrap(),
+        BeginOutcome::Completed(stored.clone())
+    );
+    let mut c = store.pool().begin().await.unwrap();
+    assert_eq!(
+        store.begin_in(&mut c, &p).await.unwrap(),
+        BeginOutcome::Completed(stored.clone())
+    );
+    let answered: http::Response<Bytes> =
+        p.answer(&BeginOutcome::Completed(stored.clone())).unwrap();
+    assert_eq!(answered.headers()["idempotent-replayed"], "true");
+    c.rollback().await.unwrap();
+
+    // Rolled back: no record left, the next attempt acquires at once.
+    let p = pending("rollback");
+    let mut a = store.pool().begin().await.unwrap();
+    assert!(matches!(
+        store.begin_in(&mut a, &p).await.unwrap(),
+        BeginOutcome::Acquired { .. }
+    ));
+    let waiter = {
+        let store = store.clone();
+        let p = p.clone();
+        tokio::spawn(async move {
+            let mut b = store.pool().begin().await.unwrap();
+            let outcome = store.begin_in(&mut b, &p).await;
+            b.rollback().await.unwrap();
+            outcome
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.rollback().await.unwrap();
+    assert!(matches!(
+        waiter.await.unwrap().unwrap(),
+        BeginOutcome::Acquired { .. }
+    ));
+    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}.idem_records WHERE key = 'rollback'",
+        db.schema
+    )))
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!(rows, 0, "nothing of a rolled-back attempt remains");
+
+    // Another body with a committed key: the mismatch.
+    let other = idem_core::PendingAttempt::new(
+        "s",
+        key("commit"),
+        Fingerprint::of_request("POST", "/orders", b"other"),
+        lease,
+        Duration::from_secs(60),
+    );
+    let mut d = store.pool().begin().await.unwrap();
+    let outcome = store.begin_in(&mut d, &other).await.unwrap();
+    assert_eq!(outcome, BeginOutcome::Mismatch);
+    let res: http::Response<Bytes> = other.answer(&outcome).unwrap();
+    assert_eq!(res.status(), 422);
+    // Open transactions would hold the schema's locks and block dropping it.
+    d.rollback().await.unwrap();
+    db.drop().await;
+}
+
 /// Trailers (a gRPC answer's `grpc-status`) are kept; a row written before the trailer columns
 /// existed (NULL there) replays with none; mismatched trailer arrays are a typed error.
 #[tokio::test]

@@ -33,11 +33,13 @@ enum Backend {
 
 const USAGE: &str =
     "usage: orders-api [--redis URL | --redis-cluster URL[,URL…] | --postgres URL] \
-[--bare] [--rate N[/s|/min|/h]] [--burst N] [--in-flight N] [--capacity N] [--fleet-capacity N]";
+[--bare] [--single-commit] [--rate N[/s|/min|/h]] [--burst N] [--in-flight N] [--capacity N] [--fleet-capacity N]";
 
 /// The command line: a backend, `--bare` (the same handlers without any layer), and the limits.
 struct Args {
     backend: Backend,
+    /// With `--postgres`: `POST /orders` in single-commit mode.
+    single_commit: bool,
     bare: bool,
     rate: Option<String>,
     burst: Option<u64>,
@@ -50,6 +52,7 @@ fn args() -> Result<Args, String> {
     let mut parsed = Args {
         backend: Backend::Memory,
         bare: false,
+        single_commit: false,
         rate: None,
         burst: None,
         in_flight: None,
@@ -80,6 +83,7 @@ fn args() -> Result<Args, String> {
             }
             "--postgres" => parsed.backend = Backend::Postgres(value()?),
             "--bare" => parsed.bare = true,
+            "--single-commit" => parsed.single_commit = true,
             "--rate" => parsed.rate = Some(value()?),
             "--burst" => parsed.burst = Some(u64::from(number(value()?)?)),
             "--in-flight" => parsed.in_flight = Some(number(value()?)?),
@@ -353,8 +357,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // one per environment sharing a Redis or a cluster.
     let prefix = std::env::var("REDIS_PREFIX").unwrap_or_else(|_| "orders-api".into());
     let hooks = webhooks()?;
+    if args.single_commit && !matches!(args.backend, Backend::Postgres(_)) {
+        return Err("--single-commit needs --postgres URL".into());
+    }
     if args.bare {
-        // The handlers alone, in memory: the baseline to measure the layers' cost against.
+        // The handlers alone: the baseline to measure the layers' cost against. In memory, or
+        // with `--postgres` the orders (and their events) in PostgreSQL, one transaction each.
+        if let Backend::Postgres(url) = &args.backend {
+            let store = idem_store_postgres::PostgresStore::connect(url)
+                .await
+                .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
+            examples::migrate_orders(store.pool()).await?;
+            let outbox = webhook_delivery::PostgresOutbox::with_pool(store.pool().clone());
+            outbox.migrate().await?;
+            let api = OrdersApi::new(examples::memory_store(), limits)
+                .with_postgres_orders(store)
+                .with_postgres_outbox(outbox);
+            return serve(
+                api.bare_router(),
+                addr,
+                "bare handlers, orders on PostgreSQL",
+            )
+            .await;
+        }
         let api = OrdersApi::new(examples::memory_store(), limits);
         return serve(api.bare_router(), addr, "bare handlers, no layers").await;
     }
@@ -433,16 +458,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "order.created webhooks wait in webhook_outbox until a dispatcher runs (set WEBHOOK_URL)"
                 ),
             }
-            let api = OrdersApi::new(store.clone(), limits)
-                .with_postgres_orders(store)
+            let mut api = OrdersApi::new(store.clone(), limits)
+                .with_postgres_orders(store.clone())
                 .with_postgres_outbox(outbox)
                 .trust_proxies(trusted()?);
-            serve(
-                api.router(),
-                addr,
-                "orders and idempotency on PostgreSQL, committed together",
-            )
-            .await
+            if args.single_commit {
+                api = api.with_single_commit(store);
+            }
+            let what = if args.single_commit {
+                "orders and idempotency on PostgreSQL, one commit per order (single-commit mode)"
+            } else {
+                "orders and idempotency on PostgreSQL, committed together"
+            };
+            serve(api.router(), addr, what).await
         }
     }
 }

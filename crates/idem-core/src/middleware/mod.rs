@@ -33,4 +33,6 @@ pub use self::service::IdempotencyService;
 
 pub use retry_safe_core::headers::IDEMPOTENT_REPLAYED;
 
-pub use crate::attempt::{handler_completed, CompletedByHandler, IdempotencyAttempt};
+pub use crate::attempt::{
+    handler_completed, CompletedByHandler, IdempotencyAttempt, PendingAttempt,
+};

@@ -219,7 +219,23 @@ where
     let scope = (ctx.policy.scope)(&parts);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let fingerprint = Fingerprint::of_request(parts.method.as_str(), path, &body);
-    let req = Request::from_parts(parts, B::from(body));
+    let mut req = Request::from_parts(parts, B::from(body));
+
+    if ctx.policy.single_commit {
+        // The handler begins, writes and completes in one transaction of its own.
+        req.extensions_mut().insert(crate::PendingAttempt {
+            scope,
+            key: ctx.key.clone(),
+            fingerprint,
+            lease: ctx.policy.lease,
+            retention: ctx.policy.retention,
+        });
+        ctx.metrics.record(Event::Executed);
+        return inner
+            .call(req)
+            .await
+            .map(|res| res.map(IdempotencyBody::streaming));
+    }
 
     let fence = match ctx.begin(&scope, &fingerprint).await {
         Ok(fence) => fence,
@@ -469,15 +485,7 @@ impl<S: IdempotencyStore> Ctx<S> {
                 Ok(BeginOutcome::Mismatch) => {
                     self.metrics.record(Event::Mismatched);
                     return Err(Decided::Respond(
-                        Problem::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "idempotency_key_reused",
-                            "Idempotency-Key reused with another request",
-                        )
-                        .with_detail(
-                            "this key was already used with a different method, path or body",
-                        )
-                        .into_response_if_grpc(self.grpc),
+                        crate::attempt::key_reused().into_response_if_grpc(self.grpc),
                     ));
                 }
                 Ok(BeginOutcome::InFlight { retry_after }) => {
@@ -495,18 +503,7 @@ impl<S: IdempotencyStore> Ctx<S> {
                             // its lease would run out (see `in_flight_retry_after`).
                             let hint = retry_after.min(self.policy.in_flight_hint);
                             return Err(Decided::Respond(
-                                Problem::new(
-                                    StatusCode::CONFLICT,
-                                    "idempotency_request_in_flight",
-                                    "A request with this Idempotency-Key is in progress",
-                                )
-                                .with_detail("retry after the original request has finished")
-                                .with_retry_after(hint)
-                                .with(
-                                    "retry_after_ms",
-                                    u64::try_from(hint.as_millis()).unwrap_or(u64::MAX),
-                                )
-                                .into_response_if_grpc(self.grpc),
+                                crate::attempt::in_flight(hint).into_response_if_grpc(self.grpc),
                             ));
                         }
                     }
