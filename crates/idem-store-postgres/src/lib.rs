@@ -176,9 +176,9 @@ impl PostgresStore {
     /// (or rollback) on the record's row lock, at most [`lock_timeout`](Self::lock_timeout), and
     /// then sees the completed record (`Completed`: replay it) or a free key (`Acquired`). Past the
     /// timeout it answers `InFlight`; the transaction is then aborted — roll it back. Any other
-    /// outcome is answered with [`PendingAttempt::answer`]. The lock timeout is set with
-    /// `SET LOCAL` and stays for the rest of the transaction (the handler's own statements wait
-    /// no longer than that for locks either).
+    /// outcome is answered with [`PendingAttempt::answer`]. The lock timeout is set by the
+    /// `begin` statement itself (`set_config(…, true)`, no extra round trip) and stays for the rest
+    /// of the transaction (the handler's own statements wait no longer than that for locks either).
     ///
     /// ```no_run
     /// use idem_core::{BeginOutcome, PendingAttempt, StoredResponse};
@@ -202,14 +202,7 @@ impl PostgresStore {
         conn: &mut PgConnection,
         pending: &PendingAttempt,
     ) -> Result<BeginOutcome, StoreError> {
-        let set = format!(
-            "SET LOCAL lock_timeout = {}",
-            self.lock_timeout.as_millis().max(1)
-        );
-        sqlx::query(sqlx::AssertSqlSafe(set))
-            .execute(&mut *conn)
-            .await
-            .map_err(unavailable)?;
+        let timeout = format!("{}ms", self.lock_timeout.as_millis().max(1));
         match self
             .begin_on(
                 conn,
@@ -217,6 +210,7 @@ impl PostgresStore {
                 &pending.key,
                 &pending.fingerprint,
                 pending.lease,
+                Some(&timeout),
             )
             .await
         {
@@ -546,7 +540,7 @@ impl PostgresStore {
         lease: Duration,
     ) -> Result<BeginOutcome, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        self.begin_on(&mut conn, scope, key, fingerprint, lease)
+        self.begin_on(&mut conn, scope, key, fingerprint, lease, None)
             .await
     }
 
@@ -557,17 +551,27 @@ impl PostgresStore {
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
         lease: Duration,
+        lock_timeout: Option<&str>,
     ) -> Result<BeginOutcome, StoreError> {
         let mut attempts = 0;
         let row = loop {
             attempts += 1;
-            let row = sqlx::query(sql::BEGIN)
+            let query = match lock_timeout {
+                None => sqlx::query(sql::BEGIN),
+                Some(_) => sqlx::query(sql::BEGIN_IN),
+            };
+            let query = query
                 .bind(scope)
                 .bind(key.as_str())
                 .bind(&fingerprint.as_bytes()[..])
                 .bind(micros(lease))
                 .bind(self.pinned())
-                .bind(self.offset_us())
+                .bind(self.offset_us());
+            let query = match lock_timeout {
+                None => query,
+                Some(t) => query.bind(t),
+            };
+            let row = query
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(unavailable)?;

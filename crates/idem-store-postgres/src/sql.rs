@@ -17,6 +17,53 @@ macro_rules! now_sql {
     };
 }
 
+/// The `begin` statement, with `$extra` columns in its first part (`t`).
+macro_rules! begin_sql {
+    ($extra:literal) => {
+        concat!(
+        "WITH t AS (SELECT ",
+        now_sql!("$5", "$6"),
+        " AS now, nextval('idem_fence_seq') AS fence",
+            $extra,
+            "),
+    ins AS (
+      INSERT INTO idem_records (scope, key, version, fingerprint, state, fence, expires_at, created_at)
+      SELECT $1, $2, 1, $3, 1, t.fence, t.now + $4::bigint * interval '1 microsecond', t.now FROM t
+      ON CONFLICT (scope, key) DO NOTHING
+      RETURNING version, state, fingerprint, fence, expires_at, response_status,
+                response_header_names, response_header_values, response_body,
+                response_trailer_names, response_trailer_values
+    ),
+    tak AS (
+      UPDATE idem_records r SET
+        version = 1, fingerprint = $3, state = 1, fence = t.fence,
+        expires_at = t.now + $4::bigint * interval '1 microsecond', created_at = t.now,
+        response_status = NULL, response_header_names = NULL, response_header_values = NULL,
+        response_body = NULL, response_trailer_names = NULL, response_trailer_values = NULL
+      FROM t
+      WHERE r.scope = $1 AND r.key = $2 AND r.expires_at <= t.now AND NOT EXISTS (SELECT 1 FROM ins)
+      RETURNING r.version, r.state, r.fingerprint, r.fence, r.expires_at, r.response_status,
+                r.response_header_names, r.response_header_values, r.response_body,
+                r.response_trailer_names, r.response_trailer_values
+    ),
+    cur AS (
+      SELECT r.version, r.state, r.fingerprint, r.fence, r.expires_at, r.response_status,
+             r.response_header_names, r.response_header_values, r.response_body,
+             r.response_trailer_names, r.response_trailer_values
+      FROM idem_records r
+      WHERE r.scope = $1 AND r.key = $2
+        AND NOT EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM tak)
+    ),
+    row AS (SELECT * FROM ins UNION ALL SELECT * FROM tak UNION ALL SELECT * FROM cur)
+    SELECT row.version, row.state, row.fingerprint, row.fence, row.fence = t.fence AS acquired,
+           (EXTRACT(EPOCH FROM (row.expires_at - t.now)) * 1000000)::bigint AS remaining_us,
+           row.response_status, row.response_header_names, row.response_header_values,
+           row.response_body, row.response_trailer_names, row.response_trailer_values
+    FROM row, t"
+        )
+    };
+}
+
 /// `begin`: $1 scope, $2 key, $3 fingerprint, $4 lease µs, $5 pinned µs, $6 offset µs.
 ///
 /// Three parts, run by PostgreSQL as one statement on one snapshot:
@@ -31,45 +78,14 @@ macro_rules! now_sql {
 /// commit). `acquired` says whether this statement's fence now holds the row. When a concurrent
 /// statement inserted or took over the row after this statement's snapshot was taken, no row (or
 /// a dead one) comes back; the caller runs the statement again, and then sees the new row.
-pub(crate) const BEGIN: &str = concat!(
-    "WITH t AS (SELECT ",
-    now_sql!("$5", "$6"),
-    " AS now, nextval('idem_fence_seq') AS fence),
-ins AS (
-  INSERT INTO idem_records (scope, key, version, fingerprint, state, fence, expires_at, created_at)
-  SELECT $1, $2, 1, $3, 1, t.fence, t.now + $4::bigint * interval '1 microsecond', t.now FROM t
-  ON CONFLICT (scope, key) DO NOTHING
-  RETURNING version, state, fingerprint, fence, expires_at, response_status,
-            response_header_names, response_header_values, response_body,
-            response_trailer_names, response_trailer_values
-),
-tak AS (
-  UPDATE idem_records r SET
-    version = 1, fingerprint = $3, state = 1, fence = t.fence,
-    expires_at = t.now + $4::bigint * interval '1 microsecond', created_at = t.now,
-    response_status = NULL, response_header_names = NULL, response_header_values = NULL,
-    response_body = NULL, response_trailer_names = NULL, response_trailer_values = NULL
-  FROM t
-  WHERE r.scope = $1 AND r.key = $2 AND r.expires_at <= t.now AND NOT EXISTS (SELECT 1 FROM ins)
-  RETURNING r.version, r.state, r.fingerprint, r.fence, r.expires_at, r.response_status,
-            r.response_header_names, r.response_header_values, r.response_body,
-            r.response_trailer_names, r.response_trailer_values
-),
-cur AS (
-  SELECT r.version, r.state, r.fingerprint, r.fence, r.expires_at, r.response_status,
-         r.response_header_names, r.response_header_values, r.response_body,
-         r.response_trailer_names, r.response_trailer_values
-  FROM idem_records r
-  WHERE r.scope = $1 AND r.key = $2
-    AND NOT EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM tak)
-),
-row AS (SELECT * FROM ins UNION ALL SELECT * FROM tak UNION ALL SELECT * FROM cur)
-SELECT row.version, row.state, row.fingerprint, row.fence, row.fence = t.fence AS acquired,
-       (EXTRACT(EPOCH FROM (row.expires_at - t.now)) * 1000000)::bigint AS remaining_us,
-       row.response_status, row.response_header_names, row.response_header_values,
-       row.response_body, row.response_trailer_names, row.response_trailer_values
-FROM row, t"
-);
+pub(crate) const BEGIN: &str = begin_sql!("");
+
+/// `begin` inside a caller's transaction (single-commit mode): as [`BEGIN`] with $7 the lock
+/// timeout (`'5000ms'`), and first
+/// `set_config('lock_timeout', $7, true)` — evaluated before the insert, so the wait for a row
+/// another transaction is writing is bounded, without a round trip of its own.
+pub(crate) const BEGIN_IN: &str =
+    begin_sql!(", set_config('lock_timeout', $7, true) AS lock_timeout");
 
 /// `complete`: $1 scope, $2 key, $3 fence, $4 retention µs, $5 status, $6 header names,
 /// $7 header values, $8 body, $9 pinned µs, $10 offset µs, $11 trailer names, $12 trailer values
