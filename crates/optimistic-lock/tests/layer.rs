@@ -325,3 +325,56 @@ proptest! {
         });
     }
 }
+
+/// To a gRPC request (content-type `application/grpc`) the layer's rejections are trailers-only
+/// gRPC statuses: 428 and 412 are FAILED_PRECONDITION (412 with the current ETag), a malformed
+/// precondition INVALID_ARGUMENT; `Conflict::into_response_for` answers a lost race the same way.
+#[tokio::test]
+async fn grpc_requests_get_grpc_statuses() {
+    use retry_safe_core::grpc::{status_of, Code};
+    let orders = Orders::new();
+    orders
+        .compare_and_set("o1".to_owned(), &Expected::Absent, 2)
+        .unwrap();
+    let grpc = [("content-type", "application/grpc")];
+    let required = OptimisticLockLayer::new(
+        orders.source(|parts| parts.uri.path().strip_prefix("/orders/").map(str::to_owned)),
+    )
+    .require_precondition(true);
+    let strict = Router::new()
+        .route("/orders/{id}", get(read).put(write).patch(write))
+        .with_state(orders.clone())
+        .layer(required);
+    let (status, headers, body) = send(&strict, req("PUT", "o1", &grpc, "3")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
+    assert_eq!(status_of(&headers), Some(Code::FailedPrecondition));
+    assert_eq!(headers["x-error-code"], "precondition_required");
+
+    let app = app(&orders);
+    let stale = [("content-type", "application/grpc"), ("if-match", "\"0\"")];
+    let (_, headers, _) = send(&app, req("PUT", "o1", &stale, "3")).await;
+    assert_eq!(status_of(&headers), Some(Code::FailedPrecondition));
+    assert_eq!(headers["x-error-code"], "precondition_failed");
+    assert_eq!(headers["etag"], "\"1\"");
+
+    let malformed = [("content-type", "application/grpc"), ("if-match", "nope")];
+    let (_, headers, _) = send(&app, req("PUT", "o1", &malformed, "3")).await;
+    assert_eq!(status_of(&headers), Some(Code::InvalidArgument));
+
+    // The same request over HTTP: 412 problem+json.
+    let (status, headers, body) = send(&app, req("PUT", "o1", &[("if-match", "\"0\"")], "3")).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        problem(&headers, &body)["error_code"],
+        "precondition_failed"
+    );
+
+    // A handler's lost compare-and-set, answered for the request's transport.
+    let mut h = http::HeaderMap::new();
+    h.insert("content-type", "application/grpc".parse().unwrap());
+    let conflict = optimistic_lock::Conflict::new(Some(Version::number(7)));
+    let res: http::Response<bytes::Bytes> = conflict.into_response_for(&h);
+    assert_eq!(status_of(res.headers()), Some(Code::FailedPrecondition));
+    assert_eq!(res.headers()["etag"], "\"7\"");
+}
