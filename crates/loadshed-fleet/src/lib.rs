@@ -77,11 +77,11 @@ pub use controller::{Controller, ControllerConfig};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use fleet::{FleetError, FleetGuard, FleetShedder, DEFAULT_FLEET_LEASE};
 #[cfg(feature = "tower")]
-pub use middleware::LoadShedLayer;
+pub use middleware::{LoadShedFuture, LoadShedLayer};
 #[cfg(feature = "redis")]
 pub use ratelimit_concurrent::{FailMode, RedisConnection};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
-pub use shedder::{ConfigError, Guard, Shares, Shed, ShedReason, Shedder, Snapshot};
+pub use shedder::{ConfigError, Guard, OwnedGuard, Shares, Shed, ShedReason, Shedder, Snapshot};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -138,7 +138,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<ResB>, S::Error>>;
+    type Future = LoadShedFuture<S::Future, ResB, S::Error, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -149,42 +149,122 @@ where
         let class = self.layer.classifier.classify(&parts);
         let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
         let req = Request::from_parts(parts, body);
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shedder = self.layer.shedder.clone();
+        let shedder = &self.layer.shedder;
+        let admitted = shedder.admit_owned(class);
+        #[cfg(feature = "metrics")]
+        record(
+            class,
+            admitted.as_ref().err().map(|shed| shed.reason),
+            shedder.pressure(),
+        );
+        let guard = match admitted {
+            Ok(guard) => guard,
+            Err(shed) => {
+                return LoadShedFuture::ready(refusal(class, shed.reason, shed.retry_after, grpc))
+            }
+        };
         #[cfg(feature = "redis")]
-        let fleet = self.layer.fleet.clone();
-        Box::pin(async move {
-            let admitted = shedder.admit(class);
+        if let Some(fleet) = self.layer.fleet.clone() {
+            // The fleet is asked over the network: the inner service is called later, so the
+            // clone that was made ready goes into the future and a fresh clone stays here.
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
             #[cfg(feature = "metrics")]
-            record(
-                class,
-                admitted.as_ref().err().map(|shed| shed.reason),
-                shedder.pressure(),
-            );
-            let guard = match admitted {
-                Ok(guard) => guard,
-                Err(shed) => return Ok(refusal(class, shed.reason, shed.retry_after, grpc)),
-            };
-            #[cfg(feature = "redis")]
-            let fleet_guard = match &fleet {
-                None => None,
-                Some(fleet) => match fleet.admit(class).await {
-                    Ok(g) => Some(g),
+            let shedder = shedder.clone();
+            return LoadShedFuture::boxed(Box::pin(async move {
+                let fleet_guard = match fleet.admit(class).await {
+                    Ok(g) => g,
                     Err(crate::FleetError::Shed(shed)) => {
                         #[cfg(feature = "metrics")]
                         record(class, Some(shed.reason), shedder.pressure());
                         return Ok(refusal(class, shed.reason, shed.retry_after, grpc));
                     }
                     Err(e) => return Ok(fleet_failed(&e, grpc)),
-                },
-            };
-            let res = inner.call(req).await;
-            drop(guard);
-            #[cfg(feature = "redis")]
-            drop(fleet_guard);
-            res
-        })
+                };
+                let res = inner.call(req).await;
+                drop(guard);
+                drop(fleet_guard);
+                res
+            }));
+        }
+        LoadShedFuture::admitted(self.inner.call(req), guard)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`LoadShedService`]: a refusal at once, or the inner service's
+    /// future holding the request's slot until it completes (the slot is freed when the future
+    /// completes or is dropped). Only the fleet shedder's network admission is boxed.
+    pub struct LoadShedFuture<F, B, E, C: Clock> {
+        #[pin]
+        state: FutureState<F, B, E, C>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = FutureStateProj]
+    enum FutureState<F, B, E, C: Clock> {
+        Ready { res: Option<Response<B>> },
+        Admitted {
+            #[pin]
+            fut: F,
+            guard: Option<crate::OwnedGuard<C>>,
+        },
+        Boxed { fut: BoxFuture<Result<Response<B>, E>> },
+    }
+}
+
+impl<F, B, E, C: Clock> LoadShedFuture<F, B, E, C> {
+    fn ready(res: Response<B>) -> Self {
+        Self {
+            state: FutureState::Ready { res: Some(res) },
+        }
+    }
+
+    fn admitted(fut: F, guard: crate::OwnedGuard<C>) -> Self {
+        Self {
+            state: FutureState::Admitted {
+                fut,
+                guard: Some(guard),
+            },
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    fn boxed(fut: BoxFuture<Result<Response<B>, E>>) -> Self {
+        Self {
+            state: FutureState::Boxed { fut },
+        }
+    }
+}
+
+impl<F, B, E, C: Clock> std::fmt::Debug for LoadShedFuture<F, B, E, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadShedFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E, C> Future for LoadShedFuture<F, B, E, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    C: Clock,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            FutureStateProj::Ready { res } => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                None => Poll::Pending, // polled after completion
+            },
+            FutureStateProj::Admitted { fut, guard } => {
+                let out = std::task::ready!(fut.poll(cx));
+                // The request is done: its slot is free before the response leaves.
+                drop(guard.take());
+                Poll::Ready(out)
+            }
+            FutureStateProj::Boxed { fut } => fut.as_mut().poll(cx),
+        }
     }
 }
 

@@ -310,6 +310,52 @@ impl<C: Clock> Control<C> {
     }
 }
 
+impl<C: Clock> Shedder<C> {
+    /// [`admit`](Self::admit) for a shared shedder: the guard owns a reference to it, so it can
+    /// live in a future that does not borrow (the tower layer's response future).
+    #[inline]
+    pub fn admit_owned(self: &std::sync::Arc<Self>, class: Class) -> Result<OwnedGuard<C>, Shed> {
+        let guard = self.admit(class)?;
+        let started = guard.started;
+        // The slot now belongs to the owned guard, which frees it on drop.
+        std::mem::forget(guard);
+        Ok(OwnedGuard {
+            shedder: self.clone(),
+            started,
+        })
+    }
+
+    #[inline]
+    fn release(&self, started: u64) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(control) = &self.control {
+            let latency = control.clock.now_nanos().saturating_sub(started);
+            control.latency_sum.fetch_add(latency, Ordering::Relaxed);
+            control.completed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A request's slot from [`Shedder::admit_owned`]; dropping it frees the slot and reports the
+/// request's latency.
+pub struct OwnedGuard<C: Clock = SystemClock> {
+    shedder: std::sync::Arc<Shedder<C>>,
+    started: u64,
+}
+
+impl<C: Clock> std::fmt::Debug for OwnedGuard<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedGuard").finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock> Drop for OwnedGuard<C> {
+    #[inline]
+    fn drop(&mut self) {
+        self.shedder.release(self.started);
+    }
+}
+
 /// A request's slot; dropping it frees the slot and reports the request's latency.
 pub struct Guard<'a, C: Clock = SystemClock> {
     shedder: &'a Shedder<C>,
@@ -325,12 +371,7 @@ impl<C: Clock> std::fmt::Debug for Guard<'_, C> {
 impl<C: Clock> Drop for Guard<'_, C> {
     #[inline]
     fn drop(&mut self) {
-        self.shedder.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if let Some(control) = &self.shedder.control {
-            let latency = control.clock.now_nanos().saturating_sub(self.started);
-            control.latency_sum.fetch_add(latency, Ordering::Relaxed);
-            control.completed.fetch_add(1, Ordering::Relaxed);
-        }
+        self.shedder.release(self.started);
     }
 }
 

@@ -68,7 +68,7 @@ pub mod tracestate;
 pub use context::{TraceContext, TRACEPARENT, TRACESTATE};
 pub use ids::{SpanId, TraceId};
 #[cfg(feature = "tower")]
-pub use middleware::{TraceLayer, TraceService};
+pub use middleware::{TraceFuture, TraceLayer, TraceService};
 pub use problem::{is_problem, Problem, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use traceparent::{TraceFlags, TraceParent, TraceParentError};

@@ -121,7 +121,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<ResB>, S::Error>>;
+    type Future = TraceFuture<S::Future, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -142,57 +142,161 @@ where
         let uri = req.uri().clone();
         let grpc = retry_safe_core::grpc::is_grpc(req.headers());
         req.extensions_mut().insert(ctx.clone());
-        let fut = self.inner.call(req).instrument(span);
-        let max = self.max_problem_bytes;
-        let bare_errors = self.bare_errors;
-        Box::pin(async move {
-            let mut res = fut.await?;
-            res.headers_mut()
-                .insert("x-request-id", ctx.request_id().to_header_value());
-            let error = res.status().is_client_error() || res.status().is_server_error();
-            if grpc {
-                return Ok(grpc_answer(res, error, &ctx, max).await);
-            }
-            if !is_problem(res.headers()) {
-                if !(bare_errors && error) {
-                    return Ok(res);
-                }
-                res = to_problem(res).await;
-            }
-            let small = res
-                .body()
-                .size_hint()
-                .upper()
-                .is_some_and(|n| n as usize <= max);
-            if !small {
-                return Ok(res);
-            }
-            let (mut parts, body) = res.into_parts();
-            let Ok(collected) = body.collect().await else {
-                // The body failed while being read: nothing of it can be sent any more.
-                parts.headers.remove(header::CONTENT_LENGTH);
-                return Ok(Response::from_parts(parts, ResB::from(Bytes::new())));
-            };
-            let bytes = collected.to_bytes();
-            let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let trace_id = ctx.trace_id().to_string();
-            let body = match enrich(
-                &bytes,
-                parts.status,
-                ctx.request_id().as_str(),
-                &trace_id,
-                latency_ms,
-                uri.path(),
-            ) {
-                Some(enriched) => Bytes::from(enriched),
-                None => bytes,
-            };
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            Ok(Response::from_parts(parts, ResB::from(body)))
-        })
+        TraceFuture {
+            state: State::Inner {
+                fut: self.inner.call(req).instrument(span),
+                pending: Some(Pending {
+                    ctx,
+                    started,
+                    uri,
+                    grpc,
+                    max: self.max_problem_bytes,
+                    bare_errors: self.bare_errors,
+                }),
+            },
+        }
     }
+}
+
+/// What a response still needs once the inner service answered.
+struct Pending {
+    ctx: TraceContext,
+    started: Instant,
+    uri: http::Uri,
+    grpc: bool,
+    max: usize,
+    bare_errors: bool,
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`TraceService`]: the inner service's future, then — only for a
+    /// problem body to enrich, a bare error to rewrite or an HTTP error to a gRPC request — the
+    /// work on the body. A response that needs none (most of them) costs no allocation here.
+    pub struct TraceFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Inner {
+            #[pin]
+            fut: tracing::instrument::Instrumented<F>,
+            pending: Option<Pending>,
+        },
+        Finish {
+            fut: BoxFuture<Response<B>>,
+        },
+    }
+}
+
+impl<F, B> std::fmt::Debug for TraceFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for TraceFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().state.project() {
+                StateProj::Inner { fut, pending } => {
+                    let mut res = match fut.poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(res)) => res,
+                    };
+                    let Some(p) = pending.take() else {
+                        return Poll::Ready(Ok(res)); // polled again after completion
+                    };
+                    res.headers_mut()
+                        .insert("x-request-id", p.ctx.request_id().to_header_value());
+                    let error = res.status().is_client_error() || res.status().is_server_error();
+                    if p.grpc {
+                        if retry_safe_core::grpc::is_grpc(res.headers()) {
+                            return Poll::Ready(Ok(grpc_failed_call(res, &p.ctx)));
+                        }
+                        if !error {
+                            return Poll::Ready(Ok(res));
+                        }
+                    } else if !(is_problem(res.headers()) || (p.bare_errors && error)) {
+                        return Poll::Ready(Ok(res));
+                    }
+                    let finish: BoxFuture<Response<B>> = Box::pin(finish(res, error, p));
+                    self.as_mut()
+                        .project()
+                        .state
+                        .set(State::Finish { fut: finish });
+                }
+                StateProj::Finish { fut } => return fut.as_mut().poll(cx).map(Ok),
+            }
+        }
+    }
+}
+
+/// The work on a response's body: the gRPC status of an HTTP error to a gRPC request, or the
+/// problem (rewritten from a bare error if need be) enriched with ids and latency.
+async fn finish<B>(mut res: Response<B>, error: bool, p: Pending) -> Response<B>
+where
+    B: Body<Data = Bytes> + From<Bytes>,
+{
+    if p.grpc {
+        return grpc_answer(res, error, &p.ctx, p.max).await;
+    }
+    if !is_problem(res.headers()) {
+        res = to_problem(res).await;
+    }
+    let small = res
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n as usize <= p.max);
+    if !small {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let Ok(collected) = body.collect().await else {
+        // The body failed while being read: nothing of it can be sent any more.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, B::from(Bytes::new()));
+    };
+    let bytes = collected.to_bytes();
+    let latency_ms = u64::try_from(p.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let trace_id = p.ctx.trace_id().to_string();
+    let body = match enrich(
+        &bytes,
+        parts.status,
+        p.ctx.request_id().as_str(),
+        &trace_id,
+        latency_ms,
+        p.uri.path(),
+    ) {
+        Some(enriched) => Bytes::from(enriched),
+        None => bytes,
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, B::from(body))
+}
+
+/// A gRPC answer to a gRPC request passes; a failed call gets `x-trace-id`.
+fn grpc_failed_call<B>(mut res: Response<B>, ctx: &TraceContext) -> Response<B> {
+    use retry_safe_core::grpc;
+    if grpc::status_of(res.headers()).is_some_and(|c| c != grpc::Code::Ok) {
+        if let Ok(v) = HeaderValue::from_str(&ctx.trace_id().to_string()) {
+            res.headers_mut().insert("x-trace-id", v);
+        }
+    }
+    res
 }
 
 /// The stable code of a status without a problem body of its own.
@@ -236,16 +340,9 @@ async fn grpc_answer<B>(
 where
     B: Body<Data = Bytes> + From<Bytes>,
 {
-    use retry_safe_core::grpc;
     let trace_id = ctx.trace_id().to_string();
-    if grpc::is_grpc(res.headers()) {
-        let mut res = res;
-        if grpc::status_of(res.headers()).is_some_and(|c| c != grpc::Code::Ok) {
-            if let Ok(v) = HeaderValue::from_str(&trace_id) {
-                res.headers_mut().insert("x-trace-id", v);
-            }
-        }
-        return res;
+    if retry_safe_core::grpc::is_grpc(res.headers()) {
+        return grpc_failed_call(res, ctx);
     }
     if !error {
         return res;
