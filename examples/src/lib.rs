@@ -837,32 +837,23 @@ async fn pg_transaction<F>(pg: &PgOrders, attempt: &IdempotencyAttempt, work: F)
 where
     F: for<'a> FnOnce(&'a mut sqlx::Transaction<'static, sqlx::Postgres>) -> TxWork<'a>,
 {
-    let failed = |detail: String| {
-        tracing::error!(%detail, "order transaction failed");
-        problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "orders_unavailable",
-            "Orders database unavailable",
-            "the request was not applied; retry it with the same Idempotency-Key",
-        )
-    };
     let mut tx = match pg.store.pool().begin().await {
         Ok(tx) => tx,
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return order_failed(e.to_string()),
     };
     let stored = match work(&mut tx).await {
         Ok(stored) => stored,
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return order_failed(e.to_string()),
     };
     if let Err(e) = pg
         .store
         .complete_in(&mut tx, attempt, &stored, pg.retention)
         .await
     {
-        return failed(e.to_string());
+        return order_failed(e.to_string());
     }
     if let Err(e) = tx.commit().await {
-        return failed(e.to_string());
+        return order_failed(e.to_string());
     }
     idem_core::handler_completed(&stored)
 }

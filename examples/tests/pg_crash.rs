@@ -4,16 +4,14 @@
 
 mod common;
 
-use common::{free_addr, orders_api, post_order, wait_listening as wait_ready, Proc};
+use common::{
+    free_addr, orders_api, pg_schema, post_order, wait_for_count, wait_listening as wait_ready,
+    Proc,
+};
 use idem_store_postgres::sqlx;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
 
 fn start(addr: SocketAddr, db: &str) -> Proc {
     orders_api(
@@ -29,43 +27,14 @@ async fn post(addr: SocketAddr, i: usize) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_has_exactly_one_order_after_a_kill_9_and_retries() {
-    let schema = format!("crash_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&url()).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is not reachable at {} ({e}); run `cargo xtask test`, which starts it",
-            url()
-        )
-    });
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let sep = if url().contains('?') { '&' } else { '?' };
-    let db = format!("{}{sep}options=-csearch_path%3D{schema}", url());
+    let (admin, schema, db) = pg_schema("crash").await;
 
     let addr = free_addr();
     let server = start(addr, &db);
     wait_ready(addr).await;
     let in_flight: Vec<_> = (0..100).map(|i| tokio::spawn(post(addr, i))).collect();
     // Kill once some orders are committed and others are still being worked on.
-    let count = format!("SELECT count(*) FROM {schema}.orders");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(count.clone()))
-            .fetch_one(&admin)
-            .await
-            .unwrap_or((0,));
-        if n >= 10 || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_for_count(&admin, &format!("SELECT count(*) FROM {schema}.orders"), 10).await;
     drop(server); // SIGKILL
     let mut answered = 0;
     for t in in_flight {

@@ -5,15 +5,12 @@
 
 mod common;
 
-use common::{free_addr, http, orders_api, post_order, request, wait_listening, Proc};
+use common::{
+    free_addr, http, orders_api, pg_schema, post_order, request, wait_for_count, wait_listening,
+    Proc,
+};
 use idem_store_postgres::sqlx;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
-fn url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
 
 fn start(addr: SocketAddr, db: &str) -> Proc {
     orders_api(
@@ -31,29 +28,6 @@ fn start(addr: SocketAddr, db: &str) -> Proc {
     )
 }
 
-/// A private schema: (admin pool, schema name, URL with its search_path).
-async fn schema(name: &str) -> (sqlx::PgPool, String, String) {
-    let schema = format!("{name}_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&url()).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is not reachable at {} ({e}); run `cargo xtask test`, which starts it",
-            url()
-        )
-    });
-    for stmt in [
-        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-        format!("CREATE SCHEMA {schema}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(stmt))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    let sep = if url().contains('?') { '&' } else { '?' };
-    let db = format!("{}{sep}options=-csearch_path%3D{schema}", url());
-    (admin, schema, db)
-}
-
 async fn orders_of(admin: &sqlx::PgPool, schema: &str) -> Vec<(String, i64)> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT owner, count(*) FROM {schema}.orders GROUP BY owner ORDER BY owner"
@@ -65,7 +39,7 @@ async fn orders_of(admin: &sqlx::PgPool, schema: &str) -> Vec<(String, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_wait_and_replay_and_a_kill_leaves_nothing_to_wait_for() {
-    let (admin, schema, db) = schema("single").await;
+    let (admin, schema, db) = pg_schema("single").await;
     let addr = free_addr();
     let server = start(addr, &db);
     wait_listening(addr).await;
@@ -115,17 +89,7 @@ async fn duplicates_wait_and_replay_and_a_kill_leaves_nothing_to_wait_for() {
         })
         .collect();
     let count = format!("SELECT count(*) FROM {schema}.orders WHERE owner LIKE 'bearer:c-%'");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(count.clone()))
-            .fetch_one(&admin)
-            .await
-            .unwrap_or((0,));
-        if n >= 10 || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_for_count(&admin, &count, 10).await;
     drop(server); // SIGKILL
     for t in in_flight {
         let _ = t.await.unwrap();

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 type Result<T = ()> = std::result::Result<T, String>;
 
-const SCRIPT: &str = r#"
--- 80 % GET /orders/ord_1, 20 % POST /orders with a fresh Idempotency-Key.
+/// Per wrk thread: a counter and a prefix that makes every `Idempotency-Key` fresh.
+const PRELUDE: &str = r#"
 local threads = 0
 function setup(thread)
   thread:set("tid", threads)
@@ -35,38 +35,32 @@ function init(args)
   counter = 0
   prefix = tostring(tid) .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1000000000))
 end
+function post(auth)
+  return wrk.format("POST", "/orders", {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = auth,
+    ["Idempotency-Key"] = "e2e-" .. prefix .. "-" .. tostring(counter),
+  }, '{"sku":"tea","quantity":1}')
+end
+"#;
+
+/// 80 % `GET /orders/ord_1`, 20 % `POST /orders`.
+const MIXED: &str = r#"
 function request()
   counter = counter + 1
   local auth = "Bearer p" .. tostring(counter % 256)
   if counter % 5 == 1 then
-    return wrk.format("POST", "/orders", {
-      ["Content-Type"] = "application/json",
-      ["Authorization"] = auth,
-      ["Idempotency-Key"] = "e2e-" .. prefix .. "-" .. tostring(counter),
-    }, '{"sku":"tea","quantity":1}')
+    return post(auth)
   end
   return wrk.format("GET", "/orders/ord_1", { ["Authorization"] = auth })
 end
 "#;
 
-const POST_SCRIPT: &str = r#"
--- Only POST /orders, each with a fresh Idempotency-Key.
-local threads = 0
-function setup(thread)
-  thread:set("tid", threads)
-  threads = threads + 1
-end
-function init(args)
-  counter = 0
-  prefix = tostring(tid) .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1000000000))
-end
+/// Only `POST /orders`.
+const POSTS: &str = r#"
 function request()
   counter = counter + 1
-  return wrk.format("POST", "/orders", {
-    ["Content-Type"] = "application/json",
-    ["Authorization"] = "Bearer p" .. tostring(counter % 256),
-    ["Idempotency-Key"] = "e2e-" .. prefix .. "-" .. tostring(counter),
-  }, '{"sku":"tea","quantity":1}')
+  return post("Bearer p" .. tostring(counter % 256))
 end
 "#;
 
@@ -95,28 +89,9 @@ struct Run {
 pub fn run(postgres_only: bool) -> Result {
     ensure_wrk()?;
     crate::services::ensure_all()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "examples",
-            "--bin",
-            "orders-api",
-        ])
-        .status()
-        .map_err(|e| format!("cargo build: {e}"))?;
-    if !status.success() {
-        return Err("building orders-api failed".into());
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    let binary = target.join("release/orders-api");
+    let binary = crate::release_binary("orders-api")?;
     let script = std::env::temp_dir().join(format!("retry-safe-e2e-{}.lua", std::process::id()));
-    let lua = if postgres_only { POST_SCRIPT } else { SCRIPT };
+    let lua = format!("{PRELUDE}{}", if postgres_only { POSTS } else { MIXED });
     std::fs::write(&script, lua).map_err(|e| format!("{}: {e}", script.display()))?;
     let pairs: usize = env_num("E2E_PAIRS", 5);
     let seconds: u64 = env_num("E2E_SECONDS", 5);

@@ -60,28 +60,6 @@ pub fn over_budget(
         .collect()
 }
 
-fn build() -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "examples",
-            "--bin",
-            "stack-instructions",
-        ])
-        .status()
-        .map_err(|e| format!("cargo build: {e}"))?;
-    if !status.success() {
-        return Err("building stack-instructions failed".into());
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"));
-    Ok(target.join("release/stack-instructions"))
-}
-
 /// The total instructions of one run under callgrind.
 fn total(binary: &Path, mode: &str, kind: &str, n: u64) -> Result<u64> {
     let out_file = std::env::temp_dir().join(format!(
@@ -131,7 +109,7 @@ fn per_request(binary: &Path, mode: &str, kind: &str) -> Result<u64> {
 }
 
 pub fn run(update: bool) -> Result {
-    let binary = build()?;
+    let binary = crate::release_binary("stack-instructions")?;
     let mut measured = Vec::new();
     for kind in ["post", "get"] {
         for mode in ["bare", "stack"] {

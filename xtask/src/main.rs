@@ -62,6 +62,16 @@ fn main() -> ExitCode {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+/// Builds the `examples` binary `bin` in release mode and gives its path.
+fn release_binary(bin: &str) -> Result<std::path::PathBuf> {
+    cargo(&["build", "--release", "-p", "examples", "--bin", bin], &[])?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    Ok(target.join("release").join(bin))
+}
+
 fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: cargo {}", args.join(" "));

@@ -35,6 +35,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Duration;
 
+mod sim;
+use sim::{all_latencies, bench_mode, ms, percentile, phase_ns, Cell, Rng};
+
 const SERVERS: usize = 4;
 const WORKERS: usize = 16;
 const SERVER_SLOTS: u32 = 32;
@@ -62,24 +65,6 @@ const PHASES: [(f64, u64); 6] = [
 /// The index of the 12× phase.
 const SPIKE: usize = 4;
 const SEED: u64 = 0x5eed_2026;
-
-/// splitmix64: a seeded, deterministic source of uniforms.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn exp_ns(&mut self, mean_s: f64) -> u64 {
-        (-self.next().ln() * mean_s * 1e9) as u64
-    }
-}
 
 /// Arrival rate per class (requests/s) at `load`× capacity.
 fn class_rates(load: f64) -> [f64; 4] {
@@ -179,34 +164,11 @@ impl Admission for Fleet<'_> {
     }
 }
 
-/// Per phase and class: offered, shed, succeeded, admitted latencies (ns).
-#[derive(Default, Clone)]
-struct Cell {
-    offered: u64,
-    shed: u64,
-    succeeded: u64,
-    latencies: Vec<u64>,
-}
-
 struct Outcome {
     cells: Vec<[Cell; 4]>,
     /// Seconds after the spike ended until a full second passed with nothing shed and the
     /// admitted p99 back within 2× the unloaded p99.
     recovery_s: Option<u64>,
-}
-
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, and
-/// then the simulation runs at a tenth of the phase lengths, checks the goals, and writes nothing.
-fn bench_mode() -> bool {
-    std::env::args().any(|a| a == "--bench")
-}
-
-fn phase_ns(secs: u64) -> u64 {
-    if bench_mode() {
-        secs * 1_000_000_000
-    } else {
-        secs * 100_000_000
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -349,25 +311,6 @@ fn run(strategy: &mut dyn Admission) -> Outcome {
     }
 }
 
-fn all_latencies(cells: &[Cell; 4]) -> Vec<u64> {
-    cells
-        .iter()
-        .flat_map(|c| c.latencies.iter().copied())
-        .collect()
-}
-
-fn percentile(v: &mut [u64], q: f64) -> u64 {
-    if v.is_empty() {
-        return 0;
-    }
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
-}
-
-fn ms(ns: u64) -> String {
-    format!("{:.0}", ns as f64 / 1e6)
-}
-
 fn servers(clock: &ManualClock) -> Vec<Shedder<ManualClock>> {
     let mut config = ControllerConfig::default();
     config.target = Duration::from_millis(40);
@@ -494,16 +437,6 @@ fn main() {
         return;
     }
 
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.md");
-    let doc = std::fs::read_to_string(&path).expect("docs/benchmarks.md exists");
-    let (start, end) = (
-        "<!-- loadshed-fleet-simulation:start -->",
-        "<!-- loadshed-fleet-simulation:end -->",
-    );
-    let updated = match (doc.find(start), doc.find(end)) {
-        (Some(i), Some(j)) if i < j => format!("{}{start}\n{out}{}", &doc[..i], &doc[j..]),
-        _ => format!("{doc}\n{start}\n{out}{end}\n"),
-    };
-    std::fs::write(&path, updated).expect("docs/ is writable");
+    sim::write_tables("loadshed-fleet-simulation", &out);
     eprintln!("updated docs/benchmarks.md");
 }

@@ -15,20 +15,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 fn url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    testkit::redis_url()
 }
 
 fn unique(name: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "test:rl:{name}:{}:{nanos}:{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    testkit::unique("test:rl", name)
 }
 
 async fn limiter_at(url: &str, name: &str, quotas: Quotas) -> RedisLimiter {

@@ -400,20 +400,14 @@ fn put_string(out: &mut Vec<u8>, field: u64, s: &str) {
     }
 }
 
-/// The wait a gRPC response asks for: `grpc-retry-pushback-ms`, else `retry-after` seconds.
+/// The wait a gRPC response asks for in `grpc-retry-pushback-ms` (gRPC A6), if any. (Its
+/// `retry-after` is read by [`headers::retry_after`](crate::headers::retry_after).)
 pub fn pushback(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers
+    headers
         .get(GRPC_RETRY_PUSHBACK)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        return Some(Duration::from_millis(ms));
-    }
-    headers
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+        .map(Duration::from_millis)
 }
 
 #[cfg(test)]

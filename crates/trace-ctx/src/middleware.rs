@@ -371,13 +371,10 @@ where
             }
         }
     }
-    if let Some(after) = parts
-        .headers
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    if let Some(after) =
+        retry_safe_core::headers::retry_after(&parts.headers, std::time::SystemTime::now())
     {
-        problem = problem.with_retry_after(std::time::Duration::from_secs(after));
+        problem = problem.with_retry_after(after);
     }
     let problem = problem
         .with("request_id", ctx.request_id().as_str())

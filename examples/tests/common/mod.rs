@@ -112,3 +112,50 @@ pub fn request(method: &str, path: &str, token: &str, key: Option<&str>, body: &
         body.len()
     )
 }
+
+/// The tests' PostgreSQL (`DATABASE_URL`, or the local default).
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh private schema `<name>_<pid>`: an admin pool, the schema's name, and a URL whose
+/// connections use it (`search_path`).
+pub async fn pg_schema(name: &str) -> (idem_store_postgres::sqlx::PgPool, String, String) {
+    use idem_store_postgres::sqlx;
+    let url = database_url();
+    let schema = format!("{name}_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {url} ({e}); run `cargo xtask test`, which starts it"
+        )
+    });
+    for stmt in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(stmt))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let db = format!("{url}{sep}options=-csearch_path%3D{schema}");
+    (admin, schema, db)
+}
+
+/// Waits (at most 10 s) until `count` — a `SELECT count(*)` — reaches `n`.
+pub async fn wait_for_count(admin: &idem_store_postgres::sqlx::PgPool, count: &str, n: i64) {
+    use idem_store_postgres::sqlx;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(count.to_owned()))
+            .fetch_one(admin)
+            .await
+            .unwrap_or((0,));
+        if got >= n || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
