@@ -101,7 +101,9 @@ pub use fingerprint::Fingerprint;
 pub use key::{IdempotencyKey, KeyError, IDEMPOTENCY_KEY, MAX_KEY_LEN};
 pub use memory::{MemoryStore, MemoryStoreConfig};
 #[cfg(feature = "tower")]
-pub use middleware::{IdempotencyLayer, IdempotencyService, MetricsSnapshot, IDEMPOTENT_REPLAYED};
+pub use middleware::{
+    IdempotencyFuture, IdempotencyLayer, IdempotencyService, MetricsSnapshot, IDEMPOTENT_REPLAYED,
+};
 pub use policy::{IdempotencyPolicy, ScopeFn};
 #[cfg(feature = "tower")]
 pub use retry_safe_core::TokioClock;

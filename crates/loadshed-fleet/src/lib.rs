@@ -77,7 +77,7 @@ pub use controller::{Controller, ControllerConfig};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use fleet::{FleetError, FleetGuard, FleetShedder, DEFAULT_FLEET_LEASE};
 #[cfg(feature = "tower")]
-pub use middleware::{LoadShedFuture, LoadShedLayer};
+pub use middleware::{LoadShedFuture, LoadShedLayer, LoadShedService};
 #[cfg(feature = "redis")]
 pub use ratelimit_concurrent::{FailMode, RedisConnection};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};

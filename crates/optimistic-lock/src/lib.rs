@@ -87,7 +87,7 @@ mod store;
 
 pub use etag::{ETag, ETagError, TagList, Version, MAX_TAGS};
 #[cfg(feature = "tower")]
-pub use middleware::{OptimisticLockLayer, OptimisticLockService};
+pub use middleware::{OptimisticLockFuture, OptimisticLockLayer, OptimisticLockService};
 #[cfg(feature = "postgres")]
 pub use postgres::{CasError, InvalidIdentifier, PgVersioned};
 pub use precondition::{evaluate, Conditions, Current, Evaluation, Expected, PreconditionError};

@@ -21,12 +21,30 @@ pub trait VersionSource: Send + Sync + 'static {
     /// # Errors
     /// A backend failure; the layer answers 503 and does not run the handler.
     async fn current(&self, parts: &http::request::Parts) -> Result<Option<Current>, BoxError>;
+
+    /// The same answer when it needs no I/O (a version kept in memory), so the layer neither
+    /// boxes a future nor clones its inner service for it; `None` (the default) when it must be
+    /// awaited through [`current`](VersionSource::current).
+    fn current_now(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Option<Result<Option<Current>, BoxError>> {
+        let _ = parts;
+        None
+    }
 }
 
 #[async_trait]
 impl<S: VersionSource + ?Sized> VersionSource for Arc<S> {
     async fn current(&self, parts: &http::request::Parts) -> Result<Option<Current>, BoxError> {
         (**self).current(parts).await
+    }
+
+    fn current_now(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Option<Result<Option<Current>, BoxError>> {
+        (**self).current_now(parts)
     }
 }
 
@@ -297,5 +315,12 @@ where
 {
     async fn current(&self, parts: &http::request::Parts) -> Result<Option<Current>, BoxError> {
         Ok((self.key)(parts).and_then(|k| self.map.current(&k)))
+    }
+
+    fn current_now(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Option<Result<Option<Current>, BoxError>> {
+        Some(Ok((self.key)(parts).and_then(|k| self.map.current(&k))))
     }
 }

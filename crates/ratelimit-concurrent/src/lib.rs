@@ -62,7 +62,9 @@ mod redis_leases;
 pub use adaptive::Vegas;
 pub use limiter::{ConcurrencyLimiter, ConfigError, Limited, OwnedPermit, Permit, Reason};
 #[cfg(feature = "tower")]
-pub use middleware::{ConcurrencyLimitLayer, PermitSource, Refusal};
+pub use middleware::{
+    ConcurrencyLimitFuture, ConcurrencyLimitLayer, ConcurrencyLimitService, PermitSource, Refusal,
+};
 #[cfg(feature = "redis")]
 pub use redis_leases::{Error, Lease, Misrouted, RedisConcurrencyLimiter, RedisConnection};
 pub use retry_safe_core::{

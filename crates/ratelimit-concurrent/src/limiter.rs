@@ -201,6 +201,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> ConcurrencyLimiter<K> {
             .sum()
     }
 
+    /// Whether a full key's requests wait in a queue (see [`queue`](Self::queue)).
+    #[inline]
+    pub(crate) fn queues(&self) -> bool {
+        self.inner.max_waiters > 0 && !self.inner.max_wait.is_zero()
+    }
+
     /// A permit for `key` if it is below its cap, else [`Limited`] at once.
     #[inline]
     pub fn try_acquire(&self, key: &K) -> Result<Permit<'_, K>, Limited> {
@@ -218,8 +224,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> ConcurrencyLimiter<K> {
     /// leaves the queue.
     pub async fn acquire(&self, key: &K) -> Result<Permit<'_, K>, Limited> {
         let hash = self.inner.hasher.hash_one(key);
-        let queue = self.inner.max_waiters > 0 && !self.inner.max_wait.is_zero();
-        let (id, notify) = match self.inner.acquire_or_enqueue(key, hash, queue) {
+        let (id, notify) = match self.inner.acquire_or_enqueue(key, hash, self.queues()) {
             Ok((id, in_flight)) => return Ok(self.permit(hash, id, in_flight)),
             Err(Enqueue::Refused(limited)) => return Err(limited),
             Err(Enqueue::Queued(id, notify)) => (id, notify),

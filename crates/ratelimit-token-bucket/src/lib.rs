@@ -83,7 +83,7 @@ pub use retry_safe_core::{
 };
 
 #[cfg(feature = "tower")]
-pub use middleware::{RateLimitLayer, RateLimitService};
+pub use middleware::{RateLimitFuture, RateLimitLayer, RateLimitService};
 #[cfg(feature = "redis")]
 pub use redis_limiter::{Misrouted, RedisConnection, RedisLimiter};
 

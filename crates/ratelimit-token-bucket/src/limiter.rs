@@ -38,6 +38,14 @@ pub trait Limiter<K: ?Sized + Sync>: Send + Sync + 'static {
     /// Decides one request of `cost` for `key`, counting it if it passes.
     async fn check(&self, key: &K, cost: u32) -> Result<Decision, Error>;
 
+    /// The same decision when it needs no I/O (an in-memory limiter decides in place), so the
+    /// layer neither boxes a future nor clones its inner service for it; `None` (the default)
+    /// when it must be awaited through [`check`](Limiter::check).
+    fn check_now(&self, key: &K, cost: u32) -> Option<Result<Decision, Error>> {
+        let _ = (key, cost);
+        None
+    }
+
     /// The quotas enforced (for the `RateLimit-Policy` header).
     fn quotas(&self) -> &Quotas;
 }
@@ -52,6 +60,10 @@ where
         Ok(KeyedLimiter::check(self, key, cost)?)
     }
 
+    fn check_now(&self, key: &K, cost: u32) -> Option<Result<Decision, Error>> {
+        Some(KeyedLimiter::check(self, key, cost).map_err(Error::from))
+    }
+
     fn quotas(&self) -> &Quotas {
         KeyedLimiter::quotas(self)
     }
@@ -61,6 +73,10 @@ where
 impl<K: ?Sized + Sync, L: Limiter<K> + ?Sized> Limiter<K> for std::sync::Arc<L> {
     async fn check(&self, key: &K, cost: u32) -> Result<Decision, Error> {
         (**self).check(key, cost).await
+    }
+
+    fn check_now(&self, key: &K, cost: u32) -> Option<Result<Decision, Error>> {
+        (**self).check_now(key, cost)
     }
 
     fn quotas(&self) -> &Quotas {

@@ -24,10 +24,12 @@
 //! handler having completed the record in its own transaction.
 
 mod body;
+mod future;
 mod layer;
 mod service;
 
 pub use self::body::IdempotencyBody;
+pub use self::future::IdempotencyFuture;
 pub use self::layer::{IdempotencyLayer, MetricsSnapshot};
 pub use self::service::IdempotencyService;
 

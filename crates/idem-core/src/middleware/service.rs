@@ -1,3 +1,4 @@
+use super::future::IdempotencyFuture;
 use super::layer::{Event, Metrics};
 use super::{CompletedByHandler, IdempotencyAttempt, IdempotencyBody, IDEMPOTENT_REPLAYED};
 use crate::key::IDEMPOTENCY_KEY;
@@ -8,7 +9,6 @@ use crate::{
     IdempotencyStore, StoredResponse,
 };
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
@@ -65,57 +65,37 @@ where
 {
     type Response = Response<IdempotencyBody<RB>>;
     type Error = Inner::Error;
-    type Future = BoxFuture<'static, Result<Response<IdempotencyBody<RB>>, Inner::Error>>;
+    type Future = IdempotencyFuture<Inner::Future, RB, Inner::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The clone that was driven to readiness serves this request.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let policy = self.policy.clone();
-        if !policy.methods.contains(req.method()) {
-            return pass_through(inner, req);
+        if !self.policy.methods.contains(req.method()) {
+            return IdempotencyFuture::pass_through(self.inner.call(req));
         }
         let grpc = retry_safe_core::grpc::is_grpc(req.headers());
-        let key = match read_key(&req, &policy) {
+        let key = match read_key(&req, &self.policy) {
             Ok(Some(key)) => key,
-            Ok(None) => return pass_through(inner, req),
-            Err(problem) => return ready(problem, grpc),
+            Ok(None) => return IdempotencyFuture::pass_through(self.inner.call(req)),
+            Err(problem) => {
+                return IdempotencyFuture::ready(problem.into_response_if_grpc(grpc));
+            }
         };
+        // The clone that was driven to readiness serves this request (later, after `begin`); a
+        // fresh clone stays here for the next `poll_ready`.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
         let ctx = Ctx {
             store: self.store.clone(),
-            policy,
+            policy: self.policy.clone(),
             metrics: self.metrics.clone(),
             key,
             grpc,
         };
-        Box::pin(serve(inner, ctx, req))
+        IdempotencyFuture::boxed(Box::pin(serve(inner, ctx, req)))
     }
-}
-
-fn pass_through<Inner, B, RB>(
-    mut inner: Inner,
-    req: Request<B>,
-) -> BoxFuture<'static, Result<Response<IdempotencyBody<RB>>, Inner::Error>>
-where
-    Inner: Service<Request<B>, Response = Response<RB>>,
-    Inner::Future: Send + 'static,
-{
-    Box::pin(
-        inner
-            .call(req)
-            .map(|res| res.map(|res| res.map(IdempotencyBody::streaming))),
-    )
-}
-
-fn ready<RB: Send + 'static, E: Send + 'static>(
-    problem: Problem,
-    grpc: bool,
-) -> BoxFuture<'static, Result<Response<IdempotencyBody<RB>>, E>> {
-    Box::pin(std::future::ready(Ok(problem.into_response_if_grpc(grpc))))
 }
 
 /// The key of a covered request; `Ok(None)` when it has none and none is required.

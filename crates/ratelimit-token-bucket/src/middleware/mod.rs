@@ -16,9 +16,11 @@
 //! `"name";q=<burst>;w=<seconds to refill the burst>`, and `RateLimit` reports the tightest quota
 //! as `"name";r=<remaining>;t=<seconds until full>`. Bodies are RFC 9457 problem+json.
 
+mod future;
 mod layer;
 mod service;
 
+pub use self::future::RateLimitFuture;
 pub use self::layer::{MetricsSnapshot, RateLimitLayer};
 pub use self::service::RateLimitService;
 

@@ -1,12 +1,11 @@
-use super::layer::RateLimitLayer;
+use super::future::RateLimitFuture;
+use super::layer::{Metrics, RateLimitLayer};
 use super::{RATELIMIT, RATELIMIT_POLICY};
 use crate::{Decision, Error, Limiter};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode};
 use retry_safe_core::{ceil_secs, Problem};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,8 +34,6 @@ impl<S, L, K, F> std::fmt::Debug for RateLimitService<S, L, K, F> {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, L, K, F, ReqB, ResB> Service<Request<ReqB>> for RateLimitService<S, L, K, F>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -49,7 +46,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<ResB>, S::Error>>;
+    type Future = RateLimitFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -58,124 +55,164 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let key = (self.layer.key)(&parts);
+        let Some(key) = key else {
+            self.layer.metrics.unkeyed.fetch_add(1, Ordering::Relaxed);
+            emit("unkeyed", "");
+            return RateLimitFuture::inner(self.inner.call(Request::from_parts(parts, body)), None);
+        };
         let cost = (self.layer.cost)(&parts);
         let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
         let req = Request::from_parts(parts, body);
-        // The inner service made ready by `poll_ready` serves this request; the clone waits for
-        // the next `poll_ready`.
+        // An in-memory limiter decides in place: the inner service made ready by `poll_ready` is
+        // called now, nothing is boxed or cloned.
+        if let Some(decision) = self.layer.limiter.check_now(&key, cost) {
+            let limiter = &*self.layer.limiter;
+            return match answer(
+                decision,
+                limiter,
+                &self.layer.policy,
+                &self.layer.metrics,
+                grpc,
+            ) {
+                Answer::Allowed(state) => RateLimitFuture::inner(
+                    self.inner.call(req),
+                    Some((self.layer.policy.clone(), state)),
+                ),
+                Answer::Refused(res) => RateLimitFuture::ready(res),
+            };
+        }
+        // A shared limiter is asked over the network: the inner service is called later, so the
+        // clone that was made ready goes into the future and a fresh clone stays here.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let metrics = self.layer.metrics.clone();
-        let Some(key) = key else {
-            metrics.unkeyed.fetch_add(1, Ordering::Relaxed);
-            emit("unkeyed", "");
-            return Box::pin(inner.call(req));
-        };
         let limiter = self.layer.limiter.clone();
         let policy = self.layer.policy.clone();
-        Box::pin(async move {
+        let metrics = self.layer.metrics.clone();
+        RateLimitFuture::boxed(Box::pin(async move {
             let decision = limiter.check(&key, cost).await;
-            let quotas = limiter.quotas();
-            match decision {
-                Ok(Decision::Allowed(allowed)) => {
-                    metrics.allowed.fetch_add(1, Ordering::Relaxed);
-                    emit("allowed", quotas.name(allowed.quota()));
+            match answer(decision, &*limiter, &policy, &metrics, grpc) {
+                Answer::Allowed(state) => {
                     let mut res = inner.call(req).await?;
                     let headers = res.headers_mut();
                     headers.insert(RATELIMIT_POLICY, policy);
-                    headers.insert(
-                        RATELIMIT,
-                        state_header(
-                            quotas.name(allowed.quota()),
-                            allowed.remaining(),
-                            allowed.reset_after(),
-                        ),
-                    );
+                    headers.insert(RATELIMIT, state);
                     Ok(res)
                 }
-                Ok(Decision::Limited(limited)) => {
-                    metrics.limited.fetch_add(1, Ordering::Relaxed);
-                    let name = quotas.name(limited.quota());
-                    emit("limited", name);
-                    tracing::debug!(quota = name, retry_after = ?limited.retry_after(), "rate limited");
-                    let q = &quotas.quotas()[limited.quota()];
-                    let detail = format!(
-                        "quota \"{name}\" allows {} requests per {:?} with bursts of {}; retry in {:?}",
-                        q.rate(),
-                        q.period(),
-                        q.burst_size(),
-                        limited.retry_after()
-                    );
-                    let mut res = problem(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        "Too many requests",
-                        &detail,
-                        Some(limited.retry_after()),
-                        grpc,
-                    );
-                    let headers = res.headers_mut();
-                    headers.insert(RATELIMIT_POLICY, policy);
-                    headers.insert(RATELIMIT, state_header(name, 0, limited.reset_after()));
-                    Ok(res)
-                }
-                Err(Error::CostExceedsBurst(e)) => {
-                    metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                    emit("cost_exceeds_burst", quotas.name(e.quota));
-                    let detail = format!(
-                        "this request costs {} units; quota \"{}\" never holds more than {}",
-                        e.cost,
-                        quotas.name(e.quota),
-                        e.burst
-                    );
-                    Ok(problem(
-                        StatusCode::BAD_REQUEST,
-                        "rate_limit_cost_exceeds_burst",
-                        "Request larger than the rate limit",
-                        &detail,
-                        None,
-                        grpc,
-                    ))
-                }
-                Err(Error::Unavailable(_)) => {
-                    metrics.failed.fetch_add(1, Ordering::Relaxed);
-                    emit("backend_unavailable", "");
-                    Ok(problem(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "rate_limit_unavailable",
-                        "Rate limiter unavailable",
-                        "the shared rate limiter cannot be reached; the request was not run",
-                        Some(Duration::from_secs(1)),
-                        grpc,
-                    ))
-                }
-                Err(Error::Misconfigured(e)) => {
-                    metrics.failed.fetch_add(1, Ordering::Relaxed);
-                    emit("backend_misconfigured", "");
-                    tracing::error!(error = %e, "rate limiter misconfigured; refusing the request");
-                    Ok(problem(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "rate_limit_misconfigured",
-                        "Rate limiter misconfigured",
-                        "the server's shared rate limiter is misconfigured; the request was not run",
-                        None,
-                        grpc,
-                    ))
-                }
-                Err(Error::Corrupt(_)) => {
-                    metrics.failed.fetch_add(1, Ordering::Relaxed);
-                    emit("backend_corrupt", "");
-                    Ok(problem(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "rate_limit_state_corrupt",
-                        "Rate limiter state unreadable",
-                        "the rate limiter's stored state could not be read; the request was not run",
-                        None,
-                        grpc,
-                    ))
-                }
+                Answer::Refused(res) => Ok(res),
             }
-        })
+        }))
+    }
+}
+
+/// What the layer does with one decision.
+enum Answer<B> {
+    /// Run the request; its response gets this `RateLimit` value.
+    Allowed(HeaderValue),
+    /// Answer with this refusal instead.
+    Refused(Response<B>),
+}
+
+/// Counts one decision and turns it into an [`Answer`].
+fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
+    decision: Result<Decision, Error>,
+    limiter: &L,
+    policy: &HeaderValue,
+    metrics: &Metrics,
+    grpc: bool,
+) -> Answer<B> {
+    let quotas = limiter.quotas();
+    match decision {
+        Ok(Decision::Allowed(allowed)) => {
+            metrics.allowed.fetch_add(1, Ordering::Relaxed);
+            let name = quotas.name(allowed.quota());
+            emit("allowed", name);
+            Answer::Allowed(state_header(
+                name,
+                allowed.remaining(),
+                allowed.reset_after(),
+            ))
+        }
+        Ok(Decision::Limited(limited)) => {
+            metrics.limited.fetch_add(1, Ordering::Relaxed);
+            let name = quotas.name(limited.quota());
+            emit("limited", name);
+            tracing::debug!(quota = name, retry_after = ?limited.retry_after(), "rate limited");
+            let q = &quotas.quotas()[limited.quota()];
+            let detail = format!(
+                "quota \"{name}\" allows {} requests per {:?} with bursts of {}; retry in {:?}",
+                q.rate(),
+                q.period(),
+                q.burst_size(),
+                limited.retry_after()
+            );
+            let mut res = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+                &detail,
+                Some(limited.retry_after()),
+                grpc,
+            );
+            let headers = res.headers_mut();
+            headers.insert(RATELIMIT_POLICY, policy.clone());
+            headers.insert(RATELIMIT, state_header(name, 0, limited.reset_after()));
+            Answer::Refused(res)
+        }
+        Err(Error::CostExceedsBurst(e)) => {
+            metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            emit("cost_exceeds_burst", quotas.name(e.quota));
+            let detail = format!(
+                "this request costs {} units; quota \"{}\" never holds more than {}",
+                e.cost,
+                quotas.name(e.quota),
+                e.burst
+            );
+            Answer::Refused(problem(
+                StatusCode::BAD_REQUEST,
+                "rate_limit_cost_exceeds_burst",
+                "Request larger than the rate limit",
+                &detail,
+                None,
+                grpc,
+            ))
+        }
+        Err(Error::Unavailable(_)) => {
+            metrics.failed.fetch_add(1, Ordering::Relaxed);
+            emit("backend_unavailable", "");
+            Answer::Refused(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limit_unavailable",
+                "Rate limiter unavailable",
+                "the shared rate limiter cannot be reached; the request was not run",
+                Some(Duration::from_secs(1)),
+                grpc,
+            ))
+        }
+        Err(Error::Misconfigured(e)) => {
+            metrics.failed.fetch_add(1, Ordering::Relaxed);
+            emit("backend_misconfigured", "");
+            tracing::error!(error = %e, "rate limiter misconfigured; refusing the request");
+            Answer::Refused(problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rate_limit_misconfigured",
+                "Rate limiter misconfigured",
+                "the server's shared rate limiter is misconfigured; the request was not run",
+                None,
+                grpc,
+            ))
+        }
+        Err(Error::Corrupt(_)) => {
+            metrics.failed.fetch_add(1, Ordering::Relaxed);
+            emit("backend_corrupt", "");
+            Answer::Refused(problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rate_limit_state_corrupt",
+                "Rate limiter state unreadable",
+                "the rate limiter's stored state could not be read; the request was not run",
+                None,
+                grpc,
+            ))
+        }
     }
 }
 

@@ -1,0 +1,127 @@
+use super::service::LoadShedService;
+use crate::{Classify, Clock, Shedder};
+use std::sync::Arc;
+use tower_layer::Layer;
+
+/// Sheds low-priority requests in front of an HTTP service.
+///
+/// ```
+/// use loadshed_fleet::{DefaultClassifier, LoadShedLayer, Shedder};
+/// use tower::ServiceBuilder;
+/// # use bytes::Bytes; use http_body_util::Full;
+/// # let handler = tower::service_fn(|_req: http::Request<Full<Bytes>>| async {
+/// #     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+/// # });
+///
+/// let classifier = DefaultClassifier::new().critical(http::Method::POST, "/v1/payments/");
+/// let layer = LoadShedLayer::new(Shedder::new(64).unwrap(), classifier);
+/// let service = ServiceBuilder::new().layer(layer).service(handler);
+/// ```
+pub struct LoadShedLayer<C, K> {
+    pub(crate) shedder: Arc<Shedder<C>>,
+    pub(crate) classifier: Arc<K>,
+    #[cfg(feature = "redis")]
+    pub(crate) fleet: Option<crate::FleetShedder>,
+    #[cfg(feature = "metrics")]
+    pub(crate) hot: Arc<HotMetrics>,
+}
+
+impl<C: Clock, K: Classify> LoadShedLayer<C, K> {
+    /// A layer admitting through `shedder`, classifying with `classifier`.
+    pub fn new(shedder: Shedder<C>, classifier: K) -> Self {
+        Self::from_shared(Arc::new(shedder), classifier)
+    }
+
+    /// A layer on a shedder the application also reads (metrics) or shares.
+    pub fn from_shared(shedder: Arc<Shedder<C>>, classifier: K) -> Self {
+        Self {
+            shedder,
+            classifier: Arc::new(classifier),
+            #[cfg(feature = "redis")]
+            fleet: None,
+            #[cfg(feature = "metrics")]
+            hot: Arc::default(),
+        }
+    }
+
+    /// Also admits every request through the fleet usage shedder `fleet` (after this server's
+    /// shedder admitted it): the fleet's share for its class must have room too.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn with_fleet(mut self, fleet: crate::FleetShedder) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// The shedder, for [`Shedder::snapshot`].
+    pub fn shedder(&self) -> &Arc<Shedder<C>> {
+        &self.shedder
+    }
+}
+
+impl<C, K> Clone for LoadShedLayer<C, K> {
+    fn clone(&self) -> Self {
+        Self {
+            shedder: self.shedder.clone(),
+            classifier: self.classifier.clone(),
+            #[cfg(feature = "redis")]
+            fleet: self.fleet.clone(),
+            #[cfg(feature = "metrics")]
+            hot: self.hot.clone(),
+        }
+    }
+}
+
+impl<C, K> std::fmt::Debug for LoadShedLayer<C, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadShedLayer").finish_non_exhaustive()
+    }
+}
+
+impl<C, K, S> Layer<S> for LoadShedLayer<C, K> {
+    type Service = LoadShedService<S, C, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LoadShedService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The `metrics` handles of the common outcomes, looked up in the recorder on first use and kept:
+/// an admitted request costs an increment, not a registry lookup by name and labels.
+#[cfg(feature = "metrics")]
+#[derive(Default)]
+pub(crate) struct HotMetrics {
+    /// `loadshed_requests_total{class, outcome="admitted", reason=""}`, by class.
+    admitted: [std::sync::OnceLock<metrics::Counter>; 4],
+    /// `loadshed_level`.
+    level: std::sync::OnceLock<metrics::Gauge>,
+}
+
+#[cfg(feature = "metrics")]
+impl HotMetrics {
+    /// One admission decision: `loadshed_requests_total{class, outcome, reason}` and the
+    /// controller's pressure as the gauge `loadshed_level` (0 = nothing shed, 3 = everything but
+    /// critical shed).
+    pub(crate) fn record(
+        &self,
+        class: crate::Class,
+        shed: Option<crate::ShedReason>,
+        pressure: f64,
+    ) {
+        match shed {
+            None => self.admitted[class as usize]
+                .get_or_init(|| {
+                    metrics::counter!("loadshed_requests_total", "class" => class.name(), "outcome" => "admitted", "reason" => "")
+                })
+                .increment(1),
+            Some(reason) => metrics::counter!("loadshed_requests_total", "class" => class.name(), "outcome" => "shed", "reason" => reason.name())
+                .increment(1),
+        }
+        self.level
+            .get_or_init(|| metrics::gauge!("loadshed_level"))
+            .set(pressure);
+    }
+}

@@ -1,0 +1,140 @@
+use super::future::LoadShedFuture;
+use super::layer::LoadShedLayer;
+use crate::Clock;
+use crate::{Class, Classify, ShedReason};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use retry_safe_core::Problem;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// The service made by [`LoadShedLayer`].
+pub struct LoadShedService<S, C, K> {
+    pub(crate) inner: S,
+    pub(crate) layer: LoadShedLayer<C, K>,
+}
+
+impl<S: Clone, C, K> Clone for LoadShedService<S, C, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S, C, K> std::fmt::Debug for LoadShedService<S, C, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadShedService").finish_non_exhaustive()
+    }
+}
+
+impl<S, C, K, ReqB, ResB> Service<Request<ReqB>> for LoadShedService<S, C, K>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    C: Clock,
+    K: Classify,
+    ReqB: Send + 'static,
+    ResB: From<Bytes> + Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = LoadShedFuture<S::Future, ResB, S::Error, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let class = self.layer.classifier.classify(&parts);
+        let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
+        let req = Request::from_parts(parts, body);
+        let shedder = &self.layer.shedder;
+        let admitted = shedder.admit_owned(class);
+        #[cfg(feature = "metrics")]
+        self.layer.hot.record(
+            class,
+            admitted.as_ref().err().map(|shed| shed.reason),
+            shedder.pressure(),
+        );
+        let guard = match admitted {
+            Ok(guard) => guard,
+            Err(shed) => {
+                return LoadShedFuture::ready(refusal(class, shed.reason, shed.retry_after, grpc))
+            }
+        };
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = self.layer.fleet.clone() {
+            // The fleet is asked over the network: the inner service is called later, so the
+            // clone that was made ready goes into the future and a fresh clone stays here.
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            #[cfg(feature = "metrics")]
+            let (shedder, hot) = (shedder.clone(), self.layer.hot.clone());
+            return LoadShedFuture::boxed(Box::pin(async move {
+                let fleet_guard = match fleet.admit(class).await {
+                    Ok(g) => g,
+                    Err(crate::FleetError::Shed(shed)) => {
+                        #[cfg(feature = "metrics")]
+                        hot.record(class, Some(shed.reason), shedder.pressure());
+                        return Ok(refusal(class, shed.reason, shed.retry_after, grpc));
+                    }
+                    Err(e) => return Ok(fleet_failed(&e, grpc)),
+                };
+                let res = inner.call(req).await;
+                drop(guard);
+                drop(fleet_guard);
+                res
+            }));
+        }
+        LoadShedFuture::admitted(self.inner.call(req), guard)
+    }
+}
+
+fn refusal<B: From<Bytes>>(
+    class: Class,
+    reason: ShedReason,
+    retry: std::time::Duration,
+    grpc: bool,
+) -> Response<B> {
+    let reason = reason.name();
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "Server overloaded",
+    )
+    .with_detail(format!(
+        "the server is shedding {} requests ({reason}); retry later",
+        class.name()
+    ))
+    .with("class", class.name())
+    .with("reason", reason)
+    .with_retry_after(retry)
+    .into_response_if_grpc(grpc)
+}
+
+/// The answer when the fleet shedder could not decide: 503 when its Redis is down and it fails
+/// closed, 500 when it is misconfigured.
+#[cfg(feature = "redis")]
+fn fleet_failed<B: From<Bytes>>(e: &crate::FleetError, grpc: bool) -> Response<B> {
+    tracing::error!(error = %e, source = ?std::error::Error::source(e), "fleet shedder failed; refusing the request");
+    match e {
+        crate::FleetError::Misconfigured(_) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "fleet_shedder_misconfigured",
+            "Fleet load shedder misconfigured",
+        )
+        .with_detail("the server's fleet load shedder is misconfigured; the request was not run")
+        .into_response_if_grpc(grpc),
+        _ => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fleet_shedder_unavailable",
+            "Fleet load shedder unavailable",
+        )
+        .with_detail("the fleet's admission counter cannot be reached; the request was not run")
+        .with_retry_after(std::time::Duration::from_secs(1))
+        .into_response_if_grpc(grpc),
+    }
+}

@@ -1,0 +1,93 @@
+//! The tower integration (feature `tower`): [`ConcurrencyLimitLayer`].
+//!
+//! The application supplies the key extractor (API key, principal, client IP); a request without
+//! a key is not limited. A request of a key at its cap waits in the limiter's bounded queue if one
+//! is configured, else — or when the wait ends without a slot — it gets 429
+//! `concurrency_limited` with `Retry-After` and an RFC 9457 problem+json body. The permit is held
+//! until the inner service's response future completes (or is dropped).
+//!
+//! The permits come from a [`PermitSource`]: the in-memory [`ConcurrencyLimiter`] (per server)
+//! or, with the `redis` feature, a `RedisConcurrencyLimiter` (fleet-wide, on one Redis or a
+//! Redis Cluster) — the same layer and the same 429 contract. A fleet limiter whose Redis is
+//! unreachable answers 503 `concurrency_unavailable` when failing closed (or hands out a local
+//! permit when failing open); a misconfigured one (a single-node client on a cluster) 500
+//! `concurrency_misconfigured` under any fail mode.
+
+use crate::{BoxError, ConcurrencyLimiter, Limited};
+use std::future::Future;
+use std::hash::Hash;
+
+mod future;
+mod layer;
+mod service;
+
+pub use self::future::ConcurrencyLimitFuture;
+pub use self::layer::ConcurrencyLimitLayer;
+pub use self::service::ConcurrencyLimitService;
+
+/// Why a [`PermitSource`] gave no permit.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The key is at its cap (429).
+    Limited(Limited),
+    /// The shared backend could not be reached and the source fails closed (503).
+    Unavailable(BoxError),
+    /// The shared backend is misconfigured (500, under any fail mode).
+    Misconfigured(BoxError),
+    /// The shared backend holds unreadable state (500).
+    Corrupt(String),
+}
+
+/// Where a [`ConcurrencyLimitLayer`] takes its permits: a permit is held while the request runs
+/// and frees its slot when dropped.
+pub trait PermitSource<K>: Clone + Send + Sync + 'static {
+    /// The slot held while a request runs.
+    type Permit: Send + 'static;
+
+    /// A permit for `key`, or why there is none.
+    fn acquire_permit(&self, key: &K)
+        -> impl Future<Output = Result<Self::Permit, Refusal>> + Send;
+
+    /// The same answer when it needs no waiting and no I/O (an in-memory limiter with a free slot,
+    /// or one without a queue), so the layer neither boxes a future nor clones its inner service
+    /// for it; `None` (the default) when it must be awaited through
+    /// [`acquire_permit`](PermitSource::acquire_permit).
+    fn acquire_now(&self, key: &K) -> Option<Result<Self::Permit, Refusal>> {
+        let _ = key;
+        None
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> PermitSource<K> for ConcurrencyLimiter<K> {
+    type Permit = crate::OwnedPermit<K>;
+
+    async fn acquire_permit(&self, key: &K) -> Result<Self::Permit, Refusal> {
+        self.acquire_owned(key).await.map_err(Refusal::Limited)
+    }
+
+    #[inline]
+    fn acquire_now(&self, key: &K) -> Option<Result<Self::Permit, Refusal>> {
+        match self.try_acquire_owned(key) {
+            Ok(permit) => Some(Ok(permit)),
+            // A full key may still get a slot by waiting in the queue.
+            Err(_) if self.queues() => None,
+            Err(limited) => Some(Err(Refusal::Limited(limited))),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<K: std::fmt::Display + Sync> PermitSource<K> for crate::RedisConcurrencyLimiter {
+    type Permit = crate::Lease;
+
+    async fn acquire_permit(&self, key: &K) -> Result<Self::Permit, Refusal> {
+        use crate::Error;
+        self.acquire(&key.to_string()).await.map_err(|e| match e {
+            Error::Limited(l) => Refusal::Limited(l),
+            Error::Unavailable(e) => Refusal::Unavailable(e),
+            Error::Misconfigured(e) => Refusal::Misconfigured(e),
+            Error::Corrupt(c) => Refusal::Corrupt(c),
+        })
+    }
+}

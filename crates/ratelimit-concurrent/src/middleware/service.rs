@@ -1,0 +1,186 @@
+use super::future::ConcurrencyLimitFuture;
+use super::layer::ConcurrencyLimitLayer;
+use super::{PermitSource, Refusal};
+use crate::{ConcurrencyLimiter, Limited, Reason};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use retry_safe_core::Problem;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+/// The service made by [`ConcurrencyLimitLayer`].
+pub struct ConcurrencyLimitService<S, K, F, L = ConcurrencyLimiter<K>> {
+    pub(crate) inner: S,
+    pub(crate) layer: ConcurrencyLimitLayer<K, F, L>,
+}
+
+impl<S: Clone, K, F, L: Clone> Clone for ConcurrencyLimitService<S, K, F, L> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S, K, F, L: std::fmt::Debug> std::fmt::Debug for ConcurrencyLimitService<S, K, F, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConcurrencyLimitService")
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F, L, ReqB, ResB> Service<Request<ReqB>> for ConcurrencyLimitService<S, K, F, L>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    K: Send + Sync + 'static,
+    F: Fn(&Parts) -> Option<K> + Send + Sync + 'static,
+    L: PermitSource<K>,
+    ReqB: Send + 'static,
+    ResB: From<Bytes> + Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ConcurrencyLimitFuture<S::Future, L::Permit, ResB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let Some(key) = (self.layer.key)(&parts) else {
+            return ConcurrencyLimitFuture::running(
+                self.inner.call(Request::from_parts(parts, body)),
+                None,
+            );
+        };
+        let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
+        let req = Request::from_parts(parts, body);
+        // A free slot in memory is taken in place: the inner service made ready by `poll_ready`
+        // is called now, nothing is boxed or cloned.
+        if let Some(acquired) = self.layer.limiter.acquire_now(&key) {
+            #[cfg(feature = "metrics")]
+            record(&acquired, std::time::Duration::ZERO);
+            return match acquired {
+                Ok(permit) => ConcurrencyLimitFuture::running(self.inner.call(req), Some(permit)),
+                Err(refused) => ConcurrencyLimitFuture::ready(answer(&refused, grpc)),
+            };
+        }
+        // Waiting in the queue or asking the fleet: the inner service is called later, so the
+        // clone that was made ready goes into the future and a fresh clone stays here.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limiter = self.layer.limiter.clone();
+        ConcurrencyLimitFuture::boxed(Box::pin(async move {
+            #[cfg(feature = "metrics")]
+            let started = std::time::Instant::now();
+            let acquired = limiter.acquire_permit(&key).await;
+            #[cfg(feature = "metrics")]
+            record(&acquired, started.elapsed());
+            match acquired {
+                Ok(permit) => {
+                    let res = inner.call(req).await;
+                    drop(permit);
+                    res
+                }
+                Err(refused) => Ok(answer(&refused, grpc)),
+            }
+        }))
+    }
+}
+
+/// The answer to a request that got no permit.
+fn answer<B: From<Bytes>>(refused: &Refusal, grpc: bool) -> Response<B> {
+    match refused {
+        Refusal::Limited(limited) => refusal(limited, grpc),
+        other => backend_failed(other, grpc),
+    }
+}
+
+/// One acquisition to the `metrics` facade: `concurrency_permits_total{outcome, reason}` and the
+/// time spent getting the answer, `concurrency_queue_wait_seconds`.
+#[cfg(feature = "metrics")]
+fn record<P>(acquired: &Result<P, Refusal>, waited: std::time::Duration) {
+    let (outcome, reason) = match acquired {
+        Ok(_) => ("acquired", ""),
+        Err(Refusal::Limited(limited)) => (
+            "rejected",
+            match limited.reason {
+                Reason::Full => "full",
+                Reason::QueueFull => "queue_full",
+                Reason::TimedOut => "timed_out",
+            },
+        ),
+        Err(Refusal::Unavailable(_)) => ("rejected", "unavailable"),
+        Err(Refusal::Misconfigured(_)) => ("rejected", "misconfigured"),
+        Err(Refusal::Corrupt(_)) => ("rejected", "corrupt"),
+    };
+    metrics::counter!("concurrency_permits_total", "outcome" => outcome, "reason" => reason)
+        .increment(1);
+    metrics::histogram!("concurrency_queue_wait_seconds").record(waited.as_secs_f64());
+}
+
+/// The answer when the fleet limiter's backend failed.
+fn backend_failed<B: From<Bytes>>(refusal: &Refusal, grpc: bool) -> Response<B> {
+    let (status, code, title, detail, retry) = match refusal {
+        Refusal::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "concurrency_unavailable",
+            "Concurrency limiter unavailable",
+            "the shared concurrency limiter cannot be reached; the request was not run",
+            true,
+        ),
+        Refusal::Misconfigured(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "concurrency_misconfigured",
+            "Concurrency limiter misconfigured",
+            "the server's shared concurrency limiter is misconfigured; the request was not run",
+            false,
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "concurrency_state_corrupt",
+            "Concurrency limiter state unreadable",
+            "the shared concurrency limiter's state could not be read; the request was not run",
+            false,
+        ),
+    };
+    let problem = Problem::new(status, code, title).with_detail(detail);
+    if retry {
+        problem
+            .with_retry_after(std::time::Duration::from_secs(1))
+            .into_response_if_grpc(grpc)
+    } else {
+        problem.into_response_if_grpc(grpc)
+    }
+}
+
+fn refusal<B: From<Bytes>>(limited: &Limited, grpc: bool) -> Response<B> {
+    let detail = match limited.reason {
+        Reason::Full => format!(
+            "{} requests of this client are already in progress, the most allowed at once",
+            limited.in_flight
+        ),
+        Reason::QueueFull => format!(
+            "{} requests of this client are in progress and its wait queue is full",
+            limited.in_flight
+        ),
+        Reason::TimedOut => format!(
+            "{} requests of this client stayed in progress for the whole wait",
+            limited.in_flight
+        ),
+    };
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "concurrency_limited",
+        "Too many requests in progress",
+    )
+    .with_detail(detail)
+    .with("max_in_flight", limited.max)
+    .with_retry_after(limited.retry_after)
+    .into_response_if_grpc(grpc)
+}
