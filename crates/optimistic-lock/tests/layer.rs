@@ -378,3 +378,65 @@ async fn grpc_requests_get_grpc_statuses() {
     assert_eq!(status_of(res.headers()), Some(Code::FailedPrecondition));
     assert_eq!(res.headers()["etag"], "\"7\"");
 }
+
+/// A version source that only answers through the awaited `current` (as a database does).
+struct AwaitedOnly<V>(V);
+
+#[async_trait::async_trait]
+impl<V: optimistic_lock::VersionSource> optimistic_lock::VersionSource for AwaitedOnly<V> {
+    async fn current(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Option<optimistic_lock::Current>, optimistic_lock::BoxError> {
+        self.0.current(parts).await
+    }
+}
+
+fn order_id(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .uri
+        .path()
+        .strip_prefix("/orders/")
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_version_read_in_place_answers_as_an_awaited_one() {
+    let (in_place, awaited) = (Orders::new(), Orders::new());
+    for orders in [&in_place, &awaited] {
+        orders
+            .compare_and_set("o1".to_owned(), &Expected::Absent, 2)
+            .unwrap();
+    }
+    let router = |orders: &Orders| {
+        Router::new()
+            .route("/orders/{id}", get(read).put(write).patch(write))
+            .with_state(orders.clone())
+    };
+    let a = router(&in_place).layer(OptimisticLockLayer::new(in_place.source(order_id)));
+    let b = router(&awaited).layer(OptimisticLockLayer::new(AwaitedOnly(
+        awaited.source(order_id),
+    )));
+    type Step<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let steps: [Step; 7] = [
+        ("GET", "o1", &[], ""),
+        ("GET", "o1", &[("if-none-match", "\"1\"")], ""),
+        ("PATCH", "o1", &[], "3"),
+        ("PATCH", "o1", &[("if-match", "\"0\"")], "3"),
+        ("PATCH", "o1", &[("if-match", "W/")], "3"),
+        ("PATCH", "o1", &[("if-match", "\"1\"")], "3"),
+        ("GET", "o1", &[], ""),
+    ];
+    let mut statuses = Vec::new();
+    for (method, id, headers, body) in steps {
+        let (sa, ha, ba) = send(&a, req(method, id, headers, body)).await;
+        let (sb, hb, bb) = send(&b, req(method, id, headers, body)).await;
+        assert_eq!((sa, &ba), (sb, &bb), "{method} {headers:?}");
+        for name in ["etag", "content-type", "retry-after"] {
+            assert_eq!(ha.get(name), hb.get(name), "{method} {headers:?}: {name}");
+        }
+        statuses.push(sa.as_u16());
+    }
+    assert_eq!(statuses, [200, 304, 428, 412, 400, 200, 200]);
+}

@@ -84,3 +84,104 @@ async fn requests_over_the_cap_get_a_429_while_the_first_ones_run() {
     let res = svc.clone().oneshot(request(None)).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+/// An inner service that counts its clones: a layer that takes a free slot in place must call
+/// the clone `poll_ready` made ready, never clone it.
+struct CountsClones(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Clone for CountsClones {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(self.0.clone())
+    }
+}
+
+impl tower::Service<Request<Body>> for CountsClones {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Body>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_free_slot_is_taken_in_place_and_a_queued_request_still_waits_for_one() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::Service;
+    let clones = std::sync::Arc::new(AtomicUsize::new(0));
+
+    // No queue: the slot is taken when the request is called, held by its response future.
+    let limiter = ConcurrencyLimiter::new(1).unwrap();
+    let mut svc =
+        ConcurrencyLimitLayer::new(limiter.clone(), api_key).layer(CountsClones(clones.clone()));
+    let first = svc.ready().await.unwrap().call(request(Some("k")));
+    assert_eq!(
+        limiter.in_flight(&"k".to_owned()),
+        1,
+        "the slot is held by the future"
+    );
+    let refused = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Some("k")))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(first); // a dropped request frees its slot
+    assert_eq!(limiter.in_flight(&"k".to_owned()), 0);
+    let ok = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Some("k")))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(
+        limiter.in_flight(&"k".to_owned()),
+        0,
+        "a completed request frees its slot"
+    );
+    let unkeyed = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(None))
+        .await
+        .unwrap();
+    assert_eq!(unkeyed.status(), StatusCode::OK);
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        0,
+        "no clone of the inner service"
+    );
+
+    // With a queue: a full key's request waits (the awaited path, which takes the ready clone)
+    // and runs once the slot is free.
+    let limiter = ConcurrencyLimiter::new(1)
+        .unwrap()
+        .queue(1, Duration::from_secs(5));
+    let mut svc =
+        ConcurrencyLimitLayer::new(limiter.clone(), api_key).layer(CountsClones(clones.clone()));
+    let first = svc.ready().await.unwrap().call(request(Some("k")));
+    let waiting = tokio::spawn(svc.ready().await.unwrap().call(request(Some("k"))));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "it waits in the queue");
+    assert_eq!(first.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(waiting.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        1,
+        "only the queued request took a clone"
+    );
+}

@@ -185,3 +185,130 @@ async fn weighted_requests_spend_their_cost_and_impossible_costs_get_a_400() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(layer.metrics().rejected, 1);
 }
+
+/// An inner service that counts its clones: a layer that decides in place must call the clone
+/// `poll_ready` made ready, never clone it.
+struct CountsClones(Arc<AtomicUsize>);
+
+impl Clone for CountsClones {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Self(self.0.clone())
+    }
+}
+
+impl Service<Request<Body>> for CountsClones {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Body>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
+    }
+}
+
+/// A limiter that only answers through the awaited `check` (as a network backend does).
+struct AwaitedOnly(KeyedLimiter<String, ManualClock>);
+
+#[async_trait::async_trait]
+impl ratelimit_token_bucket::Limiter<String> for AwaitedOnly {
+    async fn check(
+        &self,
+        key: &String,
+        cost: u32,
+    ) -> Result<ratelimit_token_bucket::Decision, ratelimit_token_bucket::Error> {
+        Ok(self.0.check(key, cost)?)
+    }
+
+    fn quotas(&self) -> &Quotas {
+        self.0.quotas()
+    }
+}
+
+#[tokio::test]
+async fn an_in_memory_decision_neither_clones_the_inner_service_nor_changes_the_answers() {
+    let quotas = || Quotas::new([Quota::per_second(1).burst(1).named("api")]).unwrap();
+    let clock = ManualClock::at(Duration::from_secs(50));
+    let in_memory = KeyedLimiter::with_clock(quotas(), clock.clone());
+    let awaited = AwaitedOnly(KeyedLimiter::with_clock(quotas(), clock.clone()));
+
+    let clones = Arc::new(AtomicUsize::new(0));
+    let mut svc = RateLimitLayer::new(in_memory, user_key).layer(CountsClones(clones.clone()));
+    let first = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Some("u1"), None))
+        .await
+        .unwrap();
+    let second = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Some("u1"), None))
+        .await
+        .unwrap();
+    let unkeyed = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        0,
+        "decided in place: no clone of the inner service"
+    );
+
+    let awaited_clones = Arc::new(AtomicUsize::new(0));
+    let mut awaited_svc =
+        RateLimitLayer::new(awaited, user_key).layer(CountsClones(awaited_clones.clone()));
+    let a_first = awaited_svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Some("u1"), None))
+        .await
+        .unwrap();
+    let a_second = awaited_svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Some("u1"), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        awaited_clones.load(Ordering::SeqCst),
+        2,
+        "an awaited decision takes the ready clone"
+    );
+
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(unkeyed.status(), StatusCode::OK);
+    assert_eq!(
+        header(&unkeyed, "ratelimit"),
+        None,
+        "an unkeyed request is not limited"
+    );
+    for (a, b) in [(&first, &a_first), (&second, &a_second)] {
+        assert_eq!(a.status(), b.status());
+        for name in [
+            "ratelimit",
+            "ratelimit-policy",
+            "retry-after",
+            "content-type",
+        ] {
+            assert_eq!(header(a, name), header(b, name), "{name}");
+        }
+    }
+    assert_eq!(header(&first, "ratelimit"), Some("\"api\";r=0;t=1"));
+}

@@ -86,7 +86,7 @@ mod verify;
 pub use asymmetric::{PublicKey, SigningKey, PUBLIC_KEY_PREFIX, SIGNING_KEY_PREFIX};
 pub use error::VerifyError;
 #[cfg(feature = "tower")]
-pub use middleware::{VerifiedWebhook, WebhookLayer, WebhookService};
+pub use middleware::{VerifiedWebhook, WebhookFuture, WebhookLayer, WebhookService};
 pub use replay::{Claim, ReplayGuard, ReplayTicket, DEFAULT_LEASE, DEFAULT_RETENTION};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 pub use secret::{Secret, SecretError};

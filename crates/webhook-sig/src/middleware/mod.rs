@@ -1,10 +1,12 @@
 //! The receiving side as a tower layer: buffer, verify, dedupe, then hand the handler the
 //! verified payload.
 
+mod future;
 mod layer;
 mod problem;
 mod service;
 
+pub use future::WebhookFuture;
 pub use layer::EventIdFn;
 pub use layer::{WebhookLayer, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY};
 pub use problem::PROBLEM_JSON;

@@ -1,9 +1,9 @@
+use super::future::WebhookFuture;
 use super::layer::Shared;
 use super::problem;
 use super::VerifiedWebhook;
 use crate::{Claim, ReplayTicket, Verified, VerifyError};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -59,22 +59,23 @@ where
 {
     type Response = Response<RB>;
     type Error = Inner::Error;
-    type Future = BoxFuture<'static, Result<Response<RB>, Inner::Error>>;
+    type Future = WebhookFuture<Inner::Future, RB, Inner::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The clone that was driven to readiness serves this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         // Deliveries are POSTs (Standard Webhooks, Stripe, GitHub). Any other method is not a
         // delivery: the inner service answers it (the router's 405), unverified and untouched.
         if req.method() != http::Method::POST {
-            return Box::pin(inner.call(req));
+            return WebhookFuture::pass_through(self.inner.call(req));
         }
-        Box::pin(serve(inner, self.shared.clone(), req))
+        // The clone that was driven to readiness serves this delivery once it is verified; a
+        // fresh clone stays here for the next `poll_ready`.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        WebhookFuture::delivery(Box::pin(serve(inner, self.shared.clone(), req)))
     }
 }
 

@@ -1,175 +1,21 @@
-//! The tower layer (feature `tower`): [`TraceLayer`].
-//!
-//! Placed outermost, for each request it:
-//! 1. reads the trace context and request id ([`TraceContext::from_headers`]; never fails) and
-//!    inserts the [`TraceContext`] into the request's extensions for handlers and inner layers;
-//! 2. runs the inner service inside a `tracing` span `request` carrying `request_id`, `trace_id`,
-//!    `span_id`, method and path;
-//! 3. echoes `X-Request-Id` on the response;
-//! 4. measures the latency and, when the response is `application/problem+json` (up to
-//!    [`max_problem_bytes`](TraceLayer::max_problem_bytes)), adds `request_id`, `trace_id`,
-//!    `latency_ms`, `error_code` and `instance` to its body (see [`crate::problem::enrich`]).
-//!    Other responses stream through untouched.
+//! The response future of [`TraceService`](super::TraceService) and the work on the bodies it
+//! rewrites.
 
+use super::service::Pending;
 use crate::problem::{enrich, is_problem, Problem};
 use crate::TraceContext;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
-use tower_layer::Layer;
-use tower_service::Service;
-use tracing::Instrument;
-
-/// Request ids, trace context, latency and problem+json enrichment for an HTTP service.
-///
-/// ```
-/// use bytes::Bytes;
-/// use http::StatusCode;
-/// use http_body_util::{BodyExt, Full};
-/// use trace_ctx::{Problem, TraceContext, TraceLayer};
-/// use tower::{ServiceBuilder, ServiceExt};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let svc = ServiceBuilder::new()
-///     .layer(TraceLayer::new())
-///     .service_fn(|req: http::Request<Full<Bytes>>| async move {
-///         assert!(req.extensions().get::<TraceContext>().is_some());
-///         let problem = Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "Upstream timed out");
-///         Ok::<_, std::convert::Infallible>(problem.into_response::<Full<Bytes>>())
-///     });
-/// let res = svc.oneshot(http::Request::new(Full::new(Bytes::new()))).await.unwrap();
-/// let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
-/// let body = res.into_body().collect().await.unwrap().to_bytes();
-/// let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-/// assert_eq!(body["request_id"], id.as_str());
-/// assert!(body["latency_ms"].is_u64());
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-pub struct TraceLayer {
-    max_problem_bytes: usize,
-    bare_errors: bool,
-}
-
-impl TraceLayer {
-    /// A layer enriching problem bodies up to 64 KiB, and turning bare error responses into
-    /// problems (see [`TraceLayer::problem_for_bare_errors`]).
-    pub fn new() -> Self {
-        Self {
-            max_problem_bytes: 64 * 1024,
-            bare_errors: true,
-        }
-    }
-
-    /// Whether a 4xx/5xx response that is not problem+json — the router's empty 404 and 405, an
-    /// extractor's `text/plain` rejection, a handler's bare status — is rewritten as an RFC 9457
-    /// problem (default `true`): `code` from the status (`not_found`, `method_not_allowed`, …,
-    /// else `http_<status>`), the original text (up to 512 bytes) as `detail`, every header kept
-    /// (`Allow`, `Retry-After`) but the content type and length. Then it is enriched like any
-    /// problem.
-    pub fn problem_for_bare_errors(mut self, on: bool) -> Self {
-        self.bare_errors = on;
-        self
-    }
-
-    /// The largest problem body enriched (bigger ones pass unchanged).
-    pub fn max_problem_bytes(mut self, bytes: usize) -> Self {
-        self.max_problem_bytes = bytes;
-        self
-    }
-}
-
-impl Default for TraceLayer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<S> Layer<S> for TraceLayer {
-    type Service = TraceService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        TraceService {
-            inner,
-            max_problem_bytes: self.max_problem_bytes,
-            bare_errors: self.bare_errors,
-        }
-    }
-}
-
-/// The service made by [`TraceLayer`].
-#[derive(Debug, Clone)]
-pub struct TraceService<S> {
-    inner: S,
-    max_problem_bytes: usize,
-    bare_errors: bool,
-}
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for TraceService<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
-    S::Future: Send,
-    ReqB: Send + 'static,
-    ResB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = TraceFuture<S::Future, ResB>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let started = Instant::now();
-        let ctx = TraceContext::from_headers(req.headers());
-        let span = tracing::info_span!(
-            "request",
-            request_id = %ctx.request_id(),
-            trace_id = %ctx.trace_id(),
-            span_id = %ctx.span_id(),
-            method = %req.method(),
-            path = %req.uri().path(),
-        );
-        // A cheap, reference-counted copy: the path is only read if a problem body comes back.
-        let uri = req.uri().clone();
-        let grpc = retry_safe_core::grpc::is_grpc(req.headers());
-        req.extensions_mut().insert(ctx.clone());
-        TraceFuture {
-            state: State::Inner {
-                fut: self.inner.call(req).instrument(span),
-                pending: Some(Pending {
-                    ctx,
-                    started,
-                    uri,
-                    grpc,
-                    max: self.max_problem_bytes,
-                    bare_errors: self.bare_errors,
-                }),
-            },
-        }
-    }
-}
-
-/// What a response still needs once the inner service answered.
-struct Pending {
-    ctx: TraceContext,
-    started: Instant,
-    uri: http::Uri,
-    grpc: bool,
-    max: usize,
-    bare_errors: bool,
-}
-
 pin_project_lite::pin_project! {
-    /// The response future of [`TraceService`]: the inner service's future, then — only for a
+    /// The response future of [`TraceService`](super::TraceService): the inner service's future, then — only for a
     /// problem body to enrich, a bare error to rewrite or an HTTP error to a gRPC request — the
     /// work on the body. A response that needs none (most of them) costs no allocation here.
     pub struct TraceFuture<F, B> {
@@ -189,6 +35,17 @@ pin_project_lite::pin_project! {
         Finish {
             fut: BoxFuture<Response<B>>,
         },
+    }
+}
+
+impl<F, B> TraceFuture<F, B> {
+    pub(crate) fn new(fut: tracing::instrument::Instrumented<F>, pending: Pending) -> Self {
+        Self {
+            state: State::Inner {
+                fut,
+                pending: Some(pending),
+            },
+        }
     }
 }
 
