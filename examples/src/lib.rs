@@ -567,6 +567,19 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             eprintln!("orders-api: another metrics recorder is installed; /metrics stays empty");
+            return handle;
+        }
+        // A recorder built without the exporter's own listener needs its upkeep run: histogram
+        // samples are buffered until then, and a server nobody scrapes would grow without bound.
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            });
+        if let Err(e) = spawned {
+            eprintln!("orders-api: metrics upkeep thread not started ({e}); /metrics drains them");
         }
         handle
     })

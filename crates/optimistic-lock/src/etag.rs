@@ -120,12 +120,17 @@ impl ETag {
 
     /// The header value (`"…"` or `W/"…"`).
     pub fn to_header_value(&self) -> http::HeaderValue {
-        match http::HeaderValue::from_str(&self.to_string()) {
-            Ok(v) => v,
-            // obs-text is allowed in an ETag but `from_str` takes visible ASCII only.
-            Err(_) => http::HeaderValue::from_bytes(self.to_string().as_bytes())
-                .unwrap_or_else(|_| http::HeaderValue::from_static("\"\"")),
+        // Built as bytes, not formatted: one allocation, the value's own. `from_maybe_shared`
+        // accepts obs-text, which an ETag may hold.
+        let mut v = Vec::with_capacity(self.opaque.len() + 4);
+        if self.weak {
+            v.extend_from_slice(b"W/");
         }
+        v.push(b'"');
+        v.extend_from_slice(self.opaque.as_bytes());
+        v.push(b'"');
+        http::HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
+            .unwrap_or_else(|_| http::HeaderValue::from_static("\"\""))
     }
 }
 
@@ -324,7 +329,7 @@ impl Version {
             kind: Kind::Number(n),
             etag: ETag {
                 weak: false,
-                opaque: n.to_string().into(),
+                opaque: Arc::from(decimal(n, &mut [0; 20])),
             },
         }
     }
@@ -375,5 +380,41 @@ impl Version {
 impl fmt::Debug for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Version({})", self.etag)
+    }
+}
+
+/// `n` in decimal, written into `buf` (a `u64` has at most 20 digits): no formatter, no
+/// allocation.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+#[cfg(test)]
+mod decimal_tests {
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_edges_print_as_the_formatter_prints_them() {
+        for n in [0, 1, 9, 10, 99, 100, u64::MAX - 1, u64::MAX] {
+            assert_eq!(super::decimal(n, &mut [0; 20]), n.to_string());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_number_prints_as_the_formatter_prints_it(n: u64) {
+            let mut buf = [0; 20];
+            prop_assert_eq!(super::decimal(n, &mut buf), n.to_string());
+            prop_assert_eq!(super::super::Version::number(n).etag().to_string(), format!("\"{n}\""));
+        }
     }
 }

@@ -49,8 +49,9 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let class = self.layer.classifier.classify(&parts);
-        let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
         let req = Request::from_parts(parts, body);
+        // Only a refusal needs to know whether it answers a gRPC call.
+        let grpc = |req: &Request<ReqB>| retry_safe_core::grpc::is_grpc(req.headers());
         let shedder = &self.layer.shedder;
         let admitted = shedder.admit_owned(class);
         #[cfg(feature = "metrics")]
@@ -62,7 +63,12 @@ where
         let guard = match admitted {
             Ok(guard) => guard,
             Err(shed) => {
-                return LoadShedFuture::ready(refusal(class, shed.reason, shed.retry_after, grpc))
+                return LoadShedFuture::ready(refusal(
+                    class,
+                    shed.reason,
+                    shed.retry_after,
+                    grpc(&req),
+                ))
             }
         };
         #[cfg(feature = "redis")]
@@ -79,9 +85,9 @@ where
                     Err(crate::FleetError::Shed(shed)) => {
                         #[cfg(feature = "metrics")]
                         hot.record(class, Some(shed.reason), shedder.pressure());
-                        return Ok(refusal(class, shed.reason, shed.retry_after, grpc));
+                        return Ok(refusal(class, shed.reason, shed.retry_after, grpc(&req)));
                     }
-                    Err(e) => return Ok(fleet_failed(&e, grpc)),
+                    Err(e) => return Ok(fleet_failed(&e, grpc(&req))),
                 };
                 let res = inner.call(req).await;
                 drop(guard);

@@ -59,7 +59,8 @@ where
         }
         let require = covered && self.layer.policy.require;
         let (mut parts, body) = req.into_parts();
-        let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
+        // Only a refusal needs to know whether it answers a gRPC call.
+        let grpc = |parts: &Parts| retry_safe_core::grpc::is_grpc(&parts.headers);
         let conditions = match Conditions::from_headers(&parts.headers) {
             Ok(c) => c,
             Err(e) => {
@@ -70,7 +71,7 @@ where
                         "Malformed precondition header",
                     )
                     .with_detail(e.to_string())
-                    .into_response_if_grpc(grpc),
+                    .into_response_if_grpc(grpc(&parts)),
                 )
             }
         };
@@ -85,13 +86,13 @@ where
                     "this write must be conditional: send If-Match with the ETag you read \
                      (or If-None-Match: * to create)",
                 )
-                .into_response_if_grpc(grpc),
+                .into_response_if_grpc(grpc(&parts)),
             );
         }
         // A version source in memory answers in place: the inner service made ready by
         // `poll_ready` is called now, nothing is boxed or cloned.
         if let Some(current) = self.layer.source.current_now(&parts) {
-            return match decide(read, &mut parts, &conditions, current, grpc) {
+            return match decide(read, &mut parts, &conditions, current) {
                 Decided::Run(validators) => OptimisticLockFuture::inner(
                     self.inner.call(Request::from_parts(parts, body)),
                     validators,
@@ -106,7 +107,7 @@ where
         let source = self.layer.source.clone();
         OptimisticLockFuture::boxed(Box::pin(async move {
             let current = source.current(&parts).await;
-            match decide(read, &mut parts, &conditions, current, grpc) {
+            match decide(read, &mut parts, &conditions, current) {
                 Decided::Run(validators) => {
                     let mut res = inner.call(Request::from_parts(parts, body)).await?;
                     if let Some(current) = validators {
@@ -136,8 +137,9 @@ fn decide<B: From<Bytes>>(
     parts: &mut Parts,
     conditions: &Conditions,
     current: Result<Option<Current>, BoxError>,
-    grpc: bool,
 ) -> Decided<B> {
+    // Only a refusal needs to know whether it answers a gRPC call.
+    let grpc = |parts: &Parts| retry_safe_core::grpc::is_grpc(&parts.headers);
     let current = match current {
         Ok(current) => current,
         Err(e) => {
@@ -152,7 +154,7 @@ fn decide<B: From<Bytes>>(
                     "the resource's current version could not be read; the request was not run",
                 )
                 .with_retry_after(Duration::from_secs(1))
-                .into_response_if_grpc(grpc),
+                .into_response_if_grpc(grpc(parts)),
             );
         }
     };
@@ -164,7 +166,7 @@ fn decide<B: From<Bytes>>(
         }
         _ => Decided::Answer(crate::store::precondition_failed_as(
             current.as_ref().map(|c| &c.version),
-            grpc,
+            grpc(parts),
         )),
     }
 }

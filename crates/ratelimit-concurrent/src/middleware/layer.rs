@@ -37,7 +37,20 @@ use tower_layer::Layer;
 pub struct ConcurrencyLimitLayer<K, F, L = ConcurrencyLimiter<K>> {
     pub(crate) limiter: L,
     pub(crate) key: Arc<F>,
+    #[cfg(feature = "metrics")]
+    pub(crate) hot: Arc<HotMetrics>,
     _key: std::marker::PhantomData<fn() -> K>,
+}
+
+/// The `metrics` handles of the common outcome, looked up in the recorder on first use and kept:
+/// an acquired permit costs an increment and a record, not registry lookups by name and labels.
+#[cfg(feature = "metrics")]
+#[derive(Default)]
+pub(crate) struct HotMetrics {
+    /// `concurrency_permits_total{outcome="acquired", reason=""}`.
+    pub(crate) acquired: std::sync::OnceLock<metrics::Counter>,
+    /// `concurrency_queue_wait_seconds`.
+    pub(crate) wait: std::sync::OnceLock<metrics::Histogram>,
 }
 
 impl<K, F, L> ConcurrencyLimitLayer<K, F, L>
@@ -50,6 +63,8 @@ where
         Self {
             limiter,
             key: Arc::new(key),
+            #[cfg(feature = "metrics")]
+            hot: Arc::default(),
             _key: std::marker::PhantomData,
         }
     }
@@ -60,6 +75,8 @@ impl<K, F, L: Clone> Clone for ConcurrencyLimitLayer<K, F, L> {
         Self {
             limiter: self.limiter.clone(),
             key: self.key.clone(),
+            #[cfg(feature = "metrics")]
+            hot: self.hot.clone(),
             _key: std::marker::PhantomData,
         }
     }

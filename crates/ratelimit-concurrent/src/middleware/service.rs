@@ -58,16 +58,17 @@ where
                 None,
             );
         };
-        let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
         let req = Request::from_parts(parts, body);
+        // Only a refusal needs to know whether it answers a gRPC call.
+        let grpc = |req: &Request<ReqB>| retry_safe_core::grpc::is_grpc(req.headers());
         // A free slot in memory is taken in place: the inner service made ready by `poll_ready`
         // is called now, nothing is boxed or cloned.
         if let Some(acquired) = self.layer.limiter.acquire_now(&key) {
             #[cfg(feature = "metrics")]
-            record(&acquired, std::time::Duration::ZERO);
+            record(&self.layer.hot, &acquired, std::time::Duration::ZERO);
             return match acquired {
                 Ok(permit) => ConcurrencyLimitFuture::running(self.inner.call(req), Some(permit)),
-                Err(refused) => ConcurrencyLimitFuture::ready(answer(&refused, grpc)),
+                Err(refused) => ConcurrencyLimitFuture::ready(answer(&refused, grpc(&req))),
             };
         }
         // Waiting in the queue or asking the fleet: the inner service is called later, so the
@@ -75,19 +76,21 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limiter = self.layer.limiter.clone();
+        #[cfg(feature = "metrics")]
+        let hot = self.layer.hot.clone();
         ConcurrencyLimitFuture::boxed(Box::pin(async move {
             #[cfg(feature = "metrics")]
             let started = std::time::Instant::now();
             let acquired = limiter.acquire_permit(&key).await;
             #[cfg(feature = "metrics")]
-            record(&acquired, started.elapsed());
+            record(&hot, &acquired, started.elapsed());
             match acquired {
                 Ok(permit) => {
                     let res = inner.call(req).await;
                     drop(permit);
                     res
                 }
-                Err(refused) => Ok(answer(&refused, grpc)),
+                Err(refused) => Ok(answer(&refused, grpc(&req))),
             }
         }))
     }
@@ -104,7 +107,11 @@ fn answer<B: From<Bytes>>(refused: &Refusal, grpc: bool) -> Response<B> {
 /// One acquisition to the `metrics` facade: `concurrency_permits_total{outcome, reason}` and the
 /// time spent getting the answer, `concurrency_queue_wait_seconds`.
 #[cfg(feature = "metrics")]
-fn record<P>(acquired: &Result<P, Refusal>, waited: std::time::Duration) {
+fn record<P>(
+    hot: &super::layer::HotMetrics,
+    acquired: &Result<P, Refusal>,
+    waited: std::time::Duration,
+) {
     let (outcome, reason) = match acquired {
         Ok(_) => ("acquired", ""),
         Err(Refusal::Limited(limited)) => (
@@ -119,9 +126,19 @@ fn record<P>(acquired: &Result<P, Refusal>, waited: std::time::Duration) {
         Err(Refusal::Misconfigured(_)) => ("rejected", "misconfigured"),
         Err(Refusal::Corrupt(_)) => ("rejected", "corrupt"),
     };
-    metrics::counter!("concurrency_permits_total", "outcome" => outcome, "reason" => reason)
-        .increment(1);
-    metrics::histogram!("concurrency_queue_wait_seconds").record(waited.as_secs_f64());
+    if acquired.is_ok() {
+        hot.acquired
+            .get_or_init(|| {
+                metrics::counter!("concurrency_permits_total", "outcome" => outcome, "reason" => reason)
+            })
+            .increment(1);
+    } else {
+        metrics::counter!("concurrency_permits_total", "outcome" => outcome, "reason" => reason)
+            .increment(1);
+    }
+    hot.wait
+        .get_or_init(|| metrics::histogram!("concurrency_queue_wait_seconds"))
+        .record(waited.as_secs_f64());
 }
 
 /// The answer when the fleet limiter's backend failed.

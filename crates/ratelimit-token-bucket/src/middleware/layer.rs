@@ -110,6 +110,18 @@ pub(crate) struct Metrics {
     pub(crate) unkeyed: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// The `metrics` handles of the common outcomes, looked up in the recorder on first use and
+    /// kept: an allowed request costs an increment, not a registry lookup by name and labels.
+    #[cfg(feature = "metrics")]
+    pub(crate) hot: HotMetrics,
+}
+
+/// `ratelimit_requests_total{outcome="allowed", quota}` by quota index, and `{outcome="unkeyed"}`.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Default)]
+pub(crate) struct HotMetrics {
+    pub(crate) allowed: [std::sync::OnceLock<metrics::Counter>; crate::MAX_QUOTAS],
+    pub(crate) unkeyed: std::sync::OnceLock<metrics::Counter>,
 }
 
 impl Metrics {

@@ -57,22 +57,28 @@ where
         let key = (self.layer.key)(&parts);
         let Some(key) = key else {
             self.layer.metrics.unkeyed.fetch_add(1, Ordering::Relaxed);
-            emit("unkeyed", "");
+            #[cfg(feature = "metrics")]
+            self.layer
+                .metrics
+                .hot
+                .unkeyed
+                .get_or_init(|| metrics::counter!("ratelimit_requests_total", "outcome" => "unkeyed", "quota" => ""))
+                .increment(1);
             return RateLimitFuture::inner(self.inner.call(Request::from_parts(parts, body)), None);
         };
         let cost = (self.layer.cost)(&parts);
-        let grpc = retry_safe_core::grpc::is_grpc(&parts.headers);
         let req = Request::from_parts(parts, body);
         // An in-memory limiter decides in place: the inner service made ready by `poll_ready` is
         // called now, nothing is boxed or cloned.
         if let Some(decision) = self.layer.limiter.check_now(&key, cost) {
             let limiter = &*self.layer.limiter;
+            let metrics = &self.layer.metrics;
             return match answer(
                 decision,
                 limiter,
                 &self.layer.policy,
-                &self.layer.metrics,
-                grpc,
+                metrics,
+                req.headers(),
             ) {
                 Answer::Allowed(state) => RateLimitFuture::inner(
                     self.inner.call(req),
@@ -90,7 +96,7 @@ where
         let metrics = self.layer.metrics.clone();
         RateLimitFuture::boxed(Box::pin(async move {
             let decision = limiter.check(&key, cost).await;
-            match answer(decision, &*limiter, &policy, &metrics, grpc) {
+            match answer(decision, &*limiter, &policy, &metrics, req.headers()) {
                 Answer::Allowed(state) => {
                     let mut res = inner.call(req).await?;
                     let headers = res.headers_mut();
@@ -118,14 +124,22 @@ fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
     limiter: &L,
     policy: &HeaderValue,
     metrics: &Metrics,
-    grpc: bool,
+    headers: &http::HeaderMap,
 ) -> Answer<B> {
+    // Only a refusal needs to know whether it answers a gRPC call.
+    let grpc = || retry_safe_core::grpc::is_grpc(headers);
     let quotas = limiter.quotas();
     match decision {
         Ok(Decision::Allowed(allowed)) => {
             metrics.allowed.fetch_add(1, Ordering::Relaxed);
             let name = quotas.name(allowed.quota());
-            emit("allowed", name);
+            #[cfg(feature = "metrics")]
+            match metrics.hot.allowed.get(allowed.quota()) {
+                Some(hot) => hot
+                    .get_or_init(|| metrics::counter!("ratelimit_requests_total", "outcome" => "allowed", "quota" => name.to_owned()))
+                    .increment(1),
+                None => emit("allowed", name),
+            }
             Answer::Allowed(state_header(
                 name,
                 allowed.remaining(),
@@ -151,7 +165,7 @@ fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
                 "Too many requests",
                 &detail,
                 Some(limited.retry_after()),
-                grpc,
+                grpc(),
             );
             let headers = res.headers_mut();
             headers.insert(RATELIMIT_POLICY, policy.clone());
@@ -173,7 +187,7 @@ fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
                 "Request larger than the rate limit",
                 &detail,
                 None,
-                grpc,
+                grpc(),
             ))
         }
         Err(Error::Unavailable(_)) => {
@@ -185,7 +199,7 @@ fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
                 "Rate limiter unavailable",
                 "the shared rate limiter cannot be reached; the request was not run",
                 Some(Duration::from_secs(1)),
-                grpc,
+                grpc(),
             ))
         }
         Err(Error::Misconfigured(e)) => {
@@ -198,7 +212,7 @@ fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
                 "Rate limiter misconfigured",
                 "the server's shared rate limiter is misconfigured; the request was not run",
                 None,
-                grpc,
+                grpc(),
             ))
         }
         Err(Error::Corrupt(_)) => {
@@ -210,7 +224,7 @@ fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
                 "Rate limiter state unreadable",
                 "the rate limiter's stored state could not be read; the request was not run",
                 None,
-                grpc,
+                grpc(),
             ))
         }
     }
@@ -226,11 +240,34 @@ fn emit(outcome: &'static str, quota: &str) {
         .increment(1);
 }
 
-/// `"name";r=<remaining>;t=<seconds, rounded up>`.
+/// `"name";r=<remaining>;t=<seconds, rounded up>`, built as bytes (one allocation, the
+/// value's own; no formatter).
 fn state_header(name: &str, remaining: u64, reset_after: Duration) -> HeaderValue {
     let t = ceil_secs(reset_after);
-    HeaderValue::from_str(&format!("\"{name}\";r={remaining};t={t}"))
+    let mut v = Vec::with_capacity(name.len() + 48);
+    v.push(b'"');
+    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(b"\";r=");
+    push_decimal(&mut v, remaining);
+    v.extend_from_slice(b";t=");
+    push_decimal(&mut v, t);
+    HeaderValue::from_maybe_shared(Bytes::from(v))
         .expect("quota names are validated as printable ASCII")
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(v: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    v.extend_from_slice(&digits[i..]);
 }
 
 fn problem<B: From<Bytes>>(
