@@ -3,10 +3,9 @@
 use crate::store::{BeginOutcome, Fence, IdempotencyStore, StoreError, StoredResponse};
 use crate::{Clock, Fingerprint, IdempotencyKey, SystemClock};
 use async_trait::async_trait;
+use foldhash::fast::RandomState;
 use parking_lot::Mutex;
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
@@ -81,11 +80,11 @@ pub struct MemoryStore<C: Clock = SystemClock> {
 
 #[derive(Default)]
 struct Shard {
-    records: HashMap<String, Record>,
+    records: HashMap<String, Record, RandomState>,
     /// Bytes held by `records`.
     bytes: usize,
     /// Records per scope, when scopes have a share.
-    per_scope: HashMap<String, usize>,
+    per_scope: HashMap<String, usize, RandomState>,
     /// Last fence handed out in this shard; a key always maps to one shard, so fences of a key
     /// strictly increase for the life of the store.
     last_fence: u64,
@@ -193,7 +192,22 @@ impl Shard {
     }
 }
 
-fn forget_scope(per_scope: &mut HashMap<String, usize>, scope: &str) {
+/// Appends `n` in decimal (no formatter: this runs twice per idempotent request).
+fn push_decimal(s: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+}
+
+fn forget_scope(per_scope: &mut HashMap<String, usize, RandomState>, scope: &str) {
     if let Some(n) = per_scope.get_mut(scope) {
         *n -= 1;
         if *n == 0 {
@@ -227,7 +241,7 @@ impl<C: Clock> MemoryStore<C> {
                 .max_records_per_scope
                 .map(|n| n.div_ceil(shards).max(1)),
             sweep_interval: config.sweep_interval,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             clock,
         }
     }
@@ -250,7 +264,9 @@ impl<C: Clock> MemoryStore<C> {
     fn locate(&self, scope: &str, key: &IdempotencyKey) -> (String, &Mutex<Shard>) {
         // Length-prefixing the scope keeps ("a", "bc") and ("ab", "c") apart.
         let mut id = String::with_capacity(scope.len() + key.as_str().len() + 8);
-        let _ = write!(id, "{}:{scope}", scope.len());
+        push_decimal(&mut id, scope.len());
+        id.push(':');
+        id.push_str(scope);
         id.push_str(key.as_str());
         let shard = self.hasher.hash_one(&id) as usize & (self.shards.len() - 1);
         (id, &self.shards[shard])

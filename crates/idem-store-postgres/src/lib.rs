@@ -553,6 +553,27 @@ impl PostgresStore {
         lease: Duration,
         lock_timeout: Option<&str>,
     ) -> Result<BeginOutcome, StoreError> {
+        if let Some(timeout) = lock_timeout {
+            // Single-commit mode: most keys are new, and one plain insert takes them.
+            let fresh = sqlx::query(sql::BEGIN_IN_FRESH)
+                .bind(scope)
+                .bind(key.as_str())
+                .bind(&fingerprint.as_bytes()[..])
+                .bind(micros(lease))
+                .bind(self.pinned())
+                .bind(self.offset_us())
+                .bind(timeout)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            if let Some(row) = fresh {
+                let fence: i64 = get(&row, "fence")?;
+                let fence = u64::try_from(fence).map_err(|_| malformed("negative fence"))?;
+                return Ok(BeginOutcome::Acquired {
+                    fence: Fence(fence),
+                });
+            }
+        }
         let mut attempts = 0;
         let row = loop {
             attempts += 1;

@@ -87,6 +87,21 @@ pub(crate) const BEGIN: &str = begin_sql!("");
 pub(crate) const BEGIN_IN: &str =
     begin_sql!(", set_config('lock_timeout', $7, true) AS lock_timeout");
 
+/// `begin` of a fresh key inside a caller's transaction (single-commit mode's common case): one
+/// plain insert, $1–$7 as [`BEGIN_IN`]. One row (the new fence) back when the key had no record;
+/// none when one exists, which [`BEGIN_IN`] then reads, replays or takes over. A record another
+/// transaction is still writing makes the insert wait for it, up to the lock timeout set first
+/// (the CTE holds volatile functions, so PostgreSQL evaluates it, once, before inserting).
+pub(crate) const BEGIN_IN_FRESH: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_sql!("$5", "$6"),
+    " AS now, nextval('idem_fence_seq') AS fence, set_config('lock_timeout', $7, true) AS lock_timeout)
+INSERT INTO idem_records (scope, key, version, fingerprint, state, fence, expires_at, created_at)
+SELECT $1, $2, 1, $3, 1, t.fence, t.now + $4::bigint * interval '1 microsecond', t.now FROM t
+ON CONFLICT (scope, key) DO NOTHING
+RETURNING fence"
+);
+
 /// `complete`: $1 scope, $2 key, $3 fence, $4 retention µs, $5 status, $6 header names,
 /// $7 header values, $8 body, $9 pinned µs, $10 offset µs, $11 trailer names, $12 trailer values
 /// (NULL when there are none). One row back when the fence held a live lease.

@@ -818,3 +818,49 @@ async fn begin_fails_fast_while_the_database_is_known_down() {
         started.elapsed()
     );
 }
+
+/// Single-commit mode on a key that already has a record takes the full statement after the
+/// fresh-key insert found the conflict: an abandoned attempt whose lease ran out is taken over
+/// (with a newer fence, so the abandoned one can no longer complete), a live in-flight record is
+/// `InFlight` at once (it is committed: nothing to wait for).
+#[tokio::test]
+async fn single_commit_takes_over_an_expired_record_and_reports_a_live_one() {
+    let h = PgHarness::pinned("single_takeover").await;
+    let store = h.store.clone();
+    let lease = Duration::from_secs(30);
+    let BeginOutcome::Acquired { fence: abandoned } =
+        store.begin("s", &key("k"), &fp(), lease).await.unwrap()
+    else {
+        panic!("a new key is acquired");
+    };
+    let p = idem_core::PendingAttempt::new("s", key("k"), fp(), lease, Duration::from_secs(60));
+    let mut tx = store.pool().begin().await.unwrap();
+    assert!(matches!(
+        store.begin_in(&mut tx, &p).await.unwrap(),
+        BeginOutcome::InFlight { .. }
+    ));
+    tx.rollback().await.unwrap();
+
+    h.offset.advance(lease + Duration::from_secs(1));
+    let mut tx = store.pool().begin().await.unwrap();
+    let BeginOutcome::Acquired { fence } = store.begin_in(&mut tx, &p).await.unwrap() else {
+        panic!("an expired record is taken over");
+    };
+    assert!(fence.0 > abandoned.0, "the takeover has a newer fence");
+    store
+        .complete_in(&mut tx, &p.acquired(fence), &ok_response(), p.retention)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(
+        store
+            .complete("s", &key("k"), abandoned, &ok_response(), p.retention)
+            .await,
+        Err(StoreError::StaleFence { .. })
+    ));
+    assert_eq!(
+        store.begin("s", &key("k"), &fp(), lease).await.unwrap(),
+        BeginOutcome::Completed(ok_response())
+    );
+    h.db.drop().await;
+}
