@@ -192,19 +192,23 @@ impl Shard {
     }
 }
 
-/// Appends `n` in decimal (no formatter: this runs twice per idempotent request).
-fn push_decimal(s: &mut String, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+/// `n` in decimal, written into `buf` (no formatter: record ids are built on every call).
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    s.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(s: &mut String, n: usize) {
+    s.push_str(decimal(n, &mut [0; 20]));
 }
 
 fn forget_scope(per_scope: &mut HashMap<String, usize, RandomState>, scope: &str) {
@@ -268,8 +272,42 @@ impl<C: Clock> MemoryStore<C> {
         id.push(':');
         id.push_str(scope);
         id.push_str(key.as_str());
-        let shard = self.hasher.hash_one(&id) as usize & (self.shards.len() - 1);
-        (id, &self.shards[shard])
+        let shard = self.shard_of(&id);
+        (id, shard)
+    }
+
+    /// The same id as [`locate`](Self::locate) for a lookup: written into `buf` when it fits
+    /// (no allocation), else into `spill`.
+    fn locate_in<'a>(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        buf: &'a mut [u8; 256],
+        spill: &'a mut String,
+    ) -> (&'a str, &Mutex<Shard>) {
+        let mut digits = [0u8; 20];
+        let len = decimal(scope.len(), &mut digits);
+        let key = key.as_str().as_bytes();
+        let total = len.len() + 1 + scope.len() + key.len();
+        let id: &str = if total <= buf.len() {
+            let mut at = 0;
+            for part in [len.as_bytes(), b":", scope.as_bytes(), key] {
+                buf[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            std::str::from_utf8(&buf[..total]).unwrap_or_default()
+        } else {
+            spill.push_str(len);
+            spill.push(':');
+            spill.push_str(scope);
+            spill.push_str(std::str::from_utf8(key).unwrap_or_default());
+            spill
+        };
+        (id, self.shard_of(id))
+    }
+
+    fn shard_of(&self, id: &str) -> &Mutex<Shard> {
+        &self.shards[self.hasher.hash_one(id) as usize & (self.shards.len() - 1)]
     }
 }
 
@@ -356,10 +394,11 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         response: &StoredResponse,
         retention: Duration,
     ) -> Result<(), StoreError> {
-        let (id, shard) = self.locate(scope, key);
+        let (mut buf, mut spill) = ([0u8; 256], String::new());
+        let (id, shard) = self.locate_in(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
-        let record = shard.held(&id, fence, now)?;
+        let record = shard.held(id, fence, now)?;
         record.state = State::Completed {
             response: response.clone(),
             expires_at: now.saturating_add(retention),
@@ -374,12 +413,13 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         key: &IdempotencyKey,
         fence: Fence,
     ) -> Result<(), StoreError> {
-        let (id, shard) = self.locate(scope, key);
+        let (mut buf, mut spill) = ([0u8; 256], String::new());
+        let (id, shard) = self.locate_in(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
-        shard.held(&id, fence, now)?;
-        if let Some(old) = shard.records.remove(&id) {
-            shard.forget(&id, &old);
+        shard.held(id, fence, now)?;
+        if let Some(old) = shard.records.remove(id) {
+            shard.forget(id, &old);
         }
         Ok(())
     }
@@ -391,10 +431,11 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         fence: Fence,
         lease: Duration,
     ) -> Result<(), StoreError> {
-        let (id, shard) = self.locate(scope, key);
+        let (mut buf, mut spill) = ([0u8; 256], String::new());
+        let (id, shard) = self.locate_in(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
-        let record = shard.held(&id, fence, now)?;
+        let record = shard.held(id, fence, now)?;
         record.state = State::InFlight {
             lease_until: now.saturating_add(lease),
         };

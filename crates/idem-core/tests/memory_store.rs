@@ -274,3 +274,58 @@ async fn one_scope_cannot_take_the_store_from_the_others() {
         ));
     }
 }
+
+/// Records are found again whatever the length of their scope and key: ids that fit the store's
+/// on-stack lookup buffer and ids that spill over it (a long scope) complete, renew, release and
+/// replay alike, and two scopes whose concatenations with the key coincide stay apart.
+#[tokio::test]
+async fn long_and_short_record_ids_are_found_again() {
+    let store = MemoryStore::with_clock(ManualClock::new(), MemoryStoreConfig::default());
+    let fp = Fingerprint::of_request("POST", "/orders", b"{}");
+    let lease = Duration::from_secs(30);
+    let response = StoredResponse {
+        status: 201,
+        headers: vec![],
+        body: "created".into(),
+        trailers: vec![],
+    };
+    let long_key = "k".repeat(200);
+    let long_scope = "s".repeat(300);
+    for (scope, key) in [
+        ("a", "bc"),
+        ("ab", "c"),
+        ("tenant", long_key.as_str()),
+        (long_scope.as_str(), "k1"),
+        (long_scope.as_str(), long_key.as_str()),
+    ] {
+        let key = IdempotencyKey::parse(key.as_bytes()).unwrap();
+        let BeginOutcome::Acquired { fence } = store.begin(scope, &key, &fp, lease).await.unwrap()
+        else {
+            panic!("{scope}/{key:?}: a new record");
+        };
+        store.renew(scope, &key, fence, lease).await.unwrap();
+        store
+            .complete(scope, &key, fence, &response, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.begin(scope, &key, &fp, lease).await.unwrap(),
+            BeginOutcome::Completed(response.clone()),
+            "{}-byte scope",
+            scope.len()
+        );
+        let other = IdempotencyKey::parse(b"released").unwrap();
+        let BeginOutcome::Acquired { fence } =
+            store.begin(scope, &other, &fp, lease).await.unwrap()
+        else {
+            panic!("a new record");
+        };
+        store.release(scope, &other, fence).await.unwrap();
+        let BeginOutcome::Acquired { fence } =
+            store.begin(scope, &other, &fp, lease).await.unwrap()
+        else {
+            panic!("a released key is free again");
+        };
+        store.release(scope, &other, fence).await.unwrap();
+    }
+}
