@@ -703,3 +703,82 @@ async fn a_slow_handler_keeps_its_short_lease_by_heartbeat() {
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(headers["idempotent-replayed"], "true");
 }
+
+/// An inner service that counts its clones: a request the layer does not cover must reach the
+/// clone `poll_ready` made ready, never a fresh one.
+struct CountsClones(Arc<AtomicU32>);
+
+impl Clone for CountsClones {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Self(self.0.clone())
+    }
+}
+
+impl Service<Req> for CountsClones {
+    type Response = Res;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Res, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Req) -> Self::Future {
+        std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
+    }
+}
+
+#[tokio::test]
+async fn uncovered_requests_pass_through_without_a_clone_and_keyed_ones_take_one() {
+    let clones = Arc::new(AtomicU32::new(0));
+    let mut svc = IdempotencyLayer::new(MemoryStore::new(), IdempotencyPolicy::default())
+        .layer(CountsClones(clones.clone()));
+    let get = Request::get("/orders/1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = svc.ready().await.unwrap().call(get).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let unkeyed = Request::post("/orders")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = svc.ready().await.unwrap().call(unkeyed).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("idempotent-replayed").is_none());
+    assert_eq!(clones.load(Ordering::SeqCst), 0, "passed through, no clone");
+
+    let invalid = Request::post("/orders")
+        .header("idempotency-key", "")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = svc.ready().await.unwrap().call(invalid).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        0,
+        "refused at once, no clone"
+    );
+
+    for expect_replay in [false, true] {
+        let keyed = Request::post("/orders")
+            .header("idempotency-key", "k-1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = svc.ready().await.unwrap().call(keyed).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers().get("idempotent-replayed").is_some(),
+            expect_replay
+        );
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+    }
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        2,
+        "a keyed request takes the ready clone"
+    );
+}
