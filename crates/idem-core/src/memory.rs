@@ -192,25 +192,6 @@ impl Shard {
     }
 }
 
-/// `n` in decimal, written into `buf` (no formatter: record ids are built on every call).
-fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(s: &mut String, n: usize) {
-    s.push_str(decimal(n, &mut [0; 20]));
-}
-
 fn forget_scope(per_scope: &mut HashMap<String, usize, RandomState>, scope: &str) {
     if let Some(n) = per_scope.get_mut(scope) {
         *n -= 1;
@@ -265,42 +246,28 @@ impl<C: Clock> MemoryStore<C> {
         &self.clock
     }
 
-    fn locate(&self, scope: &str, key: &IdempotencyKey) -> (String, &Mutex<Shard>) {
-        // Length-prefixing the scope keeps ("a", "bc") and ("ab", "c") apart.
-        let mut id = String::with_capacity(scope.len() + key.as_str().len() + 8);
-        push_decimal(&mut id, scope.len());
-        id.push(':');
-        id.push_str(scope);
-        id.push_str(key.as_str());
-        let shard = self.shard_of(&id);
-        (id, shard)
-    }
-
-    /// The same id as [`locate`](Self::locate) for a lookup: written into `buf` when it fits
-    /// (no allocation), else into `spill`.
-    fn locate_in<'a>(
+    /// The record id of (`scope`, `key`) and its shard. Length-prefixing the scope keeps
+    /// ("a", "bc") and ("ab", "c") apart. The id is written into `buf` when it fits (no
+    /// allocation), else into `spill`; a new record takes an owned copy.
+    fn locate<'a>(
         &self,
         scope: &str,
         key: &IdempotencyKey,
         buf: &'a mut [u8; 256],
         spill: &'a mut String,
     ) -> (&'a str, &Mutex<Shard>) {
-        let mut digits = [0u8; 20];
-        let len = decimal(scope.len(), &mut digits);
-        let key = key.as_str().as_bytes();
-        let total = len.len() + 1 + scope.len() + key.len();
+        let mut digits = itoa::Buffer::new();
+        let parts = [digits.format(scope.len()), ":", scope, key.as_str()];
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         let id: &str = if total <= buf.len() {
             let mut at = 0;
-            for part in [len.as_bytes(), b":", scope.as_bytes(), key] {
-                buf[at..at + part.len()].copy_from_slice(part);
+            for part in parts {
+                buf[at..at + part.len()].copy_from_slice(part.as_bytes());
                 at += part.len();
             }
             std::str::from_utf8(&buf[..total]).unwrap_or_default()
         } else {
-            spill.push_str(len);
-            spill.push(':');
-            spill.push_str(scope);
-            spill.push_str(std::str::from_utf8(key).unwrap_or_default());
+            parts.iter().for_each(|p| spill.push_str(p));
             spill
         };
         (id, self.shard_of(id))
@@ -320,7 +287,8 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         fingerprint: &Fingerprint,
         lease: Duration,
     ) -> Result<BeginOutcome, StoreError> {
-        let (id, shard) = self.locate(scope, key);
+        let (mut buf, mut spill) = ([0u8; 256], String::new());
+        let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
         shard.maybe_sweep(now, self.sweep_interval);
@@ -333,7 +301,7 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
             },
             scope_len: scope.len(),
         };
-        match shard.records.get(&id) {
+        match shard.records.get(id) {
             Some(r) if !r.expired(now) => {
                 return Ok(if r.fingerprint != *fingerprint {
                     BeginOutcome::Mismatch
@@ -350,8 +318,8 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
             }
             Some(_) => {
                 // An expired record of this key: taken over in place.
-                if let Some(old) = shard.records.remove(&id) {
-                    shard.forget(&id, &old);
+                if let Some(old) = shard.records.remove(id) {
+                    shard.forget(id, &old);
                 }
             }
             None => {}
@@ -379,7 +347,7 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
                 }
             }
         }
-        shard.records.insert(id, fresh);
+        shard.records.insert(id.to_owned(), fresh);
         shard.last_fence = fence;
         Ok(BeginOutcome::Acquired {
             fence: Fence(fence),
@@ -395,7 +363,7 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         retention: Duration,
     ) -> Result<(), StoreError> {
         let (mut buf, mut spill) = ([0u8; 256], String::new());
-        let (id, shard) = self.locate_in(scope, key, &mut buf, &mut spill);
+        let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
         let record = shard.held(id, fence, now)?;
@@ -414,7 +382,7 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         fence: Fence,
     ) -> Result<(), StoreError> {
         let (mut buf, mut spill) = ([0u8; 256], String::new());
-        let (id, shard) = self.locate_in(scope, key, &mut buf, &mut spill);
+        let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
         shard.held(id, fence, now)?;
@@ -432,7 +400,7 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         lease: Duration,
     ) -> Result<(), StoreError> {
         let (mut buf, mut spill) = ([0u8; 256], String::new());
-        let (id, shard) = self.locate_in(scope, key, &mut buf, &mut spill);
+        let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
         let record = shard.held(id, fence, now)?;

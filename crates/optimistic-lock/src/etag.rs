@@ -329,7 +329,7 @@ impl Version {
             kind: Kind::Number(n),
             etag: ETag {
                 weak: false,
-                opaque: Arc::from(decimal(n, &mut [0; 20])),
+                opaque: Arc::from(itoa::Buffer::new().format(n)),
             },
         }
     }
@@ -383,38 +383,22 @@ impl fmt::Debug for Version {
     }
 }
 
-/// `n` in decimal, written into `buf` (a `u64` has at most 20 digits): no formatter, no
-/// allocation.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
 #[cfg(test)]
-mod decimal_tests {
+mod number_tests {
+    use super::Version;
     use proptest::prelude::*;
 
     #[test]
     fn the_edges_print_as_the_formatter_prints_them() {
         for n in [0, 1, 9, 10, 99, 100, u64::MAX - 1, u64::MAX] {
-            assert_eq!(super::decimal(n, &mut [0; 20]), n.to_string());
+            assert_eq!(Version::number(n).etag().to_string(), format!("\"{n}\""));
         }
     }
 
     proptest! {
         #[test]
         fn any_number_prints_as_the_formatter_prints_it(n: u64) {
-            let mut buf = [0; 20];
-            prop_assert_eq!(super::decimal(n, &mut buf), n.to_string());
-            prop_assert_eq!(super::super::Version::number(n).etag().to_string(), format!("\"{n}\""));
+            prop_assert_eq!(Version::number(n).etag().to_string(), format!("\"{n}\""));
         }
     }
 }

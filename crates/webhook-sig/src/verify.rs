@@ -231,8 +231,8 @@ impl Verifier {
                     return Err(VerifyError::MalformedHeader(n_sig));
                 }
                 self.check_window(ts, now)?;
-                let mut digits = [0u8; 20];
-                let ts_text = decimal(ts, &mut digits);
+                let mut digits = itoa::Buffer::new();
+                let ts_text = digits.format(ts).as_bytes();
                 let mut key = self
                     .matching(&tags, |mac| {
                         mac.update(id.as_bytes());
@@ -276,8 +276,8 @@ impl Verifier {
                 )?;
                 let ts = ts.ok_or(VerifyError::MissingHeader(header::STRIPE_SIGNATURE))?;
                 self.check_window(ts, now)?;
-                let mut digits = [0u8; 20];
-                let ts_text = decimal(ts, &mut digits);
+                let mut digits = itoa::Buffer::new();
+                let ts_text = digits.format(ts).as_bytes();
                 let secret_index = self
                     .matching(&tags, |mac| {
                         mac.update(ts_text);
@@ -409,19 +409,6 @@ fn all(
         return Err(VerifyError::MissingHeader(name));
     }
     Ok(())
-}
-
-/// `n` in decimal, written into `buf` without allocating.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 fn visible_ascii(bytes: &[u8]) -> Option<&str> {

@@ -248,26 +248,12 @@ fn state_header(name: &str, remaining: u64, reset_after: Duration) -> HeaderValu
     v.push(b'"');
     v.extend_from_slice(name.as_bytes());
     v.extend_from_slice(b"\";r=");
-    push_decimal(&mut v, remaining);
+    let mut digits = itoa::Buffer::new();
+    v.extend_from_slice(digits.format(remaining).as_bytes());
     v.extend_from_slice(b";t=");
-    push_decimal(&mut v, t);
+    v.extend_from_slice(digits.format(t).as_bytes());
     HeaderValue::from_maybe_shared(Bytes::from(v))
         .expect("quota names are validated as printable ASCII")
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(v: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    v.extend_from_slice(&digits[i..]);
 }
 
 fn problem<B: From<Bytes>>(
