@@ -39,10 +39,35 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("idem_memory");
     group.throughput(Throughput::Elements(1));
 
+    // What the layer runs: the in-place `begin_now` / `complete_now` (no boxed future).
     let clock = ManualClock::new();
     let store = MemoryStore::with_clock(clock.clone(), MemoryStoreConfig::default());
     let mut i = 0usize;
     group.bench_function("begin_complete", |b| {
+        b.iter(|| {
+            let key = &keys[i];
+            i += 1;
+            if i == WORKING_SET {
+                i = 0;
+                clock.advance(retention + lease);
+            }
+            let Some(Ok(BeginOutcome::Acquired { fence })) =
+                store.begin_now("tenant", key, &fp, lease)
+            else {
+                panic!("begin did not acquire")
+            };
+            store
+                .complete_now("tenant", key, fence, &response, retention)
+                .unwrap()
+                .unwrap();
+        })
+    });
+
+    // The same through the async trait (what a caller awaiting the store pays).
+    let clock = ManualClock::new();
+    let store = MemoryStore::with_clock(clock.clone(), MemoryStoreConfig::default());
+    let mut i = 0usize;
+    group.bench_function("begin_complete_awaited", |b| {
         b.iter(|| {
             let key = &keys[i];
             i += 1;

@@ -80,11 +80,13 @@ pub struct MemoryStore<C: Clock = SystemClock> {
 
 #[derive(Default)]
 struct Shard {
-    records: HashMap<String, Record, RandomState>,
+    /// Records by id (`<len>:<scope><key>`, always UTF-8 as built from two `&str`; kept as bytes
+    /// so a lookup never re-validates it).
+    records: HashMap<Box<[u8]>, Record, RandomState>,
     /// Bytes held by `records`.
     bytes: usize,
     /// Records per scope, when scopes have a share.
-    per_scope: HashMap<String, usize, RandomState>,
+    per_scope: HashMap<Box<[u8]>, usize, RandomState>,
     /// Last fence handed out in this shard; a key always maps to one shard, so fences of a key
     /// strictly increase for the life of the store.
     last_fence: u64,
@@ -100,9 +102,9 @@ struct Record {
 }
 
 /// The scope of a record id (`<len>:<scope><key>`).
-fn scope_of(id: &str, scope_len: usize) -> &str {
-    let start = id.find(':').map_or(0, |i| i + 1);
-    id.get(start..start + scope_len).unwrap_or("")
+fn scope_of(id: &[u8], scope_len: usize) -> &[u8] {
+    let start = id.iter().position(|&b| b == b':').map_or(0, |i| i + 1);
+    id.get(start..start + scope_len).unwrap_or_default()
 }
 
 fn response_bytes(response: &StoredResponse) -> usize {
@@ -162,7 +164,7 @@ impl Shard {
     }
 
     /// Accounts for a record that leaves the shard (released, replaced).
-    fn forget(&mut self, id: &str, record: &Record) {
+    fn forget(&mut self, id: &[u8], record: &Record) {
         self.bytes = self.bytes.saturating_sub(id.len() + record.bytes());
         forget_scope(&mut self.per_scope, scope_of(id, record.scope_len));
     }
@@ -174,12 +176,12 @@ impl Shard {
         }
     }
 
-    fn scope_count(&self, scope: &str) -> usize {
+    fn scope_count(&self, scope: &[u8]) -> usize {
         self.per_scope.get(scope).copied().unwrap_or(0)
     }
 
     /// The record of `id` if `fence` holds its live lease.
-    fn held(&mut self, id: &str, fence: Fence, now: Duration) -> Result<&mut Record, StoreError> {
+    fn held(&mut self, id: &[u8], fence: Fence, now: Duration) -> Result<&mut Record, StoreError> {
         match self.records.get_mut(id) {
             Some(r)
                 if r.fence == fence.0
@@ -192,7 +194,7 @@ impl Shard {
     }
 }
 
-fn forget_scope(per_scope: &mut HashMap<String, usize, RandomState>, scope: &str) {
+fn forget_scope(per_scope: &mut HashMap<Box<[u8]>, usize, RandomState>, scope: &[u8]) {
     if let Some(n) = per_scope.get_mut(scope) {
         *n -= 1;
         if *n == 0 {
@@ -254,40 +256,41 @@ impl<C: Clock> MemoryStore<C> {
         scope: &str,
         key: &IdempotencyKey,
         buf: &'a mut [u8; 256],
-        spill: &'a mut String,
-    ) -> (&'a str, &Mutex<Shard>) {
+        spill: &'a mut Vec<u8>,
+    ) -> (&'a [u8], &Mutex<Shard>) {
         let mut digits = itoa::Buffer::new();
         let parts = [digits.format(scope.len()), ":", scope, key.as_str()];
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let id: &str = if total <= buf.len() {
+        let id: &[u8] = if total <= buf.len() {
             let mut at = 0;
             for part in parts {
                 buf[at..at + part.len()].copy_from_slice(part.as_bytes());
                 at += part.len();
             }
-            std::str::from_utf8(&buf[..total]).unwrap_or_default()
+            &buf[..total]
         } else {
-            parts.iter().for_each(|p| spill.push_str(p));
+            parts
+                .iter()
+                .for_each(|p| spill.extend_from_slice(p.as_bytes()));
             spill
         };
         (id, self.shard_of(id))
     }
 
-    fn shard_of(&self, id: &str) -> &Mutex<Shard> {
+    fn shard_of(&self, id: &[u8]) -> &Mutex<Shard> {
         &self.shards[self.hasher.hash_one(id) as usize & (self.shards.len() - 1)]
     }
-}
 
-#[async_trait]
-impl<C: Clock> IdempotencyStore for MemoryStore<C> {
-    async fn begin(
+    /// [`begin`](IdempotencyStore::begin), in place: the store never waits for I/O, so the
+    /// layer calls this through [`IdempotencyStore::begin_now`] without boxing a future.
+    pub fn begin_sync(
         &self,
         scope: &str,
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
         lease: Duration,
     ) -> Result<BeginOutcome, StoreError> {
-        let (mut buf, mut spill) = ([0u8; 256], String::new());
+        let (mut buf, mut spill) = ([0u8; 256], Vec::new());
         let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
@@ -301,8 +304,9 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
             },
             scope_len: scope.len(),
         };
-        match shard.records.get(id) {
-            Some(r) if !r.expired(now) => {
+        let shard = &mut *shard;
+        if let Some(r) = shard.records.get_mut(id) {
+            if !r.expired(now) {
                 return Ok(if r.fingerprint != *fingerprint {
                     BeginOutcome::Mismatch
                 } else {
@@ -316,45 +320,47 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
                     }
                 });
             }
-            Some(_) => {
-                // An expired record of this key: taken over in place.
-                if let Some(old) = shard.records.remove(id) {
-                    shard.forget(id, &old);
-                }
-            }
-            None => {}
+            // An expired record of this key: taken over in place (its id, its scope's count
+            // and its slot in the map stay; only what it held beside them goes).
+            shard.bytes = shard.bytes.saturating_sub(r.bytes()) + fresh.bytes();
+            *r = fresh;
+            shard.last_fence = fence;
+            return Ok(BeginOutcome::Acquired {
+                fence: Fence(fence),
+            });
         }
         // A new record: within the shard's count, bytes and the scope's share?
         let full =
             |s: &Shard| s.records.len() >= self.per_shard_cap || s.bytes >= self.per_shard_bytes;
-        if full(&shard) && (shard.sweep(now) == 0 || full(&shard)) {
+        if full(shard) && (shard.sweep(now) == 0 || full(shard)) {
             return Err(StoreError::CapacityExceeded);
         }
         if let Some(cap) = self.per_shard_scope_cap {
-            if shard.scope_count(scope) >= cap {
+            if shard.scope_count(scope.as_bytes()) >= cap {
                 shard.sweep(now);
-                if shard.scope_count(scope) >= cap {
+                if shard.scope_count(scope.as_bytes()) >= cap {
                     return Err(StoreError::ScopeFull);
                 }
             }
         }
         shard.bytes += id.len() + fresh.bytes();
         if self.per_shard_scope_cap.is_some() {
-            match shard.per_scope.get_mut(scope) {
+            match shard.per_scope.get_mut(scope.as_bytes()) {
                 Some(n) => *n += 1,
                 None => {
-                    shard.per_scope.insert(scope.to_owned(), 1);
+                    shard.per_scope.insert(scope.as_bytes().into(), 1);
                 }
             }
         }
-        shard.records.insert(id.to_owned(), fresh);
+        shard.records.insert(id.into(), fresh);
         shard.last_fence = fence;
         Ok(BeginOutcome::Acquired {
             fence: Fence(fence),
         })
     }
 
-    async fn complete(
+    /// [`complete`](IdempotencyStore::complete), in place (see [`begin_sync`](Self::begin_sync)).
+    pub fn complete_sync(
         &self,
         scope: &str,
         key: &IdempotencyKey,
@@ -362,7 +368,7 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         response: &StoredResponse,
         retention: Duration,
     ) -> Result<(), StoreError> {
-        let (mut buf, mut spill) = ([0u8; 256], String::new());
+        let (mut buf, mut spill) = ([0u8; 256], Vec::new());
         let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
@@ -374,6 +380,51 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         shard.bytes += response_bytes(response);
         Ok(())
     }
+}
+
+#[async_trait]
+impl<C: Clock> IdempotencyStore for MemoryStore<C> {
+    async fn begin(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<BeginOutcome, StoreError> {
+        self.begin_sync(scope, key, fingerprint, lease)
+    }
+
+    fn begin_now(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Option<Result<BeginOutcome, StoreError>> {
+        Some(self.begin_sync(scope, key, fingerprint, lease))
+    }
+
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        self.complete_sync(scope, key, fence, response, retention)
+    }
+
+    fn complete_now(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Option<Result<(), StoreError>> {
+        Some(self.complete_sync(scope, key, fence, response, retention))
+    }
 
     async fn release(
         &self,
@@ -381,7 +432,7 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         key: &IdempotencyKey,
         fence: Fence,
     ) -> Result<(), StoreError> {
-        let (mut buf, mut spill) = ([0u8; 256], String::new());
+        let (mut buf, mut spill) = ([0u8; 256], Vec::new());
         let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
@@ -399,7 +450,7 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         fence: Fence,
         lease: Duration,
     ) -> Result<(), StoreError> {
-        let (mut buf, mut spill) = ([0u8; 256], String::new());
+        let (mut buf, mut spill) = ([0u8; 256], Vec::new());
         let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();

@@ -137,6 +137,20 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<BeginOutcome, StoreError>;
 
+    /// The same [`begin`](IdempotencyStore::begin) when it needs no I/O (the in-memory store
+    /// answers in place), so the layer boxes no future for it; `None` (the default) when it must
+    /// be awaited through `begin`.
+    fn begin_now(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Option<Result<BeginOutcome, StoreError>> {
+        let _ = (scope, key, fingerprint, lease);
+        None
+    }
+
     /// Stores `response` as the result of the attempt holding `fence`, kept for `retention`.
     async fn complete(
         &self,
@@ -146,6 +160,20 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         response: &StoredResponse,
         retention: Duration,
     ) -> Result<(), StoreError>;
+
+    /// The same [`complete`](IdempotencyStore::complete) when it needs no I/O; `None` (the
+    /// default) when it must be awaited through `complete`.
+    fn complete_now(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Option<Result<(), StoreError>> {
+        let _ = (scope, key, fence, response, retention);
+        None
+    }
 
     /// Drops the record of the attempt holding `fence`, so a retry can run.
     async fn release(
@@ -184,6 +212,15 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
     ) -> Result<BeginOutcome, StoreError> {
         (**self).begin(scope, key, fingerprint, lease).await
     }
+    fn begin_now(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Option<Result<BeginOutcome, StoreError>> {
+        (**self).begin_now(scope, key, fingerprint, lease)
+    }
     async fn complete(
         &self,
         scope: &str,
@@ -195,6 +232,16 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for Arc<S> {
         (**self)
             .complete(scope, key, fence, response, retention)
             .await
+    }
+    fn complete_now(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fence: Fence,
+        response: &StoredResponse,
+        retention: Duration,
+    ) -> Option<Result<(), StoreError>> {
+        (**self).complete_now(scope, key, fence, response, retention)
     }
     async fn release(
         &self,

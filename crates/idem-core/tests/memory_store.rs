@@ -329,3 +329,67 @@ async fn long_and_short_record_ids_are_found_again() {
         store.release(scope, &other, fence).await.unwrap();
     }
 }
+
+/// An expired record taken over by a new attempt keeps its place: the bytes of its old response,
+/// its scope's count and its slot are reused, not leaked — fifty takeovers of one key leave room
+/// for new keys — and each takeover's fence supersedes the last.
+#[tokio::test]
+async fn takeovers_in_place_give_back_what_the_expired_record_held() {
+    let clock = ManualClock::new();
+    let mut config = MemoryStoreConfig::default();
+    config.shards = 1;
+    config.max_bytes = 20_000;
+    config.max_records_per_scope = Some(2);
+    // No sweep by interval after the first: every begin below meets its expired record.
+    config.sweep_interval = Duration::from_secs(3600 * 24);
+    let store = MemoryStore::with_clock(clock.clone(), config);
+    let fp = Fingerprint::of_request("POST", "/", b"");
+    let lease = Duration::from_secs(5);
+    let big = StoredResponse {
+        status: 200,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: vec![b'x'; 4_000].into(),
+        trailers: Vec::new(),
+    };
+    let key = IdempotencyKey::parse(b"again").unwrap();
+    let mut last = None;
+    for round in 0..50 {
+        let Some(Ok(BeginOutcome::Acquired { fence })) = store.begin_now("t", &key, &fp, lease)
+        else {
+            panic!("round {round}: the expired record is taken over");
+        };
+        if let Some(previous) = last {
+            assert!(
+                fence > previous,
+                "round {round}: {fence:?} after {previous:?}"
+            );
+            assert!(matches!(
+                store.complete_now("t", &key, previous, &big, Duration::from_secs(60)),
+                Some(Err(StoreError::StaleFence { .. }))
+            ));
+        }
+        store
+            .complete_now("t", &key, fence, &big, Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.len(), 1);
+        last = Some(fence);
+        clock.advance(Duration::from_secs(61));
+    }
+    // Room is left: the scope's second record, and its bytes, are still available.
+    let other = IdempotencyKey::parse(b"other").unwrap();
+    let BeginOutcome::Acquired { fence } = store.begin("t", &other, &fp, lease).await.unwrap()
+    else {
+        panic!("a new key after the takeovers");
+    };
+    store
+        .complete("t", &other, fence, &big, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(store.len(), 2);
+    // The in-place and the awaited answers agree.
+    assert_eq!(
+        store.begin_now("t", &other, &fp, lease).unwrap().unwrap(),
+        store.begin("t", &other, &fp, lease).await.unwrap()
+    );
+}

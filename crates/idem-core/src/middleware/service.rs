@@ -429,7 +429,10 @@ async fn complete_with_retries<S: IdempotencyStore + ?Sized>(
     stored: &StoredResponse,
     retention: std::time::Duration,
 ) -> Result<(), StoreError> {
-    let mut result = store.complete(scope, key, fence, stored, retention).await;
+    let mut result = match store.complete_now(scope, key, fence, stored, retention) {
+        Some(done) => done,
+        None => store.complete(scope, key, fence, stored, retention).await,
+    };
     for wait in COMPLETE_BACKOFF {
         if !matches!(result, Err(StoreError::Unavailable(_))) {
             break;
@@ -452,10 +455,18 @@ impl<S: IdempotencyStore> Ctx<S> {
             .wait_for_result
             .map(|w| tokio::time::Instant::now() + w);
         loop {
-            let outcome = self
-                .store
-                .begin(scope, &self.key, fingerprint, self.policy.lease)
-                .await;
+            let outcome =
+                match self
+                    .store
+                    .begin_now(scope, &self.key, fingerprint, self.policy.lease)
+                {
+                    Some(outcome) => outcome,
+                    None => {
+                        self.store
+                            .begin(scope, &self.key, fingerprint, self.policy.lease)
+                            .await
+                    }
+                };
             match outcome {
                 Ok(BeginOutcome::Acquired { fence }) => return Ok(fence),
                 Ok(BeginOutcome::Completed(stored)) => {
