@@ -1,5 +1,8 @@
 -- One GCRA decision for one key under a set of quotas. Atomic: the script is the transaction.
--- KEYS[1]  the key's state: "s1 n1 s2 n2 ...", each quota's TAT as Unix seconds and nanoseconds
+-- KEYS[1]  the key's state: byte 2, then each quota's TAT as two little-endian doubles, Unix
+--          seconds and nanoseconds (binary: no number is formatted or parsed as text, which is
+--          most of a script's cost in Redis' Lua). State in the text form of earlier releases
+--          ("s1 n1 s2 n2 ...") is still read, and rewritten in binary.
 -- ARGV[1], ARGV[2]  pinned time as seconds and nanoseconds ("", "" = the server's TIME)
 -- ARGV[3]  cost
 -- ARGV[2+2i], ARGV[3+2i]  emission interval and tolerance of quota i, nanoseconds (< 2^52)
@@ -16,33 +19,45 @@ else
 end
 local cost = tonumber(ARGV[3])
 local n = (#ARGV - 3) / 2
+local fmt = '<dd'
+if n > 1 then
+  fmt = '<' .. string.rep('dd', n)
+end
 
-local tat = {}
+local tat
 local stored = redis.call('GET', KEYS[1])
 if stored then
-  for v in string.gmatch(stored, '%d+') do
-    tat[#tat + 1] = tonumber(v)
-  end
-  if #tat ~= 2 * n then
-    if string.find(stored, '[^ %d]') then
-      return redis.error_reply('CORRUPT the rate-limit state is not a list of times')
+  if string.byte(stored, 1) == 2 then
+    if #stored == 1 + 16 * n then
+      tat = { struct.unpack(fmt, stored, 2) }
     end
-    -- State written under another set of quotas: start afresh rather than misread it.
+    -- Another length: state written under another set of quotas; start afresh.
+  elseif string.find(stored, '[^ %d]') then
+    return redis.error_reply('CORRUPT the rate-limit state is not a list of times')
+  else
     tat = {}
+    for v in string.gmatch(stored, '%d+') do
+      tat[#tat + 1] = tonumber(v)
+    end
+    if #tat ~= 2 * n then
+      tat = nil
+    end
   end
 end
 
 local reply = { 1 }
+local step = {}
 for i = 1, n do
   local d = 0
-  if tat[2 * i] then
+  if tat then
     d = (tat[2 * i - 1] - sec) * 1000000000 + (tat[2 * i] - ns)
     if d < 0 then
       d = 0
     end
   end
   reply[i + 1] = d
-  if d + cost * ARGV[2 + 2 * i] > tonumber(ARGV[3 + 2 * i]) then
+  step[i] = cost * tonumber(ARGV[2 + 2 * i])
+  if d + step[i] > tonumber(ARGV[3 + 2 * i]) then
     reply[1] = 0
   end
 end
@@ -51,7 +66,7 @@ if reply[1] == 1 and cost > 0 then
   local state = {}
   local ttl = 0
   for i = 1, n do
-    local total = ns + reply[i + 1] + cost * ARGV[2 + 2 * i]
+    local total = ns + reply[i + 1] + step[i]
     if total > ttl then
       ttl = total
     end
@@ -60,6 +75,7 @@ if reply[1] == 1 and cost > 0 then
     state[2 * i] = total - carry * 1000000000
   end
   -- The key lives until its buckets are full again: expiry is the reset.
-  redis.call('SET', KEYS[1], table.concat(state, ' '), 'PX', math.ceil((ttl - ns) / 1000000))
+  redis.call('SET', KEYS[1], '\2' .. struct.pack(fmt, unpack(state)), 'PX',
+    math.ceil((ttl - ns) / 1000000))
 end
 return reply

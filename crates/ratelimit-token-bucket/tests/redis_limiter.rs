@@ -185,6 +185,38 @@ async fn foreign_or_damaged_state_is_a_typed_error() {
     assert_eq!(limiter.check("other", 1).await.unwrap().remaining(), 4);
 }
 
+/// State in the text form of earlier releases ("seconds nanoseconds" per quota) keeps counting:
+/// an upgrade neither refills a drained bucket nor misreads it, and the next write stores it in
+/// the binary form, which reads back to the same decisions.
+#[tokio::test]
+async fn text_state_of_an_earlier_release_is_read_and_rewritten() {
+    let origin = Duration::from_secs(1_764_000_000);
+    let clock = ManualClock::at(origin);
+    let limiter = limiter("upgrade", Quotas::new([Quota::per_second(5)]).unwrap())
+        .await
+        .pin_time(clock.clone());
+    let mut admin = admin().await;
+    // Three requests' worth of the burst used: TAT = now + 3 × 200 ms.
+    let _: () = redis::cmd("SET")
+        .arg(limiter.state_key("k"))
+        .arg(format!("{} 600000000", origin.as_secs()))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(limiter.check("k", 1).await.unwrap().remaining(), 1);
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(limiter.state_key("k"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 17, "binary state: a marker and two doubles");
+    assert_eq!(stored[0], 2);
+    assert_eq!(limiter.check("k", 1).await.unwrap().remaining(), 0);
+    assert!(!limiter.check("k", 1).await.unwrap().is_allowed());
+    clock.advance(Duration::from_millis(200));
+    assert!(limiter.check("k", 1).await.unwrap().is_allowed());
+}
+
 #[tokio::test]
 async fn a_cost_above_the_burst_never_reaches_redis() {
     let limiter = limiter("cost", Quotas::new([Quota::per_second(5)]).unwrap()).await;
