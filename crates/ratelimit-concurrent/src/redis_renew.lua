@@ -12,7 +12,7 @@ if not score or tonumber(score) <= now then
   return 0
 end
 local expiry = now + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[4])
+redis.call('ZADD', KEYS[1], 'XX', string.format('%d', expiry), ARGV[4])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(last[2]) - now) / 1000) + 1)
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil((tonumber(last[2]) - now) / 1000) + 1))
 return 1

@@ -76,6 +76,6 @@ if reply[1] == 1 and cost > 0 then
   end
   -- The key lives until its buckets are full again: expiry is the reset.
   redis.call('SET', KEYS[1], '\2' .. struct.pack(fmt, unpack(state)), 'PX',
-    math.ceil((ttl - ns) / 1000000))
+    string.format('%d', math.ceil((ttl - ns) / 1000000)))
 end
 return reply
