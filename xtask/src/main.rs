@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `test` | every test of the workspace, all features (the README's test command) |
 //! | `proptest [--cases N] [--seed S]` | the test suite with N proptest cases per property (default 4096), from seed S |
-//! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e | e2e-postgres | e2e-inprocess]` | the criterion benchmarks (all, or one group) |
+//! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | redis-server | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e | e2e-postgres | e2e-inprocess]` | the criterion benchmarks (all, or one group) |
 //! | `ci` | `fmt --check`, `clippy -D warnings`, `doc` with warnings denied, `features`, `msrv`, `instructions` (CI runs `test` and then `ci`) |
 //! | `instructions [--update]` | instructions per request through the stack vs bare (callgrind); fails when the stack grows > 10 % over `xtask/instructions-baseline.txt`, then checks that a deliberately slower layer trips that gate |
 //! | `features` | each published crate in each feature set: `check --all-targets` and `doc`, warnings denied |
@@ -21,6 +21,7 @@ mod e2e;
 mod features;
 mod instructions;
 mod msrv;
+mod redis_server;
 mod services;
 
 use std::process::{Command, ExitCode};
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
         Some("cluster") => cluster::serve(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e | e2e-postgres | e2e-inprocess] | ci | features | msrv | instructions [--update]>\n\
+                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | redis-server | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e | e2e-postgres | e2e-inprocess] | ci | features | msrv | instructions [--update]>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks\n\
@@ -184,6 +185,7 @@ fn bench(which: Option<&str>) -> Result {
         }
         Some("e2e") => e2e::run(false),
         Some("e2e-postgres") => e2e::run(true),
+        Some("redis-server") => redis_server::run(),
         Some("e2e-inprocess") => {
             services::ensure_all()?;
             cargo(&["bench", "-p", "examples", "--bench", "e2e"], &[])
