@@ -4,6 +4,7 @@ use crate::store::{BeginOutcome, Fence, IdempotencyStore, StoreError, StoredResp
 use crate::{Clock, Fingerprint, IdempotencyKey, SystemClock};
 use async_trait::async_trait;
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -81,8 +82,9 @@ pub struct MemoryStore<C: Clock = SystemClock> {
 #[derive(Default)]
 struct Shard {
     /// Records by id (`<len>:<scope><key>`, always UTF-8 as built from two `&str`; kept as bytes
-    /// so a lookup never re-validates it).
-    records: HashMap<Box<[u8]>, Record, RandomState>,
+    /// so a lookup never re-validates it), placed by the id's hash that also chose the shard: an
+    /// id is hashed once per operation.
+    records: HashTable<Entry>,
     /// Bytes held by `records`.
     bytes: usize,
     /// Records per scope, when scopes have a share.
@@ -91,6 +93,11 @@ struct Shard {
     /// strictly increase for the life of the store.
     last_fence: u64,
     next_sweep: Duration,
+}
+
+struct Entry {
+    id: Box<[u8]>,
+    record: Record,
 }
 
 struct Record {
@@ -151,7 +158,7 @@ impl Shard {
     fn sweep(&mut self, now: Duration) -> u64 {
         let before = self.records.len();
         let (mut freed, per_scope) = (0, &mut self.per_scope);
-        self.records.retain(|id, r| {
+        self.records.retain(|Entry { id, record: r }| {
             if !r.expired(now) {
                 return true;
             }
@@ -181,9 +188,15 @@ impl Shard {
     }
 
     /// The record of `id` if `fence` holds its live lease.
-    fn held(&mut self, id: &[u8], fence: Fence, now: Duration) -> Result<&mut Record, StoreError> {
-        match self.records.get_mut(id) {
-            Some(r)
+    fn held(
+        &mut self,
+        id: &[u8],
+        hash: u64,
+        fence: Fence,
+        now: Duration,
+    ) -> Result<&mut Record, StoreError> {
+        match self.records.find_mut(hash, |e| *e.id == *id) {
+            Some(Entry { record: r, .. })
                 if r.fence == fence.0
                     && matches!(r.state, State::InFlight { lease_until } if lease_until > now) =>
             {
@@ -257,7 +270,7 @@ impl<C: Clock> MemoryStore<C> {
         key: &IdempotencyKey,
         buf: &'a mut [u8; 256],
         spill: &'a mut Vec<u8>,
-    ) -> (&'a [u8], &Mutex<Shard>) {
+    ) -> (&'a [u8], u64, &Mutex<Shard>) {
         let mut digits = itoa::Buffer::new();
         let parts = [digits.format(scope.len()), ":", scope, key.as_str()];
         let total: usize = parts.iter().map(|p| p.len()).sum();
@@ -274,11 +287,18 @@ impl<C: Clock> MemoryStore<C> {
                 .for_each(|p| spill.extend_from_slice(p.as_bytes()));
             spill
         };
-        (id, self.shard_of(id))
+        let hash = self.hasher.hash_one(id);
+        (id, hash, self.shard_of(hash))
     }
 
-    fn shard_of(&self, id: &[u8]) -> &Mutex<Shard> {
-        &self.shards[self.hasher.hash_one(id) as usize & (self.shards.len() - 1)]
+    /// The shard of an id's hash: bits 32 and up, apart from the low bits the table places an
+    /// entry by and the top seven it tags it with.
+    fn shard_of(&self, hash: u64) -> &Mutex<Shard> {
+        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
+    }
+
+    fn rehash(&self) -> impl Fn(&Entry) -> u64 + '_ {
+        move |e| self.hasher.hash_one(&*e.id)
     }
 
     /// [`begin`](IdempotencyStore::begin), in place: the store never waits for I/O, so the
@@ -291,7 +311,7 @@ impl<C: Clock> MemoryStore<C> {
         lease: Duration,
     ) -> Result<BeginOutcome, StoreError> {
         let (mut buf, mut spill) = ([0u8; 256], Vec::new());
-        let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
+        let (id, hash, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
         shard.maybe_sweep(now, self.sweep_interval);
@@ -305,7 +325,7 @@ impl<C: Clock> MemoryStore<C> {
             scope_len: scope.len(),
         };
         let shard = &mut *shard;
-        if let Some(r) = shard.records.get_mut(id) {
+        if let Some(Entry { record: r, .. }) = shard.records.find_mut(hash, |e| *e.id == *id) {
             if !r.expired(now) {
                 return Ok(if r.fingerprint != *fingerprint {
                     BeginOutcome::Mismatch
@@ -352,7 +372,14 @@ impl<C: Clock> MemoryStore<C> {
                 }
             }
         }
-        shard.records.insert(id.into(), fresh);
+        shard.records.insert_unique(
+            hash,
+            Entry {
+                id: id.into(),
+                record: fresh,
+            },
+            self.rehash(),
+        );
         shard.last_fence = fence;
         Ok(BeginOutcome::Acquired {
             fence: Fence(fence),
@@ -369,10 +396,10 @@ impl<C: Clock> MemoryStore<C> {
         retention: Duration,
     ) -> Result<(), StoreError> {
         let (mut buf, mut spill) = ([0u8; 256], Vec::new());
-        let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
+        let (id, hash, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
-        let record = shard.held(id, fence, now)?;
+        let record = shard.held(id, hash, fence, now)?;
         record.state = State::Completed {
             response: response.clone(),
             expires_at: now.saturating_add(retention),
@@ -433,12 +460,13 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         fence: Fence,
     ) -> Result<(), StoreError> {
         let (mut buf, mut spill) = ([0u8; 256], Vec::new());
-        let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
+        let (id, hash, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
-        shard.held(id, fence, now)?;
-        if let Some(old) = shard.records.remove(id) {
-            shard.forget(id, &old);
+        shard.held(id, hash, fence, now)?;
+        if let Ok(found) = shard.records.find_entry(hash, |e| *e.id == *id) {
+            let (old, _) = found.remove();
+            shard.forget(&old.id, &old.record);
         }
         Ok(())
     }
@@ -451,10 +479,10 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         lease: Duration,
     ) -> Result<(), StoreError> {
         let (mut buf, mut spill) = ([0u8; 256], Vec::new());
-        let (id, shard) = self.locate(scope, key, &mut buf, &mut spill);
+        let (id, hash, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
-        let record = shard.held(id, fence, now)?;
+        let record = shard.held(id, hash, fence, now)?;
         record.state = State::InFlight {
             lease_until: now.saturating_add(lease),
         };
