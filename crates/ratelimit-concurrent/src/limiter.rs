@@ -288,7 +288,9 @@ enum Enqueue {
 impl<K> Inner<K> {
     #[inline]
     fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
-        &self.shards[(hash >> 58) as usize % SHARDS].0
+        // Bits from 32 up: the table places a slot by the hash's low bits and tags it with the top
+        // seven, so the shard must take neither.
+        &self.shards[(hash >> 32) as usize % SHARDS].0
     }
 }
 
@@ -470,5 +472,37 @@ impl<K> std::fmt::Debug for OwnedPermit<K> {
 impl<K> Drop for OwnedPermit<K> {
     fn drop(&mut self) {
         self.inner.release(self.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+
+    /// The shard index must not take the bits the table tags slots with (the top seven).
+    #[test]
+    fn keys_of_one_shard_keep_distinct_table_tags() {
+        let limiter = ConcurrencyLimiter::<u64>::new(1).unwrap();
+        let mut tags: HashMap<usize, HashSet<u64>> = HashMap::new();
+        for key in 0..20_000u64 {
+            let hash = limiter.inner.hasher.hash_one(key);
+            let shard = limiter.inner.shard(hash) as *const _;
+            let index = limiter
+                .inner
+                .shards
+                .iter()
+                .position(|s| std::ptr::eq(&s.0, shard))
+                .unwrap();
+            tags.entry(index).or_default().insert(hash >> 57);
+        }
+        assert_eq!(tags.len(), SHARDS, "every shard is used");
+        for (shard, tags) in tags {
+            assert!(
+                tags.len() >= 48,
+                "shard {shard}: {} distinct tags",
+                tags.len()
+            );
+        }
     }
 }

@@ -37,7 +37,8 @@ pub struct KeyedLimiter<K, C = SystemClock> {
     clock: C,
     hasher: foldhash::fast::RandomState,
     shards: Box<[Padded<Mutex<Shard<K>>>]>,
-    shift: u32,
+    /// `shards.len() - 1` (a power of two).
+    mask: usize,
 }
 
 #[repr(align(128))]
@@ -77,7 +78,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
             clock,
             hasher: foldhash::fast::RandomState::default(),
             shards,
-            shift: 64 - n.trailing_zeros(),
+            mask: n - 1,
         }
     }
 
@@ -136,13 +137,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
 
     #[inline]
     fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
-        // The table uses the hash's low bits; the shard index takes the high ones.
-        let i = if self.shift == 64 {
-            0
-        } else {
-            (hash >> self.shift) as usize
-        };
-        &self.shards[i].0
+        // The table places an entry by the hash's low bits and tags it with the top seven; the
+        // shard takes bits from 32 up, so neither loses entropy within a shard (the top bits, as
+        // before, left a shard's entries one bit of tag: most probes compared keys in vain).
+        &self.shards[(hash >> 32) as usize & self.mask].0
     }
 }
 
@@ -160,5 +158,41 @@ impl<K, C> std::fmt::Debug for KeyedLimiter<K, C> {
             .field("quotas", &self.quotas)
             .field("shards", &self.shards.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ManualClock, Quota};
+    use std::collections::{HashMap, HashSet};
+
+    /// The shard index must not take the bits the table tags entries with (the top seven): keys
+    /// of one shard keep many distinct tags, so a probe compares few keys in vain.
+    #[test]
+    fn keys_of_one_shard_keep_distinct_table_tags() {
+        let limiter = KeyedLimiter::<u64, _>::with_clock(
+            Quotas::new([Quota::per_second(1)]).unwrap(),
+            ManualClock::new(),
+        );
+        let mut tags: HashMap<usize, HashSet<u64>> = HashMap::new();
+        for key in 0..20_000u64 {
+            let hash = limiter.hasher.hash_one(key);
+            let shard = limiter.shard(hash) as *const _;
+            let index = limiter
+                .shards
+                .iter()
+                .position(|s| std::ptr::eq(&s.0, shard))
+                .unwrap();
+            tags.entry(index).or_default().insert(hash >> 57);
+        }
+        assert_eq!(tags.len(), limiter.shards.len(), "every shard is used");
+        for (shard, tags) in tags {
+            assert!(
+                tags.len() >= 48,
+                "shard {shard}: {} distinct tags",
+                tags.len()
+            );
+        }
     }
 }
