@@ -1,8 +1,5 @@
 -- One GCRA decision for one key under a set of quotas. Atomic: the script is the transaction.
--- KEYS[1]  the key's state: byte 2, then each quota's TAT as two little-endian doubles, Unix
---          seconds and nanoseconds (binary: no number is formatted or parsed as text, which is
---          most of a script's cost in Redis' Lua). State in the text form of earlier releases
---          ("s1 n1 s2 n2 ...") is still read, and rewritten in binary.
+-- KEYS[1]  the key's state: "s1 n1 s2 n2 ...", each quota's TAT as Unix seconds and nanoseconds
 -- ARGV[1], ARGV[2]  pinned time as seconds and nanoseconds ("", "" = the server's TIME)
 -- ARGV[3]  cost
 -- ARGV[2+2i], ARGV[3+2i]  emission interval and tolerance of quota i, nanoseconds (< 2^52)
@@ -19,29 +16,25 @@ else
 end
 local cost = tonumber(ARGV[3])
 local n = (#ARGV - 3) / 2
-local fmt = '<dd'
+-- The state's text, written by string.format with '%d' (a fraction of the cost of tostring or
+-- table.concat of Lua numbers, and the same digits: every value is an integer below 2^53).
+local fmt = '%d %d'
 if n > 1 then
-  fmt = '<' .. string.rep('dd', n)
+  fmt = fmt .. string.rep(' %d %d', n - 1)
 end
 
-local tat
+local tat = {}
 local stored = redis.call('GET', KEYS[1])
 if stored then
-  if string.byte(stored, 1) == 2 then
-    if #stored == 1 + 16 * n then
-      tat = { struct.unpack(fmt, stored, 2) }
+  for v in string.gmatch(stored, '%d+') do
+    tat[#tat + 1] = tonumber(v)
+  end
+  if #tat ~= 2 * n then
+    if string.find(stored, '[^ %d]') then
+      return redis.error_reply('CORRUPT the rate-limit state is not a list of times')
     end
-    -- Another length: state written under another set of quotas; start afresh.
-  elseif string.find(stored, '[^ %d]') then
-    return redis.error_reply('CORRUPT the rate-limit state is not a list of times')
-  else
+    -- State written under another set of quotas: start afresh rather than misread it.
     tat = {}
-    for v in string.gmatch(stored, '%d+') do
-      tat[#tat + 1] = tonumber(v)
-    end
-    if #tat ~= 2 * n then
-      tat = nil
-    end
   end
 end
 
@@ -49,13 +42,14 @@ local reply = { 1 }
 local step = {}
 for i = 1, n do
   local d = 0
-  if tat then
+  if tat[2 * i] then
     d = (tat[2 * i - 1] - sec) * 1000000000 + (tat[2 * i] - ns)
     if d < 0 then
       d = 0
     end
   end
   reply[i + 1] = d
+  -- Each argument converted once (a string in arithmetic is converted at every use).
   step[i] = cost * tonumber(ARGV[2 + 2 * i])
   if d + step[i] > tonumber(ARGV[3 + 2 * i]) then
     reply[1] = 0
@@ -75,7 +69,7 @@ if reply[1] == 1 and cost > 0 then
     state[2 * i] = total - carry * 1000000000
   end
   -- The key lives until its buckets are full again: expiry is the reset.
-  redis.call('SET', KEYS[1], '\2' .. struct.pack(fmt, unpack(state)), 'PX',
+  redis.call('SET', KEYS[1], string.format(fmt, unpack(state)), 'PX',
     string.format('%d', math.ceil((ttl - ns) / 1000000)))
 end
 return reply
