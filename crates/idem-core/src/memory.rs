@@ -146,6 +146,12 @@ enum State {
 }
 
 impl Record {
+    /// Whether `fence` holds this record's live lease.
+    fn held_by(&self, fence: Fence, now: Duration) -> bool {
+        self.fence == fence.0
+            && matches!(self.state, State::InFlight { lease_until } if lease_until > now)
+    }
+
     fn expired(&self, now: Duration) -> bool {
         match self.state {
             State::InFlight { lease_until } => lease_until <= now,
@@ -196,12 +202,7 @@ impl Shard {
         now: Duration,
     ) -> Result<&mut Record, StoreError> {
         match self.records.find_mut(hash, |e| *e.id == *id) {
-            Some(Entry { record: r, .. })
-                if r.fence == fence.0
-                    && matches!(r.state, State::InFlight { lease_until } if lease_until > now) =>
-            {
-                Ok(r)
-            }
+            Some(Entry { record: r, .. }) if r.held_by(fence, now) => Ok(r),
             _ => Err(StoreError::StaleFence { fence }),
         }
     }
@@ -303,7 +304,7 @@ impl<C: Clock> MemoryStore<C> {
 
     /// [`begin`](IdempotencyStore::begin), in place: the store never waits for I/O, so the
     /// layer calls this through [`IdempotencyStore::begin_now`] without boxing a future.
-    pub fn begin_sync(
+    fn begin_sync(
         &self,
         scope: &str,
         key: &IdempotencyKey,
@@ -387,7 +388,7 @@ impl<C: Clock> MemoryStore<C> {
     }
 
     /// [`complete`](IdempotencyStore::complete), in place (see [`begin_sync`](Self::begin_sync)).
-    pub fn complete_sync(
+    fn complete_sync(
         &self,
         scope: &str,
         key: &IdempotencyKey,
@@ -463,12 +464,15 @@ impl<C: Clock> IdempotencyStore for MemoryStore<C> {
         let (id, hash, shard) = self.locate(scope, key, &mut buf, &mut spill);
         let now = self.clock.now();
         let mut shard = shard.lock();
-        shard.held(id, hash, fence, now)?;
-        if let Ok(found) = shard.records.find_entry(hash, |e| *e.id == *id) {
-            let (old, _) = found.remove();
-            shard.forget(&old.id, &old.record);
+        // One probe: the entry found is checked and removed in place.
+        match shard.records.find_entry(hash, |e| *e.id == *id) {
+            Ok(found) if found.get().record.held_by(fence, now) => {
+                let (old, _) = found.remove();
+                shard.forget(&old.id, &old.record);
+                Ok(())
+            }
+            _ => Err(StoreError::StaleFence { fence }),
         }
-        Ok(())
     }
 
     async fn renew(
