@@ -125,10 +125,10 @@ fn main() {
         let cluster_urls = std::env::var("REDIS_CLUSTER_URLS").expect(
             "REDIS_CLUSTER_URLS is not set: run `cargo xtask bench cluster` (or `cargo xtask test`), which start a private Redis Cluster",
         );
-        let single = Target { name: "single", conn: RedisConnection::connect(&single_url).await.expect("Redis reachable") };
+        let single = Target { name: "single", conn: RedisConnection::connect(&single_url, &Default::default()).await.expect("Redis reachable") };
         let cluster = Target {
             name: "cluster",
-            conn: RedisConnection::connect_cluster(cluster_urls.split(',')).await.expect("the Redis Cluster reachable"),
+            conn: RedisConnection::connect_cluster(cluster_urls.split(','), &Default::default()).await.expect("the Redis Cluster reachable"),
         };
         // (row, A, B): the ratio is B / A.
         let rows = [

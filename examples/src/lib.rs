@@ -52,7 +52,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use optimistic_lock::{Conflict, Current, Expected, OptimisticLockLayer, Version, VersionSource};
 use parking_lot::Mutex;
 use ratelimit_concurrent::{
-    ConcurrencyLimitLayer, ConcurrencyLimiter, PermitSource, RedisConcurrencyLimiter, Refusal,
+    ConcurrencyLimitLayer, ConcurrencyLimiter, PermitSource, RedisConcurrencyLimiter,
 };
 use ratelimit_token_bucket::{KeyedLimiter, Limiter, Quota, Quotas, RateLimitLayer};
 use serde::{Deserialize, Serialize};
@@ -160,14 +160,14 @@ enum CapPermit {
 impl PermitSource<u64> for Caps {
     type Permit = CapPermit;
 
-    async fn acquire_permit(&self, key: &u64) -> Result<CapPermit, Refusal> {
+    async fn acquire_permit(&self, key: &u64) -> Result<CapPermit, ratelimit_concurrent::Error> {
         match self {
             Caps::Local(l) => l.acquire_permit(key).await.map(CapPermit::Local),
             Caps::Fleet(l) => l.acquire_permit(key).await.map(CapPermit::Fleet),
         }
     }
 
-    fn acquire_now(&self, key: &u64) -> Option<Result<CapPermit, Refusal>> {
+    fn acquire_now(&self, key: &u64) -> Option<Result<CapPermit, ratelimit_concurrent::Error>> {
         match self {
             Caps::Local(l) => l.acquire_now(key).map(|r| r.map(CapPermit::Local)),
             Caps::Fleet(_) => None, // asked over the network

@@ -125,10 +125,12 @@ async fn two_servers_on_one_cluster_act_as_one_fleet() {
         })
         .collect();
     // Until all seven hold their fleet slot (the fleet's lease set, `lsf:{<prefix>}`).
-    let mut cluster =
-        retry_safe_core::redis::RedisConnection::connect_cluster(cluster_urls().split(','))
-            .await
-            .unwrap();
+    let mut cluster = retry_safe_core::redis::RedisConnection::connect_cluster(
+        cluster_urls().split(','),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let held: u64 = idem_store_redis::redis::cmd("ZCARD")

@@ -32,8 +32,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use retry_safe_core::BoxError;
 pub use retry_safe_core::TimeOffset;
+pub use retry_safe_core::{BackendError, BoxError};
 
 /// The lease token of one attempt: larger means later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,9 +84,11 @@ pub struct StoredResponse {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The backend could not be reached or failed; the operation may or may not have happened.
-    #[error("the idempotency store is unavailable")]
-    Unavailable(#[source] BoxError),
+    /// The backend failed: unavailable (the operation may or may not have happened; the fail
+    /// mode decides), misconfigured, or holding a record this release cannot read
+    /// ([`DecodeError`] as its cause).
+    #[error("the idempotency store failed")]
+    Backend(#[from] BackendError),
     /// The fence does not hold a live lease on the record (it expired, was taken over, released
     /// or completed).
     #[error("fence {fence} no longer holds the lease")]
@@ -101,14 +103,6 @@ pub enum StoreError {
     /// other scopes keep working.
     #[error("this scope's share of the idempotency store is used up")]
     ScopeFull,
-    /// A stored record could not be read back.
-    #[error("a stored idempotency record is unreadable")]
-    Corrupt(#[from] DecodeError),
-    /// The store is misconfigured: the backend answered that the operation went to the wrong
-    /// place (a single-node Redis connection on a Redis Cluster node, keys across hash slots).
-    /// Not an outage: no fail mode runs the request unprotected because of it.
-    #[error("the idempotency store is misconfigured: {0}")]
-    Misconfigured(#[source] BoxError),
     /// `complete` stored the response on the primary, but fewer replicas than required
     /// acknowledged it in time: a failover before they catch up could lose the record (and a
     /// retry then run again).
@@ -119,6 +113,32 @@ pub enum StoreError {
         /// Replicas required.
         wanted: u32,
     },
+}
+
+impl From<DecodeError> for StoreError {
+    fn from(e: DecodeError) -> Self {
+        Self::Backend(BackendError::Corrupt(Box::new(e)))
+    }
+}
+
+impl StoreError {
+    /// A [`BackendError::Unavailable`] caused by `e`.
+    pub fn unavailable(e: impl Into<BoxError>) -> Self {
+        Self::Backend(BackendError::Unavailable(e.into()))
+    }
+
+    /// Whether this is a backend outage (the case the fail mode decides).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Backend(e) if e.is_unavailable())
+    }
+
+    /// The [`DecodeError`] of an unreadable record.
+    pub fn decode_error(&self) -> Option<&DecodeError> {
+        match self {
+            Self::Backend(e) => e.cause::<DecodeError>(),
+            _ => None,
+        }
+    }
 }
 
 /// The store contract of DESIGN.md: `begin`, `complete`, `release`, `purge_expired`.

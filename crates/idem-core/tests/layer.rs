@@ -353,7 +353,7 @@ impl<S: IdempotencyStore> IdempotencyStore for NoRenew<S> {
         _: Fence,
         _: Duration,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("partitioned".into()))
+        Err(StoreError::unavailable("partitioned"))
     }
 }
 
@@ -541,7 +541,7 @@ impl IdempotencyStore for DownStore {
         _: &Fingerprint,
         _: Duration,
     ) -> Result<BeginOutcome, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+        Err(StoreError::unavailable("connection refused"))
     }
     async fn complete(
         &self,
@@ -551,10 +551,10 @@ impl IdempotencyStore for DownStore {
         _: &StoredResponse,
         _: Duration,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+        Err(StoreError::unavailable("connection refused"))
     }
     async fn release(&self, _: &str, _: &IdempotencyKey, _: Fence) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+        Err(StoreError::unavailable("connection refused"))
     }
     async fn renew(
         &self,
@@ -563,7 +563,7 @@ impl IdempotencyStore for DownStore {
         _: Fence,
         _: Duration,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+        Err(StoreError::unavailable("connection refused"))
     }
 }
 

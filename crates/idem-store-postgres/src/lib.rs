@@ -53,7 +53,7 @@
 //!   together (see its docs).
 //!
 //! Connections come from a `sqlx` pool: after a connection is lost, the operation that used it
-//! reports [`StoreError::Unavailable`] (the layer fails closed, or open as configured) and the pool
+//! reports [`BackendError::Unavailable`](idem_core::store::BackendError::Unavailable) (the layer fails closed, or open as configured) and the pool
 //! opens a new one for the next.
 //!
 //! # With axum
@@ -78,7 +78,6 @@ mod sql;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use idem_core::store::BoxError;
 use idem_core::{
     BeginOutcome, DecodeError, Fence, Fingerprint, IdempotencyAttempt, IdempotencyKey,
     IdempotencyStore, PendingAttempt, StoreError, StoredResponse, TimeOffset,
@@ -126,7 +125,7 @@ impl PostgresStore {
     /// Connects a pool to `url` (`postgres://user[:password]@host[:port]/database[?options]`)
     /// configured for a request path: at most 16 connections, 2 s to get one, no ping before each
     /// use (one round trip per operation; a connection found dead fails that operation with
-    /// [`StoreError::Unavailable`] and is replaced), and `plan_cache_mode = force_generic_plan`:
+    /// `BackendError::Unavailable` and is replaced), and `plan_cache_mode = force_generic_plan`:
     /// every store statement is a primary-key lookup whose plan never depends on its parameters,
     /// and re-planning `begin` for each call cost about a fifth of its time. (A pool given to
     /// [`with_pool`](Self::with_pool) keeps its own settings.)
@@ -214,15 +213,19 @@ impl PostgresStore {
             )
             .await
         {
-            Err(StoreError::Unavailable(e)) if is_lock_timeout(&*e) => Ok(BeginOutcome::InFlight {
-                retry_after: Duration::from_secs(1),
-            }),
+            Err(StoreError::Backend(e))
+                if e.cause::<sqlx::Error>().is_some_and(is_lock_timeout) =>
+            {
+                Ok(BeginOutcome::InFlight {
+                    retry_after: Duration::from_secs(1),
+                })
+            }
             other => other,
         }
     }
 
     /// The circuit breaker of `begin` (default: 3 consecutive unreachable database calls open it
-    /// for 1 s). While it is open `begin` reports [`StoreError::Unavailable`] at once instead of
+    /// for 1 s). While it is open `begin` reports `BackendError::Unavailable` at once instead of
     /// waiting for a connection; one probe per cool-down finds out when the database is back.
     /// `complete` and `release` always try.
     pub fn breaker(mut self, breaker: Breaker) -> Self {
@@ -314,8 +317,8 @@ impl PostgresStore {
         E: sqlx::Executor<'e, Database = sqlx::Postgres>,
     {
         let fence_value = fence_arg(fence)?;
-        let status = i16::try_from(response.status)
-            .map_err(|_| StoreError::Corrupt(DecodeError::Malformed("status out of range")))?;
+        let status =
+            i16::try_from(response.status).map_err(|_| malformed("status out of range"))?;
         let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
         let values: Vec<&[u8]> = response.headers.iter().map(|(_, v)| v.as_ref()).collect();
         let (trailer_names, trailer_values): (Option<Vec<&str>>, Option<Vec<&[u8]>>) =
@@ -365,11 +368,11 @@ fn held(row: Option<PgRow>, fence: Fence) -> Result<(), StoreError> {
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(Box::new(e) as BoxError)
+    StoreError::unavailable(e)
 }
 
 fn malformed(what: &'static str) -> StoreError {
-    StoreError::Corrupt(DecodeError::Malformed(what))
+    StoreError::from(DecodeError::Malformed(what))
 }
 
 fn get<'r, T>(row: &'r PgRow, column: &'static str) -> Result<T, StoreError>
@@ -433,14 +436,12 @@ impl IdempotencyStore for PostgresStore {
         // The statement sees one snapshot; a row that a concurrent statement inserted or took over
         // after it was taken shows up on the next run (see `sql::BEGIN`).
         let Some(permit) = self.breaker.try_acquire() else {
-            return Err(StoreError::Unavailable(Box::new(BreakerOpen)));
+            return Err(StoreError::unavailable(BreakerOpen));
         };
         let result = self.begin_once(scope, key, fingerprint, lease).await;
         // Only a failure to reach the database counts against it; its own errors do not.
-        let reached = !matches!(&result, Err(StoreError::Unavailable(e))
-        if e.downcast_ref::<sqlx::Error>().is_some_and(|e| {
-            matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed)
-        }));
+        let reached = !matches!(&result, Err(StoreError::Backend(e))
+            if e.cause::<sqlx::Error>().is_some_and(not_reached));
         self.breaker.record(permit, reached);
         result
     }
@@ -524,9 +525,20 @@ pub struct ReadmeDoctests;
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether `e` is PostgreSQL's `lock_not_available` (a `lock_timeout` ran out).
-fn is_lock_timeout(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    e.downcast_ref::<sqlx::Error>()
-        .and_then(|e| e.as_database_error())
+/// Whether `e` says the database was not reached (what the breaker counts).
+fn not_reached(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
+fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    e.as_database_error()
         .and_then(|d| d.code())
         .is_some_and(|c| c == "55P03")
 }
@@ -603,8 +615,8 @@ impl PostgresStore {
             match row {
                 Some(row) if settled => break row,
                 _ if attempts >= BEGIN_ATTEMPTS => {
-                    return Err(StoreError::Unavailable(
-                        "the record kept changing under concurrent begins".into(),
+                    return Err(StoreError::unavailable(
+                        "the record kept changing under concurrent begins",
                     ))
                 }
                 _ => {}
@@ -612,7 +624,7 @@ impl PostgresStore {
         };
         let version: i16 = get(&row, "version")?;
         if version != RECORD_VERSION {
-            return Err(StoreError::Corrupt(DecodeError::UnknownVersion(
+            return Err(StoreError::from(DecodeError::UnknownVersion(
                 u8::try_from(version).unwrap_or(u8::MAX),
             )));
         }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use idem_core::conformance::{self, Harness};
+use idem_core::store::BackendError;
 use idem_core::{
     handler_completed, BeginOutcome, DecodeError, Fingerprint, IdempotencyAttempt, IdempotencyKey,
     IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, StoreError, StoredResponse, TimeOffset,
@@ -278,13 +279,13 @@ async fn a_newer_schema_or_a_corrupted_row_is_a_typed_error() {
     let lease = Duration::from_secs(30);
     assert!(matches!(
         s.begin("s", &key("newer"), &fp(), lease).await,
-        Err(StoreError::Corrupt(DecodeError::UnknownVersion(2)))
+        Err(ref e) if matches!(e.decode_error(), Some(DecodeError::UnknownVersion(2)))
     ));
     for k in ["no-status", "bad-headers", "bad-status"] {
         assert!(
             matches!(
                 s.begin("s", &key(k), &fp(), lease).await,
-                Err(StoreError::Corrupt(DecodeError::Malformed(_)))
+                Err(ref e) if matches!(e.decode_error(), Some(DecodeError::Malformed(_)))
             ),
             "{k}"
         );
@@ -439,7 +440,7 @@ async fn trailers_are_kept_and_rows_from_before_them_still_replay() {
     );
     assert!(matches!(
         s.begin("s", &key("bad-trailers"), &fp(), lease).await,
-        Err(StoreError::Corrupt(DecodeError::Malformed(_)))
+        Err(ref e) if matches!(e.decode_error(), Some(DecodeError::Malformed(_)))
     ));
     db.drop().await;
 }
@@ -800,13 +801,13 @@ async fn begin_fails_fast_while_the_database_is_known_down() {
     for _ in 0..3 {
         assert!(matches!(
             store.begin("t", &key, &fp, Duration::from_secs(5)).await,
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Backend(BackendError::Unavailable(_)))
         ));
     }
     let started = std::time::Instant::now();
     for _ in 0..100 {
         match store.begin("t", &key, &fp, Duration::from_secs(5)).await {
-            Err(StoreError::Unavailable(e)) => {
+            Err(StoreError::Backend(BackendError::Unavailable(e))) => {
                 assert!(e.to_string().contains("circuit breaker open"), "{e}")
             }
             other => panic!("{other:?}"),

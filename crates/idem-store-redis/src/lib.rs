@@ -5,7 +5,7 @@
 //! use idem_core::{IdempotencyLayer, IdempotencyPolicy};
 //! use idem_store_redis::RedisStore;
 //!
-//! # async fn run() -> Result<(), idem_store_redis::ConnectError> {
+//! # async fn run() -> Result<(), idem_store_redis::BackendError> {
 //! let store = RedisStore::connect("redis://127.0.0.1:6379").await?.prefix("orders-api");
 //! let layer = IdempotencyLayer::new(store, IdempotencyPolicy::default().require_key(true));
 //! # let _ = layer; Ok(()) }
@@ -50,12 +50,16 @@
 //! - **One server or a Redis Cluster.** [`RedisStore::connect`] takes one server (a reconnecting
 //!   [`ConnectionManager`]); `RedisStore::connect_cluster` (feature `cluster`) a Redis Cluster,
 //!   whose client sends each script to the master of its key's slot; [`RedisStore::with_connection`]
-//!   takes either ([`RedisConnection`]). After a dropped connection the failing operation reports
-//!   [`StoreError::Unavailable`] (the layer then fails closed, or open as configured) and the next
-//!   one runs on a new connection.
+//!   takes either, or a [`RedisRunner`] connected with the caller's [`RedisSettings`]. After a
+//!   dropped connection the failing operation reports [`BackendError::Unavailable`] (the layer
+//!   then fails closed, or open as configured) and the next one runs on a new connection.
+//! - **A breaker per node.** `begin` runs behind the circuit breaker of its record's node (one per
+//!   master on a cluster): while a node is known down its keys are refused at once, and the other
+//!   masters' keys are not affected. Which failures count is the workspace's one rule
+//!   ([`retry_safe_core::redis`]): only a call that got no reply.
 //! - **Misrouting is a configuration error.** A single-node connection pointed at a cluster node
 //!   gets `MOVED` for most keys; that (and `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `CROSSSLOT`) is
-//!   reported as [`StoreError::Misconfigured`], which the layer answers with a 500 under any fail
+//!   reported as [`BackendError::Misconfigured`], which the layer answers with a 500 under any fail
 //!   mode — never as an outage that fail-open would run unprotected.
 //!
 //! # With axum
@@ -79,26 +83,18 @@ mod scripts;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use idem_core::store::BoxError;
 use idem_core::{
     BeginOutcome, DecodeError, Fence, Fingerprint, IdempotencyKey, IdempotencyStore, StoreError,
     StoredResponse, TimeOffset,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
-pub use retry_safe_core::redis::{Misrouted, RedisConnection};
-pub use retry_safe_core::Breaker;
-use retry_safe_core::BreakerOpen;
+pub use retry_safe_core::redis::{RedisConnection, RedisRunner, RedisSettings};
+pub use retry_safe_core::{BackendError, Breaker};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use redis;
-
-/// Connecting to Redis failed.
-#[derive(Debug, thiserror::Error)]
-#[error("could not connect to Redis")]
-pub struct ConnectError(#[source] pub redis::RedisError);
 
 struct Scripts {
     begin: Script,
@@ -110,8 +106,7 @@ struct Scripts {
 /// Idempotency records in Redis. Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: RedisConnection,
-    breaker: Breaker,
+    redis: RedisRunner,
     prefix: Arc<str>,
     offset: TimeOffset,
     scripts: Arc<Scripts>,
@@ -130,47 +125,32 @@ impl fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Connects to the Redis at `url` (`redis://[:password@]host[:port][/db]`, or `rediss://`
-    /// when the `redis` crate's TLS feature is on) through a reconnecting [`ConnectionManager`]
-    /// configured for a request path: 1 s to connect, 1 s for a reply (a hung server turns into
-    /// [`StoreError::Unavailable`], not a hung request), 2 reconnect retries at most 500 ms apart.
-    /// Records are prefixed `idem`.
-    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
-        let config = retry_safe_core::redis::request_path_config();
-        Self::connect_with(url, config).await
-    }
-
-    /// Connects as [`connect`](Self::connect) does, with the caller's connection settings.
-    pub async fn connect_with(
-        url: &str,
-        config: ConnectionManagerConfig,
-    ) -> Result<Self, ConnectError> {
-        let client = redis::Client::open(url).map_err(ConnectError)?;
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(ConnectError)?;
-        Ok(Self::with_connection(conn))
+    /// when the `redis` crate's TLS feature is on) with the default [`RedisSettings`]: 1 s to
+    /// connect, 1 s for a reply (a hung server turns into [`BackendError::Unavailable`], not a
+    /// hung request), 2 reconnect retries at most 500 ms apart. Records are prefixed `idem`.
+    /// Other settings: [`RedisRunner::connect`] and [`with_connection`](Self::with_connection).
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let redis = RedisRunner::connect(url, &RedisSettings::default()).await?;
+        Ok(Self::with_connection(redis))
     }
 
     /// Connects to the Redis Cluster of which `nodes` are members (`redis://host:port` each; one
-    /// reachable node is enough) with the request-path timeouts. Each script touches one
+    /// reachable node is enough) with the default [`RedisSettings`]. Each script touches one
     /// hash-tagged key, so it runs on the master owning that key's slot.
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn connect_cluster<T: redis::IntoConnectionInfo>(
         nodes: impl IntoIterator<Item = T>,
-    ) -> Result<Self, ConnectError> {
-        let conn = RedisConnection::connect_cluster(nodes)
-            .await
-            .map_err(ConnectError)?;
-        Ok(Self::with_connection(conn))
+    ) -> Result<Self, BackendError> {
+        let redis = RedisRunner::connect_cluster(nodes, &RedisSettings::default()).await?;
+        Ok(Self::with_connection(redis))
     }
 
-    /// A store over an existing connection: a [`ConnectionManager`], a cluster connection, or a
-    /// [`RedisConnection`] (with the caller's timeouts and retries).
-    pub fn with_connection(conn: impl Into<RedisConnection>) -> Self {
+    /// A store over an existing connection: a [`RedisRunner`], a [`RedisConnection`], a
+    /// `ConnectionManager` or a cluster connection.
+    pub fn with_connection(redis: impl Into<RedisRunner>) -> Self {
         Self {
-            conn: conn.into(),
-            breaker: Breaker::for_backend(),
+            redis: redis.into(),
             prefix: Arc::from("idem"),
             offset: TimeOffset::new(),
             scripts: Arc::new(Scripts {
@@ -202,12 +182,13 @@ impl RedisStore {
         self
     }
 
-    /// The circuit breaker of `begin` (default: 3 consecutive unreachable replies open it for
-    /// 1 s). While it is open, `begin` reports [`StoreError::Unavailable`] at once instead of
-    /// waiting out the connection's timeouts, so a fail-closed layer answers 503 in microseconds;
-    /// one probe per cool-down finds out when Redis is back. `complete` and `release` always try.
+    /// The circuit breaker of `begin` (default [`Breaker::for_backend`]: 3 consecutive calls
+    /// without a reply open it for 1 s; one per master on a cluster). While it is open, `begin`
+    /// reports [`BackendError::Unavailable`] at once instead of waiting out the connection's
+    /// timeouts, so a fail-closed layer answers 503 in microseconds; one probe per cool-down
+    /// finds out when Redis is back. `complete` and `release` always try.
     pub fn breaker(mut self, breaker: Breaker) -> Self {
-        self.breaker = breaker;
+        self.redis = self.redis.with_breaker(breaker);
         self
     }
 
@@ -219,7 +200,12 @@ impl RedisStore {
 
     /// The connection, for administration and tests (for example `CLIENT ID`).
     pub fn connection(&self) -> RedisConnection {
-        self.conn.clone()
+        self.redis.connection().clone()
+    }
+
+    /// The runner: the connection with its breakers.
+    pub fn runner(&self) -> &RedisRunner {
+        &self.redis
     }
 
     /// The Redis key of the record of `(scope, key)`.
@@ -240,28 +226,6 @@ impl RedisStore {
     fn pinned_micros(&self) -> u64 {
         self.offset.pinned().map_or(0, micros)
     }
-
-    /// [`run`](Self::run) behind the breaker.
-    async fn run_guarded(
-        &self,
-        invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<Vec<Value>, StoreError> {
-        let Some(permit) = self.breaker.try_acquire() else {
-            return Err(StoreError::Unavailable(Box::new(BreakerOpen)));
-        };
-        let result = self.run(invocation).await;
-        let reached = !matches!(result, Err(StoreError::Unavailable(_)));
-        self.breaker.record(permit, reached);
-        result
-    }
-
-    async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Result<Vec<Value>, StoreError> {
-        let mut conn = self.conn.clone();
-        invocation
-            .invoke_async::<Vec<Value>>(&mut conn)
-            .await
-            .map_err(|e| classify(&self.conn, e))
-    }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -270,18 +234,7 @@ fn micros(d: Duration) -> u64 {
 
 /// A reply that matches no script's contract: the key holds something else.
 fn unreadable(what: &'static str) -> StoreError {
-    StoreError::Corrupt(DecodeError::Malformed(what))
-}
-
-fn classify(conn: &RedisConnection, e: redis::RedisError) -> StoreError {
-    // A key of another type (someone else's data under our prefix) is not an outage.
-    if e.code() == Some("WRONGTYPE") {
-        return unreadable("the record key holds another Redis type");
-    }
-    if let Some(misrouted) = conn.misrouting(&e) {
-        return StoreError::Misconfigured(Box::new(misrouted));
-    }
-    StoreError::Unavailable(Box::new(e) as BoxError)
+    StoreError::from(DecodeError::Malformed(what))
 }
 
 fn text(v: &Value) -> Option<&[u8]> {
@@ -306,7 +259,7 @@ fn other_reply(reply: &[Value]) -> StoreError {
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.parse::<u8>().ok());
             match version {
-                Some(v) => StoreError::Corrupt(DecodeError::UnknownVersion(v)),
+                Some(v) => StoreError::from(DecodeError::UnknownVersion(v)),
                 None => unreadable("the record version is not a number"),
             }
         }
@@ -330,7 +283,8 @@ impl IdempotencyStore for RedisStore {
             .arg(micros(lease))
             .arg(self.offset_micros())
             .arg(self.pinned_micros());
-        let reply = self.run_guarded(inv).await?;
+        let record = self.record_key(scope, key);
+        let reply: Vec<Value> = self.redis.eval(&inv, &record).await?;
         match reply.first().and_then(text) {
             Some(b"A") => number(reply.get(1))
                 .map(|f| BeginOutcome::Acquired { fence: Fence(f) })
@@ -367,7 +321,7 @@ impl IdempotencyStore for RedisStore {
             .arg(micros(retention))
             .arg(self.offset_micros())
             .arg(self.pinned_micros());
-        let reply = self.run(inv).await?;
+        let reply: Vec<Value> = self.redis.eval_always(&inv).await?;
         match reply.first().and_then(text) {
             Some(b"OK") => {}
             Some(b"S") => return Err(StoreError::StaleFence { fence }),
@@ -378,11 +332,12 @@ impl IdempotencyStore for RedisStore {
         };
         let record = self.record_key(scope, key);
         let acknowledged = self
-            .conn
+            .redis
+            .connection()
             .clone()
             .wait_for_replicas(&record, wanted, timeout)
             .await
-            .map_err(|e| classify(&self.conn, e))?;
+            .map_err(|e| self.redis.classify(e))?;
         if acknowledged < wanted {
             return Err(StoreError::Unreplicated {
                 acknowledged,
@@ -403,7 +358,7 @@ impl IdempotencyStore for RedisStore {
             .arg(fence.0)
             .arg(self.offset_micros())
             .arg(self.pinned_micros());
-        let reply = self.run(inv).await?;
+        let reply: Vec<Value> = self.redis.eval_always(&inv).await?;
         match reply.first().and_then(text) {
             Some(b"OK") => Ok(()),
             Some(b"S") => Err(StoreError::StaleFence { fence }),
@@ -424,7 +379,7 @@ impl IdempotencyStore for RedisStore {
             .arg(micros(lease))
             .arg(self.offset_micros())
             .arg(self.pinned_micros());
-        let reply = self.run(inv).await?;
+        let reply: Vec<Value> = self.redis.eval_always(&inv).await?;
         match reply.first().and_then(text) {
             Some(b"OK") => Ok(()),
             Some(b"S") => Err(StoreError::StaleFence { fence }),

@@ -10,6 +10,7 @@ use common::RedisHarness;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use idem_core::conformance;
+use idem_core::store::BackendError;
 use idem_core::{
     FailMode, Fingerprint, IdempotencyKey, IdempotencyLayer, IdempotencyPolicy, IdempotencyStore,
     StoreError,
@@ -128,7 +129,7 @@ async fn a_single_node_client_on_a_cluster_node_is_misconfigured_even_when_faili
             .await
         {
             Ok(_) => ok += 1,
-            Err(StoreError::Misconfigured(e)) => {
+            Err(StoreError::Backend(BackendError::Misconfigured(e))) => {
                 misconfigured += 1;
                 assert!(e.to_string().contains("MOVED"), "{e}");
             }

@@ -9,6 +9,7 @@ use common::RedisHarness;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use idem_core::conformance;
+use idem_core::store::BackendError;
 use idem_core::{
     BeginOutcome, DecodeError, Fingerprint, IdempotencyKey, IdempotencyLayer, IdempotencyPolicy,
     IdempotencyStore, StoreError, StoredResponse,
@@ -183,7 +184,7 @@ async fn a_newer_schema_or_a_corrupted_record_is_a_typed_error() {
         .unwrap();
     assert!(matches!(
         s.begin("s", &k, &fp, lease).await,
-        Err(StoreError::Corrupt(DecodeError::UnknownVersion(2)))
+        Err(ref e) if matches!(e.decode_error(), Some(DecodeError::UnknownVersion(2)))
     ));
 
     // A stored response whose bytes were damaged.
@@ -201,7 +202,7 @@ async fn a_newer_schema_or_a_corrupted_record_is_a_typed_error() {
         .unwrap();
     assert!(matches!(
         s.begin("s", &k, &fp, lease).await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Backend(BackendError::Corrupt(_)))
     ));
 
     // Fields that are not numbers.
@@ -221,7 +222,7 @@ async fn a_newer_schema_or_a_corrupted_record_is_a_typed_error() {
         .unwrap();
     assert!(matches!(
         s.begin("s", &k, &fp, lease).await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Backend(BackendError::Corrupt(_)))
     ));
 
     // Another application's string under the same name.
@@ -234,7 +235,7 @@ async fn a_newer_schema_or_a_corrupted_record_is_a_typed_error() {
         .unwrap();
     assert!(matches!(
         s.begin("s", &k, &fp, lease).await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Backend(BackendError::Corrupt(_)))
     ));
 }
 
@@ -244,7 +245,12 @@ async fn an_unreachable_server_is_unavailable_not_a_panic() {
     let err = RedisStore::connect("redis://127.0.0.1:1")
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("could not connect"));
+    assert!(err.is_unavailable(), "{err:?}");
+    let cause = err.cause::<idem_store_redis::redis::RedisError>().unwrap();
+    assert!(
+        cause.is_io_error() || cause.is_connection_refusal(),
+        "{cause}"
+    );
 }
 
 /// An orders handler that counts executions per Idempotency-Key; `kill` (when set) kills the

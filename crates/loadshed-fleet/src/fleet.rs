@@ -17,8 +17,10 @@
 //! connection (a single-node client on a cluster node) is never a fallback.
 
 use crate::{Class, ConfigError, Shares, Shed, ShedReason};
-use ratelimit_concurrent::{Error, FailMode, Lease, RedisConcurrencyLimiter, RedisConnection};
-use retry_safe_core::{BoxError, Clock};
+use ratelimit_concurrent::{
+    Error, FailMode, Lease, RedisConcurrencyLimiter, RedisConnection, RedisRunner, RedisSettings,
+};
+use retry_safe_core::{BackendError, Breaker, Clock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,20 +29,20 @@ use std::time::Duration;
 /// then admit one more); a crashed server's slots come back after it.
 pub const DEFAULT_FLEET_LEASE: Duration = Duration::from_secs(30);
 
-/// Why the fleet shedder gave no slot, other than shedding.
+/// Why the fleet shedder gave no slot.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FleetError {
     /// The request is shed: its class's share of the fleet is in use.
     #[error(transparent)]
     Shed(Shed),
-    /// Redis could not be reached and the shedder fails closed.
-    #[error("the fleet shedder's Redis is unavailable")]
-    Unavailable(#[source] BoxError),
-    /// The connection is misconfigured (a single-node client on a Redis Cluster node): never
-    /// treated as an outage.
-    #[error("the fleet shedder is misconfigured")]
-    Misconfigured(#[source] BoxError),
+    /// Redis failed: unavailable while the shedder fails closed, or misconfigured / corrupt
+    /// (never treated as an outage).
+    #[error("the fleet shedder's backend failed")]
+    Backend(#[from] BackendError),
+    /// The capacity or shares are invalid (from the `connect` functions).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// A fleet slot, or the note that the fleet could not be asked. Dropping it frees the slot.
@@ -80,8 +82,8 @@ impl FleetGuard {
 /// ```
 #[derive(Clone)]
 pub struct FleetShedder {
-    /// One limiter per class over the same set, each with its class's cap.
-    limiters: Arc<[RedisConcurrencyLimiter; 4]>,
+    /// The leases of the fleet's one set; each class acquires within its own cap.
+    limiter: RedisConcurrencyLimiter,
     /// The fleet's name: its set is `lsf:{<name>}`, on the slot of the name.
     name: Arc<str>,
     capacity: u32,
@@ -105,9 +107,9 @@ impl FleetShedder {
     /// Connects to the Redis at `url` (request-path settings); `capacity` requests in flight
     /// across the fleet, the default shares, fleet name `fleet`, leases of 30 s, falling back to the
     /// server's own shedder when Redis is down.
-    pub async fn connect(url: &str, capacity: u32) -> Result<Self, BoxError> {
-        let conn = RedisConnection::connect(url).await?;
-        Ok(Self::with_connection(conn, capacity, Shares::default())?)
+    pub async fn connect(url: &str, capacity: u32) -> Result<Self, FleetError> {
+        let redis = RedisRunner::connect(url, &RedisSettings::default()).await?;
+        Self::with_connection(redis, capacity, Shares::default()).map_err(FleetError::Config)
     }
 
     /// Connects to the Redis Cluster of which `nodes` are members; otherwise as
@@ -117,27 +119,25 @@ impl FleetShedder {
     pub async fn connect_cluster<T: redis::IntoConnectionInfo>(
         nodes: impl IntoIterator<Item = T>,
         capacity: u32,
-    ) -> Result<Self, BoxError> {
-        let conn = RedisConnection::connect_cluster(nodes).await?;
-        Ok(Self::with_connection(conn, capacity, Shares::default())?)
+    ) -> Result<Self, FleetError> {
+        let redis = RedisRunner::connect_cluster(nodes, &RedisSettings::default()).await?;
+        Self::with_connection(redis, capacity, Shares::default()).map_err(FleetError::Config)
     }
 
-    /// A fleet shedder over an existing connection, with `capacity` fleet slots and `shares`.
+    /// A fleet shedder over an existing connection (a [`RedisRunner`], a [`RedisConnection`],
+    /// a `ConnectionManager` or a cluster connection), with `capacity` fleet slots and `shares`.
     pub fn with_connection(
-        conn: impl Into<RedisConnection>,
+        redis: impl Into<RedisRunner>,
         capacity: u32,
         shares: Shares,
     ) -> Result<Self, ConfigError> {
         let limits = crate::shedder::limits_of(capacity, shares)?;
-        let conn = conn.into();
-        let limiter = |max: u32| {
-            RedisConcurrencyLimiter::with_connection(conn.clone(), max)
-                .prefix("lsf")
-                .lease(DEFAULT_FLEET_LEASE)
-                .fail_mode(FailMode::Closed)
-        };
+        let limiter = RedisConcurrencyLimiter::with_connection(redis, capacity.max(1))
+            .prefix("lsf")
+            .lease(DEFAULT_FLEET_LEASE)
+            .fail_mode(FailMode::Closed);
         Ok(Self {
-            limiters: Arc::new(limits.map(limiter)),
+            limiter,
             name: Arc::from("fleet"),
             capacity,
             limits,
@@ -145,15 +145,6 @@ impl FleetShedder {
             retry_after: Duration::from_secs(1),
             fallbacks: Arc::default(),
         })
-    }
-
-    fn map_limiters(
-        mut self,
-        f: impl Fn(RedisConcurrencyLimiter) -> RedisConcurrencyLimiter,
-    ) -> Self {
-        let limiters = (*self.limiters).clone();
-        self.limiters = Arc::new(limiters.map(f));
-        self
     }
 
     /// The fleet's name (default `fleet`): one per fleet sharing a Redis. Its leases are the
@@ -165,8 +156,26 @@ impl FleetShedder {
     }
 
     /// How long a slot is held without release before it comes back (default 30 s).
-    pub fn lease(self, lease: Duration) -> Self {
-        self.map_limiters(|l| l.lease(lease))
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.limiter = self.limiter.lease(lease);
+        self
+    }
+
+    /// The circuit breaker of admissions (default [`Breaker::for_backend`]; one per master on a
+    /// cluster): while it is open the fleet is not asked and the fail mode decides at once.
+    pub fn breaker(mut self, breaker: Breaker) -> Self {
+        self.limiter = self.limiter.breaker(breaker);
+        self
+    }
+
+    /// The connection, for administration and tests.
+    pub fn connection(&self) -> RedisConnection {
+        self.limiter.connection()
+    }
+
+    /// The Redis key of the fleet's leases (a sorted set).
+    pub fn leases_key(&self) -> String {
+        self.limiter.leases_key(&self.name)
     }
 
     /// What to do when Redis cannot be reached: [`FailMode::Open`] (default) admits on the
@@ -177,8 +186,9 @@ impl FleetShedder {
     }
 
     /// Measures leases at `clock`'s time instead of Redis' `TIME` (tests, simulations).
-    pub fn pin_time(self, clock: impl Clock + Clone) -> Self {
-        self.map_limiters(|l| l.pin_time(clock.clone()))
+    pub fn pin_time(mut self, clock: impl Clock) -> Self {
+        self.limiter = self.limiter.pin_time(clock);
+        self
     }
 
     /// The `Retry-After` of shed requests (default 1 s).
@@ -204,23 +214,23 @@ impl FleetShedder {
 
     /// Admits a request of `class` if the fleet has room for it, or sheds it.
     pub async fn admit(&self, class: Class) -> Result<FleetGuard, FleetError> {
-        match self.limiters[class.index()].acquire(&self.name).await {
+        let limit = self.limits[class.index()];
+        match self.limiter.acquire_within(&self.name, limit).await {
             Ok(lease) => Ok(FleetGuard { lease: Some(lease) }),
             Err(Error::Limited(_)) => Err(FleetError::Shed(Shed {
                 class,
                 reason: ShedReason::FleetCapacity,
                 retry_after: self.retry_after,
             })),
-            Err(Error::Misconfigured(e)) => Err(FleetError::Misconfigured(e)),
-            Err(Error::Unavailable(e)) => self.unavailable(e),
-            Err(Error::Corrupt(c)) => self.unavailable(c.into()),
-            Err(other) => self.unavailable(Box::new(other)),
+            Err(Error::Backend(e)) if e.is_unavailable() => self.unavailable(e),
+            Err(Error::Backend(e)) => Err(FleetError::Backend(e)),
+            Err(other) => self.unavailable(BackendError::Unavailable(Box::new(other))),
         }
     }
 
-    fn unavailable(&self, e: BoxError) -> Result<FleetGuard, FleetError> {
+    fn unavailable(&self, e: BackendError) -> Result<FleetGuard, FleetError> {
         match self.fail_mode {
-            FailMode::Closed => Err(FleetError::Unavailable(e)),
+            FailMode::Closed => Err(FleetError::Backend(e)),
             _ => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 #[cfg(feature = "metrics")]

@@ -79,7 +79,9 @@ pub use fleet::{FleetError, FleetGuard, FleetShedder, DEFAULT_FLEET_LEASE};
 #[cfg(feature = "tower")]
 pub use middleware::{LoadShedFuture, LoadShedLayer, LoadShedService};
 #[cfg(feature = "redis")]
-pub use ratelimit_concurrent::{FailMode, RedisConnection};
+pub use ratelimit_concurrent::{FailMode, RedisConnection, RedisRunner, RedisSettings};
+#[cfg(feature = "redis")]
+pub use retry_safe_core::{BackendError, Breaker};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 pub use shedder::{ConfigError, Guard, OwnedGuard, Shares, Shed, ShedReason, Shedder, Snapshot};
 

@@ -9,6 +9,7 @@ use loadshed_fleet::{
     Class, DefaultClassifier, FailMode, FleetError, FleetShedder, LoadShedLayer, ManualClock,
     ShedReason, Shedder,
 };
+use retry_safe_core::BackendError;
 use std::sync::Arc;
 use std::time::Duration;
 use testkit::{cluster_urls, redis_url as url, PrivateRedis};
@@ -140,7 +141,7 @@ async fn redis_down_falls_back_to_the_server_or_sheds_when_closed() {
     assert_eq!(open.fallbacks(), 5, "every fallback is counted");
     assert!(matches!(
         closed.admit(Class::Write).await,
-        Err(FleetError::Unavailable(_))
+        Err(FleetError::Backend(BackendError::Unavailable(_)))
     ));
 
     // Through the layer: the server's own shedder decides alone (fail-open), or 503 (closed).
@@ -265,7 +266,7 @@ async fn a_misrouted_fleet_shedder_is_misconfigured_not_a_fallback() {
         let fleet = fleet_at(&node[0], &unique(&format!("mis{i}")), 10).await;
         match fleet.admit(Class::Write).await {
             Ok(guard) => assert!(!guard.is_fallback()),
-            Err(FleetError::Misconfigured(_)) => misconfigured += 1,
+            Err(FleetError::Backend(BackendError::Misconfigured(_))) => misconfigured += 1,
             Err(other) => panic!("expected Misconfigured, got {other:?}"),
         }
         assert_eq!(fleet.fallbacks(), 0);

@@ -60,15 +60,17 @@ pub mod middleware;
 mod redis_leases;
 
 pub use adaptive::Vegas;
-pub use limiter::{ConcurrencyLimiter, ConfigError, Limited, OwnedPermit, Permit, Reason};
+pub use limiter::{ConcurrencyLimiter, ConfigError, Error, Limited, OwnedPermit, Permit, Reason};
 #[cfg(feature = "tower")]
 pub use middleware::{
-    ConcurrencyLimitFuture, ConcurrencyLimitLayer, ConcurrencyLimitService, PermitSource, Refusal,
+    ConcurrencyLimitFuture, ConcurrencyLimitLayer, ConcurrencyLimitService, PermitSource,
 };
 #[cfg(feature = "redis")]
-pub use redis_leases::{Error, Lease, Misrouted, RedisConcurrencyLimiter, RedisConnection};
+pub use redis_leases::{
+    Lease, RedisConcurrencyLimiter, RedisConnection, RedisRunner, RedisSettings,
+};
 pub use retry_safe_core::{
-    BoxError, Breaker, ClientIp, Clock, FailMode, IpNet, ManualClock, SystemClock,
+    BackendError, BoxError, Breaker, ClientIp, Clock, FailMode, IpNet, ManualClock, SystemClock,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -48,6 +48,19 @@ pub struct Limited {
     pub retry_after: Duration,
 }
 
+/// Why no permit was given: the key is at its cap, or (a fleet limiter) its backend failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key is at its cap (429).
+    #[error(transparent)]
+    Limited(#[from] Limited),
+    /// The shared backend failed: unavailable (503 when failing closed; failing open hands out
+    /// a local permit instead), misconfigured or holding unreadable state (500 under any mode).
+    #[error("the concurrency limiter's backend failed")]
+    Backend(#[from] retry_safe_core::BackendError),
+}
+
 /// A per-key cap on requests in flight: "at most 20 requests of one API key at the same time".
 ///
 /// [`try_acquire`](Self::try_acquire) answers at once; [`acquire`](Self::acquire) waits up to the

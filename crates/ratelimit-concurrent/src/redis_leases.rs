@@ -1,11 +1,10 @@
 //! Fleet-wide caps on Redis (feature `redis`): leases in a sorted set per key.
 
-use crate::limiter::{ConcurrencyLimiter, Limited, OwnedPermit, Reason};
-use crate::{BoxError, Clock, FailMode};
-use redis::aio::ConnectionManager;
+use crate::limiter::{ConcurrencyLimiter, Error, Limited, OwnedPermit, Reason};
+use crate::{Clock, FailMode};
 use redis::{Script, Value};
-pub use retry_safe_core::redis::{Misrouted, RedisConnection};
-use retry_safe_core::{Breaker, BreakerOpen};
+pub use retry_safe_core::redis::{RedisConnection, RedisRunner, RedisSettings};
+use retry_safe_core::{BackendError, Breaker};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,26 +12,6 @@ use std::time::Duration;
 
 const ACQUIRE: &str = include_str!("redis_acquire.lua");
 const RENEW: &str = include_str!("redis_renew.lua");
-
-/// What a fleet-wide acquisition can end with besides a lease.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The key is at its cap.
-    #[error(transparent)]
-    Limited(#[from] Limited),
-    /// Redis did not answer (fail-closed).
-    #[error("concurrency limiter backend unavailable: {0}")]
-    Unavailable(#[source] BoxError),
-    /// The key holds something other than a set of leases.
-    #[error("concurrency limiter state is unreadable: {0}")]
-    Corrupt(String),
-    /// The backend is misconfigured: Redis answered that the command went to the wrong place (a
-    /// single-node connection on a Redis Cluster node). Not an outage: no fail mode hands out a
-    /// local permit because of it.
-    #[error("concurrency limiter backend misconfigured: {0}")]
-    Misconfigured(#[source] BoxError),
-}
 
 /// A per-key cap on requests in flight shared by every server of a fleet.
 ///
@@ -43,7 +22,7 @@ pub enum Error {
 /// [`Lease::renew`]. Time is the Redis server's (`TIME`); keys are `{prefix}:{<key>}`,
 /// hash-tagged: `connect_cluster` (feature `cluster`) runs the same
 /// scripts, and the releases of dropped leases, on a Redis Cluster. A single-node connection
-/// pointed at a cluster node is reported as [`Error::Misconfigured`] under any fail mode.
+/// pointed at a cluster node is reported as [`BackendError::Misconfigured`] under any fail mode.
 ///
 /// ```no_run
 /// use ratelimit_concurrent::RedisConcurrencyLimiter;
@@ -59,7 +38,7 @@ pub enum Error {
 /// ```
 #[derive(Clone)]
 pub struct RedisConcurrencyLimiter {
-    conn: RedisConnection,
+    redis: RedisRunner,
     prefix: Arc<str>,
     max: u32,
     lease: Duration,
@@ -69,7 +48,6 @@ pub struct RedisConcurrencyLimiter {
     fallbacks: Arc<AtomicU64>,
     pinned: Option<Arc<dyn Clock>>,
     ids: Arc<(u64, AtomicU64)>,
-    breaker: Breaker,
 }
 
 impl std::fmt::Debug for RedisConcurrencyLimiter {
@@ -84,35 +62,32 @@ impl std::fmt::Debug for RedisConcurrencyLimiter {
 }
 
 impl RedisConcurrencyLimiter {
-    /// Connects with request-path settings (1 s to connect, 1 s per reply, 2 reconnect retries);
-    /// `max` requests per key (at least 1), leases of 30 s, prefix `cl`, fail-closed.
-    pub async fn connect(url: &str, max: u32) -> Result<Self, redis::RedisError> {
-        let config = retry_safe_core::redis::request_path_config();
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self::with_connection(conn, max))
+    /// Connects with the default [`RedisSettings`] (1 s to connect, 1 s per reply, 2 reconnect
+    /// retries); `max` requests per key (at least 1), leases of 30 s, prefix `cl`, fail-closed.
+    pub async fn connect(url: &str, max: u32) -> Result<Self, BackendError> {
+        let redis = RedisRunner::connect(url, &RedisSettings::default()).await?;
+        Ok(Self::with_connection(redis, max))
     }
 
-    /// Connects to the Redis Cluster of which `nodes` are members, with the same request-path
-    /// settings and defaults; each key's leases live on the master owning its slot.
+    /// Connects to the Redis Cluster of which `nodes` are members, with the same settings and
+    /// defaults; each key's leases live on the master owning its slot.
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn connect_cluster<T: redis::IntoConnectionInfo>(
         nodes: impl IntoIterator<Item = T>,
         max: u32,
-    ) -> Result<Self, redis::RedisError> {
-        let conn = RedisConnection::connect_cluster(nodes).await?;
-        Ok(Self::with_connection(conn, max))
+    ) -> Result<Self, BackendError> {
+        let redis = RedisRunner::connect_cluster(nodes, &RedisSettings::default()).await?;
+        Ok(Self::with_connection(redis, max))
     }
 
-    /// A limiter over an existing connection: a [`ConnectionManager`], a cluster connection or a
-    /// [`RedisConnection`].
-    pub fn with_connection(conn: impl Into<RedisConnection>, max: u32) -> Self {
-        let conn = conn.into();
+    /// A limiter over an existing connection: a [`RedisRunner`], a [`RedisConnection`], a
+    /// `ConnectionManager` or a cluster connection.
+    pub fn with_connection(redis: impl Into<RedisRunner>, max: u32) -> Self {
         let max = max.max(1);
         let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         Self {
-            conn,
+            redis: redis.into(),
             prefix: Arc::from("cl"),
             max,
             lease: Duration::from_secs(30),
@@ -121,7 +96,6 @@ impl RedisConcurrencyLimiter {
             fallback: ConcurrencyLimiter::new(max).expect("max is at least 1"),
             fallbacks: Arc::default(),
             pinned: None,
-            breaker: Breaker::for_backend(),
             ids: Arc::new((seed, AtomicU64::new(0))),
         }
     }
@@ -165,7 +139,12 @@ impl RedisConcurrencyLimiter {
 
     /// The connection, for administration and tests.
     pub fn connection(&self) -> RedisConnection {
-        self.conn.clone()
+        self.redis.connection().clone()
+    }
+
+    /// The runner: the connection with its breakers.
+    pub fn runner(&self) -> &RedisRunner {
+        &self.redis
     }
 
     /// The Redis key of `key`'s leases.
@@ -184,58 +163,48 @@ impl RedisConcurrencyLimiter {
         u64::try_from(self.lease.as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// The circuit breaker of `acquire` (default: 3 consecutive unreachable replies open it
-    /// for 1 s): while open, fail-closed reports `Unavailable` at once and fail-open hands out a
-    /// local permit at once; releases always try.
+    /// The circuit breaker of `acquire` (default [`Breaker::for_backend`]: 3 consecutive calls
+    /// without a reply open it for 1 s; one per master on a cluster): while open, fail-closed
+    /// reports `Unavailable` at once and fail-open hands out a local permit at once; releases
+    /// always try.
     pub fn breaker(mut self, breaker: Breaker) -> Self {
-        self.breaker = breaker;
+        self.redis = self.redis.with_breaker(breaker);
         self
     }
 
     /// A lease for `key` if it has fewer than the cap in flight fleet-wide.
     pub async fn acquire(&self, key: &str) -> Result<Lease, Error> {
-        let Some(permit) = self.breaker.try_acquire() else {
-            return self.fail(key, Box::new(BreakerOpen));
-        };
+        self.acquire_within(key, self.max).await
+    }
+
+    /// A lease for `key` if it has fewer than `max` in flight fleet-wide: one set of leases
+    /// shared by callers with different caps (the fleet shedder's classes). Failing open, the
+    /// local fallback applies this limiter's own cap.
+    pub async fn acquire_within(&self, key: &str, max: u32) -> Result<Lease, Error> {
         let n = self.ids.1.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}.{:x}.{n:x}", std::process::id(), self.ids.0);
         let redis_key = self.leases_key(key);
-        let mut conn = self.conn.clone();
-        let reply = self
-            .scripts
-            .0
-            .key(&redis_key)
+        let mut invocation = self.scripts.0.key(&redis_key);
+        invocation
             .arg(self.now_arg())
             .arg(self.lease_micros())
-            .arg(self.max)
-            .arg(&id)
-            .invoke_async::<Vec<Value>>(&mut conn)
-            .await;
-        // An error reply came from Redis (it is up); no code: it was not reached.
-        self.breaker
-            .record(permit, !matches!(&reply, Err(e) if e.code().is_none()));
-        let reply = match reply {
+            .arg(max)
+            .arg(&id);
+        let reply: Vec<Value> = match self.redis.eval(&invocation, &redis_key).await {
             Ok(reply) => reply,
-            Err(e) if e.code() == Some("WRONGTYPE") => {
-                return Err(Error::Corrupt(format!(
-                    "{} holds something other than a set of leases",
-                    self.leases_key(key)
-                )))
-            }
+            Err(e) if e.is_unavailable() => return self.fail(key, e),
             Err(e) => {
-                if let Some(misrouted) = self.conn.misrouting(&e) {
-                    #[cfg(feature = "metrics")]
-                    metrics::counter!("concurrency_misconfigured_total").increment(1);
-                    return Err(Error::Misconfigured(Box::new(misrouted)));
-                }
-                return self.fail(key, Box::new(e));
+                #[cfg(feature = "metrics")]
+                metrics::counter!("concurrency_backend_failures_total", "reason" => e.label())
+                    .increment(1);
+                return Err(e.into());
             }
         };
         let int = |i: usize| match reply.get(i) {
             Some(Value::Int(v)) => Ok(*v),
-            _ => Err(Error::Corrupt(
-                "the acquire script returned an unexpected reply".into(),
-            )),
+            _ => Err(Error::from(BackendError::corrupt(
+                "the acquire script returned an unexpected reply",
+            ))),
         };
         let holders = u32::try_from(int(1)?).unwrap_or(u32::MAX);
         if int(0)? == 1 {
@@ -252,22 +221,14 @@ impl RedisConcurrencyLimiter {
         Err(Error::Limited(Limited {
             reason: Reason::Full,
             in_flight: holders,
-            max: self.max,
+            max,
             retry_after: wait.max(Duration::from_millis(1)),
         }))
     }
 
-    /// A failed renew or release: misconfigured, or unavailable.
-    fn error(&self, e: redis::RedisError) -> Error {
-        match self.conn.misrouting(&e) {
-            Some(misrouted) => Error::Misconfigured(Box::new(misrouted)),
-            None => Error::Unavailable(Box::new(e)),
-        }
-    }
-
-    fn fail(&self, key: &str, e: crate::BoxError) -> Result<Lease, Error> {
+    fn fail(&self, key: &str, e: BackendError) -> Result<Lease, Error> {
         match self.fail_mode {
-            FailMode::Closed => Err(Error::Unavailable(e)),
+            FailMode::Closed => Err(e.into()),
             FailMode::Open => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 #[cfg(feature = "metrics")]
@@ -315,18 +276,13 @@ impl Lease {
         else {
             return Ok(true);
         };
-        let mut conn = limiter.conn.clone();
-        let renewed: i64 = limiter
-            .scripts
-            .1
-            .key(key)
+        let mut invocation = limiter.scripts.1.key(key);
+        invocation
             .arg(limiter.now_arg())
             .arg(limiter.lease_micros())
             .arg("")
-            .arg(id)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| limiter.error(e))?;
+            .arg(id);
+        let renewed: i64 = limiter.redis.eval_always(&invocation).await?;
         Ok(renewed == 1)
     }
 
@@ -340,13 +296,9 @@ impl Lease {
         } = &mut self.inner
         {
             *done = true;
-            let mut conn = limiter.conn.clone();
-            redis::cmd("ZREM")
-                .arg(&*key)
-                .arg(&*id)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| limiter.error(e))?;
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&*key).arg(&*id);
+            limiter.redis.query::<()>(&zrem).await?;
         }
         Ok(())
     }
@@ -368,14 +320,11 @@ impl Drop for Lease {
         }
         // Best effort: without a runtime the lease simply expires.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let mut conn = limiter.conn.clone();
-            let (key, id) = (std::mem::take(key), std::mem::take(id));
+            let redis = limiter.redis.clone();
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(std::mem::take(key)).arg(std::mem::take(id));
             rt.spawn(async move {
-                let _ = redis::cmd("ZREM")
-                    .arg(key)
-                    .arg(id)
-                    .query_async::<()>(&mut conn)
-                    .await;
+                let _ = redis.query::<()>(&zrem).await;
             });
         }
     }

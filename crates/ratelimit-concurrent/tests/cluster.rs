@@ -5,7 +5,9 @@
 //! under fail-open, with no local permit handed out.
 
 use proptest::prelude::*;
-use ratelimit_concurrent::{Error, FailMode, Lease, ManualClock, RedisConcurrencyLimiter};
+use ratelimit_concurrent::{
+    BackendError, Error, FailMode, Lease, ManualClock, RedisConcurrencyLimiter,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 use testkit::{cluster_urls, keys_per_master};
@@ -172,7 +174,7 @@ async fn two_servers_share_one_cap_on_the_cluster_with_keys_on_every_master() {
 }
 
 /// A single-node client on one cluster node: keys of other masters' slots are
-/// `Error::Misconfigured` with `FailMode::Open` — no local permit is handed out.
+/// `BackendError::Misconfigured` with `FailMode::Open` — no local permit is handed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_client_on_a_cluster_node_never_hands_out_local_permits() {
     let node = retry_safe_core::redis::cluster_masters(&cluster_urls()[0])
@@ -192,7 +194,7 @@ async fn a_single_node_client_on_a_cluster_node_never_hands_out_local_permits() 
                 granted += 1;
                 lease.release().await.unwrap();
             }
-            Err(Error::Misconfigured(e)) => {
+            Err(Error::Backend(BackendError::Misconfigured(e))) => {
                 misconfigured += 1;
                 assert!(e.to_string().contains("MOVED"), "{e}");
             }

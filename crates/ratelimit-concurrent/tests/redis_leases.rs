@@ -2,7 +2,7 @@
 //! `redis://127.0.0.1:6379`); each test has its own key prefix.
 
 use ratelimit_concurrent::ManualClock;
-use ratelimit_concurrent::{Error, FailMode, RedisConcurrencyLimiter};
+use ratelimit_concurrent::{BackendError, Error, FailMode, RedisConcurrencyLimiter};
 use std::sync::Arc;
 use std::time::Duration;
 use testkit::PrivateRedis;
@@ -155,7 +155,10 @@ async fn a_key_of_another_type_is_a_typed_error() {
         .query_async(&mut admin().await)
         .await
         .unwrap();
-    assert!(matches!(limiter.acquire("k").await, Err(Error::Corrupt(_))));
+    assert!(matches!(
+        limiter.acquire("k").await,
+        Err(Error::Backend(BackendError::Corrupt(_)))
+    ));
 }
 
 #[tokio::test]
@@ -170,7 +173,7 @@ async fn unreachable_redis_fails_closed_or_open_as_configured() {
 
     assert!(matches!(
         closed.acquire("k").await,
-        Err(Error::Unavailable(_))
+        Err(Error::Backend(BackendError::Unavailable(_)))
     ));
     // Fail-open: a local limiter with the same cap takes over, and says so.
     let local = open.acquire("k").await.unwrap();

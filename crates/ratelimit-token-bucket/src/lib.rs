@@ -79,13 +79,13 @@ pub use keyed::{KeyedLimiter, DEFAULT_SHARDS};
 pub use limiter::{Error, Limiter};
 pub use quota::{Quota, QuotaError, MAX_QUOTAS, MAX_WINDOW};
 pub use retry_safe_core::{
-    BoxError, Breaker, ClientIp, Clock, FailMode, IpNet, ManualClock, SystemClock,
+    BackendError, BoxError, Breaker, ClientIp, Clock, FailMode, IpNet, ManualClock, SystemClock,
 };
 
 #[cfg(feature = "tower")]
 pub use middleware::{RateLimitFuture, RateLimitLayer, RateLimitService};
 #[cfg(feature = "redis")]
-pub use redis_limiter::{Misrouted, RedisConnection, RedisLimiter};
+pub use redis_limiter::{RedisConnection, RedisLimiter, RedisRunner, RedisSettings};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

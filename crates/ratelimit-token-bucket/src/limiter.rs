@@ -2,8 +2,9 @@
 
 use crate::gcra::{CostExceedsBurst, Decision, Quotas};
 use crate::keyed::KeyedLimiter;
-use crate::{BoxError, Clock};
+use crate::Clock;
 use async_trait::async_trait;
+use retry_safe_core::BackendError;
 use std::hash::Hash;
 
 /// What a limiter can fail with (a limited request is a [`Decision`], not an error).
@@ -13,17 +14,11 @@ pub enum Error {
     /// The request's cost is larger than a quota's burst: it would never pass.
     #[error(transparent)]
     CostExceedsBurst(#[from] CostExceedsBurst),
-    /// The shared backend (Redis) did not answer; fail-closed limiters report it.
-    #[error("rate-limit backend unavailable: {0}")]
-    Unavailable(#[source] BoxError),
-    /// The backend holds state this version cannot read.
-    #[error("rate-limit state is unreadable: {0}")]
-    Corrupt(String),
-    /// The backend is misconfigured: it answered that the decision went to the wrong place (a
-    /// single-node Redis connection on a Redis Cluster node). Not an outage: no fail mode turns
-    /// it into a local decision.
-    #[error("rate-limit backend misconfigured: {0}")]
-    Misconfigured(#[source] BoxError),
+    /// The shared backend (Redis) failed: unavailable (fail-closed limiters report it),
+    /// misconfigured (a single-node connection on a Redis Cluster node; no fail mode turns it
+    /// into a local decision) or holding state this release cannot read.
+    #[error("the rate-limit backend failed")]
+    Backend(#[from] BackendError),
 }
 
 /// A keyed rate limiter the [`RateLimitLayer`] can ask.

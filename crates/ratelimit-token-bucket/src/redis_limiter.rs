@@ -4,12 +4,11 @@ use crate::gcra::{Decision, Quotas};
 use crate::keyed::KeyedLimiter;
 use crate::limiter::{Error, Limiter};
 use crate::Clock;
-use crate::{BoxError, FailMode};
+use crate::FailMode;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
-pub use retry_safe_core::redis::{Misrouted, RedisConnection};
-use retry_safe_core::{Breaker, BreakerOpen};
+pub use retry_safe_core::redis::{RedisConnection, RedisRunner, RedisSettings};
+use retry_safe_core::{BackendError, Breaker};
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,8 +24,9 @@ const DECIDE: &str = include_str!("redis_decide.lua");
 /// expired key is a full bucket. One Redis key per limited key, `{prefix}:{<key>}`, hash-tagged so
 /// it can live on any Redis Cluster node: `connect_cluster` (feature
 /// `cluster`) runs the same script on a cluster. A single-node connection pointed at a cluster
-/// node gets `MOVED` for most keys: that is [`Error::Misconfigured`] under any fail mode, never a
-/// local decision.
+/// node gets `MOVED` for most keys: that is [`BackendError::Misconfigured`] under any fail mode,
+/// never a local decision. Which failures count as an outage is the workspace's one rule
+/// ([`retry_safe_core::redis`]).
 ///
 /// ```no_run
 /// use ratelimit_token_bucket::{FailMode, Quota, Quotas, RedisLimiter};
@@ -41,7 +41,7 @@ const DECIDE: &str = include_str!("redis_decide.lua");
 /// ```
 #[derive(Clone)]
 pub struct RedisLimiter {
-    conn: RedisConnection,
+    redis: RedisRunner,
     prefix: Arc<str>,
     quotas: Arc<Quotas>,
     script: Arc<Script>,
@@ -49,7 +49,6 @@ pub struct RedisLimiter {
     fallback: Arc<KeyedLimiter<String>>,
     fallbacks: Arc<AtomicU64>,
     pinned: Option<Arc<dyn Clock>>,
-    breaker: Breaker,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -63,39 +62,36 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Connects to the Redis at `url` with request-path settings: 1 s to connect, 1 s per reply,
-    /// 2 reconnect retries at most 500 ms apart. Keys are prefixed `rl`; fail-closed.
-    pub async fn connect(url: &str, quotas: Quotas) -> Result<Self, redis::RedisError> {
-        let config = retry_safe_core::redis::request_path_config();
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self::with_connection(conn, quotas))
+    /// Connects to the Redis at `url` with the default [`RedisSettings`] (1 s to connect, 1 s
+    /// per reply, 2 reconnect retries). Keys are prefixed `rl`; fail-closed.
+    pub async fn connect(url: &str, quotas: Quotas) -> Result<Self, BackendError> {
+        let redis = RedisRunner::connect(url, &RedisSettings::default()).await?;
+        Ok(Self::with_connection(redis, quotas))
     }
 
-    /// Connects to the Redis Cluster of which `nodes` are members, with the same request-path
-    /// settings; the decision of a key runs on the master owning its slot.
+    /// Connects to the Redis Cluster of which `nodes` are members, with the same settings; the
+    /// decision of a key runs on the master owning its slot.
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn connect_cluster<T: redis::IntoConnectionInfo>(
         nodes: impl IntoIterator<Item = T>,
         quotas: Quotas,
-    ) -> Result<Self, redis::RedisError> {
-        let conn = RedisConnection::connect_cluster(nodes).await?;
-        Ok(Self::with_connection(conn, quotas))
+    ) -> Result<Self, BackendError> {
+        let redis = RedisRunner::connect_cluster(nodes, &RedisSettings::default()).await?;
+        Ok(Self::with_connection(redis, quotas))
     }
 
-    /// A limiter over an existing connection: a [`ConnectionManager`], a cluster connection or a
-    /// [`RedisConnection`].
-    pub fn with_connection(conn: impl Into<RedisConnection>, quotas: Quotas) -> Self {
+    /// A limiter over an existing connection: a [`RedisRunner`], a [`RedisConnection`], a
+    /// `ConnectionManager` or a cluster connection.
+    pub fn with_connection(redis: impl Into<RedisRunner>, quotas: Quotas) -> Self {
         Self {
-            conn: conn.into(),
+            redis: redis.into(),
             prefix: Arc::from("rl"),
             fallback: Arc::new(KeyedLimiter::new(quotas.clone())),
             quotas: Arc::new(quotas),
             script: Arc::new(Script::new(DECIDE)),
             fail_mode: FailMode::Closed,
             fallbacks: Arc::default(),
-            breaker: Breaker::for_backend(),
             pinned: None,
         }
     }
@@ -124,11 +120,12 @@ impl RedisLimiter {
         &self.quotas
     }
 
-    /// The circuit breaker (default: 3 consecutive unreachable replies open it for 1 s). While
-    /// it is open a decision does not wait for Redis: fail-closed reports `Unavailable` at once,
-    /// fail-open decides locally at once; one probe per cool-down finds out when Redis is back.
+    /// The circuit breaker (default [`Breaker::for_backend`]: 3 consecutive calls without a
+    /// reply open it for 1 s; one per master on a cluster). While it is open a decision does not
+    /// wait for Redis: fail-closed reports `Unavailable` at once, fail-open decides locally at
+    /// once; one probe per cool-down finds out when Redis is back.
     pub fn breaker(mut self, breaker: Breaker) -> Self {
-        self.breaker = breaker;
+        self.redis = self.redis.with_breaker(breaker);
         self
     }
 
@@ -139,7 +136,12 @@ impl RedisLimiter {
 
     /// The connection, for administration and tests.
     pub fn connection(&self) -> RedisConnection {
-        self.conn.clone()
+        self.redis.connection().clone()
+    }
+
+    /// The runner: the connection with its breakers.
+    pub fn runner(&self) -> &RedisRunner {
+        &self.redis
     }
 
     /// The Redis key holding `key`'s state.
@@ -150,7 +152,8 @@ impl RedisLimiter {
     /// Decides one request of `cost` for `key`, counting it if it passes.
     pub async fn check(&self, key: &(impl Display + ?Sized), cost: u32) -> Result<Decision, Error> {
         self.quotas.check_cost(cost)?;
-        let mut invocation = self.script.key(self.state_key(key));
+        let state_key = self.state_key(key);
+        let mut invocation = self.script.key(&state_key);
         match &self.pinned {
             Some(clock) => {
                 let now = clock.now_nanos();
@@ -163,32 +166,14 @@ impl RedisLimiter {
             let (interval, tolerance) = self.quotas.params(i);
             invocation.arg(interval).arg(tolerance);
         }
-        let Some(permit) = self.breaker.try_acquire() else {
-            return self.fail(key, cost, Box::new(BreakerOpen));
-        };
-        let mut conn = self.conn.clone();
-        let result = invocation.invoke_async::<Vec<Value>>(&mut conn).await;
-        // A reply with an error code came from Redis: it is up. No code: it was not reached.
-        let reached = match &result {
-            Ok(_) => true,
-            Err(e) => e.code().is_some(),
-        };
-        self.breaker.record(permit, reached);
-        let reply = match result {
+        let reply: Vec<Value> = match self.redis.eval(&invocation, &state_key).await {
             Ok(reply) => reply,
-            Err(e) if matches!(e.code(), Some("WRONGTYPE" | "CORRUPT")) => {
-                return Err(Error::Corrupt(format!(
-                    "{} holds something other than rate-limit state",
-                    self.state_key(key)
-                )))
-            }
+            Err(e) if e.is_unavailable() => return self.fail(key, cost, e),
             Err(e) => {
-                if let Some(misrouted) = self.conn.misrouting(&e) {
-                    #[cfg(feature = "metrics")]
-                    metrics::counter!("ratelimit_misconfigured_total").increment(1);
-                    return Err(Error::Misconfigured(Box::new(misrouted)));
-                }
-                return self.fail(key, cost, Box::new(e));
+                #[cfg(feature = "metrics")]
+                metrics::counter!("ratelimit_backend_failures_total", "reason" => e.label())
+                    .increment(1);
+                return Err(e.into());
             }
         };
         self.decode(&reply, cost)
@@ -198,10 +183,10 @@ impl RedisLimiter {
         &self,
         key: &(impl Display + ?Sized),
         cost: u32,
-        e: BoxError,
+        e: BackendError,
     ) -> Result<Decision, Error> {
         match self.fail_mode {
-            FailMode::Closed => Err(Error::Unavailable(e)),
+            FailMode::Closed => Err(e.into()),
             FailMode::Open => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 #[cfg(feature = "metrics")]
@@ -217,8 +202,11 @@ impl RedisLimiter {
             Value::Int(i) => u64::try_from(*i).ok(),
             _ => None,
         };
-        let malformed =
-            || Error::Corrupt("the decision script returned an unexpected reply".into());
+        let malformed = || {
+            Error::from(BackendError::corrupt(
+                "the decision script returned an unexpected reply",
+            ))
+        };
         if reply.len() != n + 1 {
             return Err(malformed());
         }
@@ -229,9 +217,9 @@ impl RedisLimiter {
         }
         let decision = self.quotas.decide_offsets(&offsets[..n], cost)?;
         if decision.is_allowed() != allowed {
-            return Err(Error::Corrupt(
-                "the script and the client disagree on a decision".into(),
-            ));
+            return Err(Error::from(BackendError::corrupt(
+                "the script and the client disagree on a decision",
+            )));
         }
         Ok(decision)
     }

@@ -7,7 +7,9 @@ mod common;
 
 use common::{quota_sets, quotas_of, streams, Model, Outcome};
 use proptest::prelude::*;
-use ratelimit_token_bucket::{Clock, Error, FailMode, ManualClock, Quota, Quotas, RedisLimiter};
+use ratelimit_token_bucket::{
+    BackendError, Clock, Error, FailMode, ManualClock, Quota, Quotas, RedisLimiter,
+};
 use std::time::Duration;
 use testkit::{cluster_urls, keys_per_master};
 
@@ -80,7 +82,7 @@ async fn two_servers_share_one_fleet_limit_with_keys_on_every_master() {
 }
 
 /// A single-node client on one cluster node: the keys of other masters' slots are
-/// `Error::Misconfigured`, even with `FailMode::Open` — no local decision is taken.
+/// `BackendError::Misconfigured`, even with `FailMode::Open` — no local decision is taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_client_on_a_cluster_node_never_decides_locally() {
     let node = retry_safe_core::redis::cluster_masters(&cluster_urls()[0])
@@ -96,7 +98,7 @@ async fn a_single_node_client_on_a_cluster_node_never_decides_locally() {
     for key in 0..60 {
         match limiter.check(&key, 1).await {
             Ok(_) => decided += 1,
-            Err(Error::Misconfigured(e)) => {
+            Err(Error::Backend(BackendError::Misconfigured(e))) => {
                 misconfigured += 1;
                 assert!(e.to_string().contains("MOVED"), "{e}");
             }

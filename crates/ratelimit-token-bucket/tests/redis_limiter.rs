@@ -7,7 +7,8 @@ mod common;
 use common::{quota_sets, quotas_of, streams, Model, Outcome};
 use proptest::prelude::*;
 use ratelimit_token_bucket::{
-    Clock, Decision, Error, FailMode, KeyedLimiter, ManualClock, Quota, Quotas, RedisLimiter,
+    BackendError, Clock, Decision, Error, FailMode, KeyedLimiter, ManualClock, Quota, Quotas,
+    RedisLimiter,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -171,7 +172,9 @@ async fn foreign_or_damaged_state_is_a_typed_error() {
         .unwrap();
     for key in ["hash", "text"] {
         match limiter.check(key, 1).await {
-            Err(Error::Corrupt(what)) => assert!(what.contains(key), "{what}"),
+            Err(Error::Backend(BackendError::Corrupt(what))) => {
+                assert!(what.to_string().contains(key), "{what}")
+            }
             other => panic!("{key}: {other:?}"),
         }
     }
@@ -298,7 +301,7 @@ async fn unreachable_redis_fails_closed_or_open_as_configured() {
     proxy.cut().await;
 
     match closed.check("k", 1).await {
-        Err(Error::Unavailable(e)) => assert!(!e.to_string().is_empty()),
+        Err(Error::Backend(BackendError::Unavailable(e))) => assert!(!e.to_string().is_empty()),
         other => panic!("fail-closed must report the outage, got {other:?}"),
     }
     // Fail-open: a local limiter of the same quotas decides, and the fallback is counted.
@@ -335,13 +338,13 @@ async fn a_known_down_redis_is_refused_in_microseconds() {
     for _ in 0..3 {
         assert!(matches!(
             limiter.check("k", 1).await,
-            Err(Error::Unavailable(_))
+            Err(Error::Backend(BackendError::Unavailable(_)))
         ));
     }
     let started = std::time::Instant::now();
     for _ in 0..100 {
         match limiter.check("k", 1).await {
-            Err(Error::Unavailable(e)) => {
+            Err(Error::Backend(BackendError::Unavailable(e))) => {
                 assert!(e.to_string().contains("circuit breaker open"), "{e}")
             }
             other => panic!("{other:?}"),

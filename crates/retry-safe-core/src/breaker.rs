@@ -6,6 +6,10 @@
 //! - **Half-open**: after the cool-down one call at a time goes through as a probe: a success
 //!   closes the breaker, a failure opens it for another cool-down.
 //!
+//! A probe whose call is dropped before it records an outcome (a client disconnect, a tower
+//! timeout, a `select!`) counts as a failed probe: the breaker opens for another cool-down and
+//! then lets the next probe through, so a lost probe can never wedge it open.
+//!
 //! Pure logic over an injected [`Clock`]; the backend crates wrap each operation in
 //! [`Breaker::try_acquire`] and [`Breaker::record`].
 
@@ -55,42 +59,93 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Breaker {
-    inner: Arc<Mutex<Inner>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
     threshold: u32,
     cool_down: Duration,
     clock: Arc<dyn Clock>,
+}
+
+impl Shared {
+    /// Settles one call: `probe` tells whether it was the half-open probe.
+    fn settle(&self, probe: bool, ok: bool) {
+        let mut inner = self.inner.lock();
+        if probe {
+            inner.probing = false;
+        }
+        if ok {
+            inner.failures = 0;
+            inner.open_until = None;
+            return;
+        }
+        inner.failures = inner.failures.saturating_add(1);
+        if probe || inner.failures >= self.threshold {
+            let cool = crate::duration_to_nanos(self.cool_down);
+            inner.open_until = Some(self.clock.now_nanos().saturating_add(cool));
+        }
+    }
 }
 
 impl std::fmt::Debug for Breaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Breaker")
             .field("state", &self.state())
-            .field("threshold", &self.threshold)
-            .field("cool_down", &self.cool_down)
+            .field("threshold", &self.shared.threshold)
+            .field("cool_down", &self.shared.cool_down)
             .finish()
     }
 }
 
 /// Leave to make one call, from [`Breaker::try_acquire`]; hand it back with the call's outcome.
-#[derive(Debug)]
+///
+/// Dropping the probe's permit without [`Breaker::record`] counts as a failed probe (the call's
+/// fate is unknown): the breaker opens for one more cool-down instead of waiting forever for an
+/// outcome that will not come. Dropping any other permit records nothing.
 #[must_use = "record the outcome of the call with Breaker::record"]
 pub struct BreakerPermit {
-    probe: bool,
+    /// The breaker, when this permit is its half-open probe.
+    probe: Option<Arc<Shared>>,
+}
+
+impl std::fmt::Debug for BreakerPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BreakerPermit")
+            .field("probe", &self.probe.is_some())
+            .finish()
+    }
+}
+
+impl Drop for BreakerPermit {
+    fn drop(&mut self) {
+        if let Some(shared) = self.probe.take() {
+            shared.settle(true, false);
+        }
+    }
 }
 
 impl Breaker {
     /// A closed breaker that opens after `threshold` (at least 1) consecutive failures, for
     /// `cool_down`.
     pub fn new(threshold: u32, cool_down: Duration, clock: impl Clock) -> Self {
+        Self::with_clock(threshold, cool_down, Arc::new(clock))
+    }
+
+    fn with_clock(threshold: u32, cool_down: Duration, clock: Arc<dyn Clock>) -> Self {
+        let inner = Mutex::new(Inner {
+            failures: 0,
+            open_until: None,
+            probing: false,
+        });
         Self {
-            inner: Arc::new(Mutex::new(Inner {
-                failures: 0,
-                open_until: None,
-                probing: false,
-            })),
-            threshold: threshold.max(1),
-            cool_down,
-            clock: Arc::new(clock),
+            shared: Arc::new(Shared {
+                inner,
+                threshold: threshold.max(1),
+                cool_down,
+                clock,
+            }),
         }
     }
 
@@ -101,10 +156,12 @@ impl Breaker {
 
     /// The current state.
     pub fn state(&self) -> BreakerState {
-        let inner = self.inner.lock();
+        let inner = self.shared.inner.lock();
         match inner.open_until {
             None => BreakerState::Closed,
-            Some(until) if self.clock.now_nanos() < until && !inner.probing => BreakerState::Open,
+            Some(until) if self.shared.clock.now_nanos() < until && !inner.probing => {
+                BreakerState::Open
+            }
             Some(_) if inner.probing => BreakerState::Open,
             Some(_) => BreakerState::HalfOpen,
         }
@@ -113,12 +170,14 @@ impl Breaker {
     /// Leave to call the backend, or `None` when the breaker is open (or a probe is already
     /// under way).
     pub fn try_acquire(&self) -> Option<BreakerPermit> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.shared.inner.lock();
         match inner.open_until {
-            None => Some(BreakerPermit { probe: false }),
-            Some(until) if self.clock.now_nanos() >= until && !inner.probing => {
+            None => Some(BreakerPermit { probe: None }),
+            Some(until) if self.shared.clock.now_nanos() >= until && !inner.probing => {
                 inner.probing = true;
-                Some(BreakerPermit { probe: true })
+                Some(BreakerPermit {
+                    probe: Some(Arc::clone(&self.shared)),
+                })
             }
             Some(_) => None,
         }
@@ -126,21 +185,21 @@ impl Breaker {
 
     /// Records how the call of `permit` went: `ok` when the backend answered (whatever it
     /// answered), `false` when it could not be reached.
-    pub fn record(&self, permit: BreakerPermit, ok: bool) {
-        let mut inner = self.inner.lock();
-        if permit.probe {
-            inner.probing = false;
-        }
-        if ok {
-            inner.failures = 0;
-            inner.open_until = None;
-            return;
-        }
-        inner.failures = inner.failures.saturating_add(1);
-        if permit.probe || inner.failures >= self.threshold {
-            let cool = crate::duration_to_nanos(self.cool_down);
-            inner.open_until = Some(self.clock.now_nanos().saturating_add(cool));
-        }
+    pub fn record(&self, mut permit: BreakerPermit, ok: bool) {
+        let probe = permit.probe.take().is_some();
+        self.shared.settle(probe, ok);
+    }
+
+    /// Whether `self` and `other` are clones sharing one state.
+    pub fn same_as(&self, other: &Breaker) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// A new, closed breaker with this one's threshold, cool-down and clock, and a state of its
+    /// own: how the Redis runner gives each cluster node its breaker.
+    pub fn fresh(&self) -> Breaker {
+        let s = &self.shared;
+        Self::with_clock(s.threshold, s.cool_down, Arc::clone(&s.clock))
     }
 }
 

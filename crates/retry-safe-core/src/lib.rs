@@ -41,8 +41,8 @@
 //! |---|---|
 //! | `tokio` | [`TokioClock`], which follows `tokio::time::pause` / `advance` |
 //! | `axum` | `axum_core::response::IntoResponse` for [`Problem`] |
-//! | `redis` | `redis::RedisConnection` (one server) and `redis::request_path_config`, what the Redis-backed crates share |
-//! | `cluster` | `redis::RedisConnection::connect_cluster`: the same crates on a Redis Cluster |
+//! | `redis` | [`redis::RedisRunner`]: the connection, breakers and failure rule every Redis-backed crate shares; [`BackendError`] is always there |
+//! | `cluster` | the same runner on a Redis Cluster, a breaker per master |
 //!
 //! # With axum
 //! ```
@@ -64,6 +64,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backend;
 pub mod breaker;
 pub mod client_ip;
 pub mod clock;
@@ -75,6 +76,7 @@ pub mod problem;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
+pub use backend::{BackendCodes, BackendError};
 pub use breaker::{Breaker, BreakerOpen, BreakerPermit, BreakerState};
 pub use client_ip::ClientIp;
 #[cfg(feature = "tokio")]

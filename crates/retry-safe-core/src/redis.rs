@@ -1,29 +1,88 @@
-//! The Redis connection every Redis-backed crate shares (feature `redis`): one server or (feature
-//! `cluster`) a Redis Cluster, with the same request-path settings, and the one rule that tells a
-//! misrouted command (configuration) from an outage.
+//! The Redis runner every Redis-backed crate shares (feature `redis`): one server or (feature
+//! `cluster`) a Redis Cluster, with the same request-path settings; one [`RedisRunner`] that
+//! guards each call with a circuit breaker (one per cluster node) and one rule,
+//! [`RedisRunner::classify`], that sorts every failure into a [`BackendError`].
+//!
+//! # The rule
+//! - No reply (refused, reset, timed out): the node was not reached. The call is
+//!   [`BackendError::Unavailable`] and counts against the node's breaker.
+//! - `WRONGTYPE`, or `CORRUPT` (the workspace's scripts' own code): the key holds something this
+//!   release cannot read: [`BackendError::Corrupt`].
+//! - `CROSSSLOT`, and on a single-node connection `MOVED` / `ASK` / `TRYAGAIN` / `CLUSTERDOWN`:
+//!   the call went to the wrong place: [`BackendError::Misconfigured`] ([`Misrouted`]).
+//! - Any other error reply (`LOADING`, `READONLY`, `OOM`, `BUSY`, `MASTERDOWN`, `CLUSTERDOWN` on a
+//!   cluster…): a transient server state, [`BackendError::Unavailable`] — but the node *was*
+//!   reached, so the breaker is not charged. An error reply comes back at once: the breaker exists
+//!   to spare callers the timeouts of a node that does not answer, and a node that answers at
+//!   once needs no sparing.
 
+use crate::{BackendError, Breaker};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, RedisResult, Value};
+use redis::{FromRedisValue, RedisError, RedisResult, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The time to open a connection to Redis on the request path.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The time to wait for one reply: a hung Redis becomes an error, not a hung request.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The settings of a connection used while a request waits: [`CONNECT_TIMEOUT`],
-/// [`RESPONSE_TIMEOUT`], 2 reconnect retries at most 500 ms apart.
+/// The settings of a connection used while a request waits.
 ///
 /// ```
-/// let config = retry_safe_core::redis::request_path_config();
-/// # let _ = config;
+/// use retry_safe_core::redis::RedisSettings;
+/// use std::time::Duration;
+///
+/// let settings = RedisSettings::default().response_timeout(Duration::from_millis(250));
+/// assert_eq!(settings.connect_timeout, Duration::from_secs(1));
 /// ```
-pub fn request_path_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisSettings {
+    /// The time to open a connection (default 1 s).
+    pub connect_timeout: Duration,
+    /// The time to wait for one reply (default 1 s): a hung Redis becomes an error, not a hung
+    /// request.
+    pub response_timeout: Duration,
+    /// Reconnect (single server) or redirect/reconnect (cluster) retries per call (default 2).
+    pub retries: u32,
+    /// The longest pause between reconnect attempts (default 500 ms).
+    pub max_delay: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            retries: 2,
+            max_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RedisSettings {
+    /// With `timeout` to open a connection.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// With `timeout` for one reply.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// With `retries` reconnect retries per call.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// These settings for redis-rs's [`ConnectionManager`].
+    pub fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(self.retries as usize)
+            .set_max_delay(self.max_delay)
+    }
 }
 
 /// A connection to one Redis server or (feature `cluster`) to a Redis Cluster: what every
@@ -77,25 +136,27 @@ impl From<redis::cluster_async::ClusterConnection> for RedisConnection {
 }
 
 impl RedisConnection {
-    /// Connects to the server at `url` with [`request_path_config`].
-    pub async fn connect(url: &str) -> RedisResult<Self> {
+    /// Connects to the server at `url` (`redis://[:password@]host[:port][/db]`) with
+    /// `settings`.
+    pub async fn connect(url: &str, settings: &RedisSettings) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new_with_config(client, request_path_config()).await?;
+        let conn = ConnectionManager::new_with_config(client, settings.manager_config()).await?;
         Ok(Self::Single(conn))
     }
 
     /// Connects to the Redis Cluster of which `nodes` are members (one reachable node is
-    /// enough; the client learns the others), with the request-path timeouts: 1 s to connect,
-    /// 1 s per reply, 2 retries.
+    /// enough; the client learns the others) with `settings`.
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn connect_cluster<T: redis::IntoConnectionInfo>(
         nodes: impl IntoIterator<Item = T>,
+        settings: &RedisSettings,
     ) -> RedisResult<Self> {
         let client = redis::cluster::ClusterClientBuilder::new(nodes)
-            .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(RESPONSE_TIMEOUT)
-            .retries(2)
+            .connection_timeout(settings.connect_timeout)
+            .response_timeout(settings.response_timeout)
+            .retries(settings.retries)
+            .max_retry_wait(u64::try_from(settings.max_delay.as_millis()).unwrap_or(u64::MAX))
             .build()?;
         Ok(Self::Cluster(client.get_async_connection().await?))
     }
@@ -144,7 +205,8 @@ impl RedisConnection {
         }
     }
 
-    /// Whether `error` says the command went to the wrong place — a configuration error, not an
+    /// Whether `error` says the command went to the wrong place (see the rule in the
+    /// [module docs](self)) — a configuration error, not an
     /// outage, that no fail-open mode may turn into a local decision:
     /// - `CROSSSLOT` (the keys of one script in several hash slots), on any connection;
     /// - on a single-server connection, the replies of a cluster node (`MOVED`, `ASK`,
@@ -153,7 +215,7 @@ impl RedisConnection {
     /// On a cluster connection `MOVED` / `ASK` are followed by the client; when they still
     /// surface, the cluster is resharding or failing over: that is an outage, as is
     /// `CLUSTERDOWN`.
-    pub fn misrouting(&self, error: &RedisError) -> Option<Misrouted> {
+    pub(crate) fn misrouting(&self, error: &RedisError) -> Option<Misrouted> {
         let code = error.code()?;
         let misrouted = match code {
             "CROSSSLOT" => true,
@@ -255,4 +317,406 @@ pub async fn cluster_masters(node_url: &str) -> RedisResult<Vec<String>> {
                 .then(|| format!("redis://{host_port}"))
         })
         .collect())
+}
+
+/// What every Redis-backed type of the workspace runs its scripts and commands with: a
+/// [`RedisConnection`], the circuit breakers that guard it, and the one failure rule (see the
+/// [module docs](self)). Cheap to clone: clones share the connection and the breakers.
+///
+/// On one server there is one breaker. On a Redis Cluster (feature `cluster`) each master has a
+/// breaker of its own, found from the key's hash slot: when a master stops answering, the calls
+/// for its slots are refused at once after a few timeouts, and the calls for the other masters'
+/// slots go on untouched. The slot map is read with `CLUSTER SLOTS` in the background — on first
+/// use, after a call that found no node, while a breaker refuses, and every 10 s — so a replica
+/// promoted in a failover gets a closed breaker of its own.
+///
+/// ```no_run
+/// use retry_safe_core::redis::{RedisRunner, RedisSettings};
+/// # async fn run() -> Result<(), retry_safe_core::BackendError> {
+/// let redis = RedisRunner::connect("redis://127.0.0.1:6379", &RedisSettings::default()).await?;
+/// let script = redis::Script::new("return redis.call('INCR', KEYS[1])");
+/// let n: i64 = redis.eval(&script.key("app:{counter}"), "app:{counter}").await?;
+/// # let _ = n; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisRunner {
+    conn: RedisConnection,
+    breakers: Arc<Breakers>,
+}
+
+impl std::fmt::Debug for RedisRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRunner")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<RedisConnection> for RedisRunner {
+    fn from(conn: RedisConnection) -> Self {
+        Self::new(conn)
+    }
+}
+
+impl From<ConnectionManager> for RedisRunner {
+    fn from(conn: ConnectionManager) -> Self {
+        Self::new(conn)
+    }
+}
+
+#[cfg(feature = "cluster")]
+impl From<redis::cluster_async::ClusterConnection> for RedisRunner {
+    fn from(conn: redis::cluster_async::ClusterConnection) -> Self {
+        Self::new(conn)
+    }
+}
+
+/// A connection could not be opened: the backend is unavailable (or the URL is not a Redis URL,
+/// which is a configuration error).
+fn connect_error(e: RedisError) -> BackendError {
+    match e.kind() {
+        redis::ErrorKind::InvalidClientConfig => BackendError::Misconfigured(Box::new(e)),
+        _ => BackendError::Unavailable(Box::new(e)),
+    }
+}
+
+impl RedisRunner {
+    /// Connects to the server at `url` with `settings`, behind [`Breaker::for_backend`].
+    pub async fn connect(url: &str, settings: &RedisSettings) -> Result<Self, BackendError> {
+        let conn = RedisConnection::connect(url, settings)
+            .await
+            .map_err(connect_error)?;
+        Ok(Self::new(conn))
+    }
+
+    /// Connects to the Redis Cluster of which `nodes` are members with `settings`, a breaker
+    /// per master.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn connect_cluster<T: redis::IntoConnectionInfo>(
+        nodes: impl IntoIterator<Item = T>,
+        settings: &RedisSettings,
+    ) -> Result<Self, BackendError> {
+        let conn = RedisConnection::connect_cluster(nodes, settings)
+            .await
+            .map_err(connect_error)?;
+        Ok(Self::new(conn))
+    }
+
+    /// A runner over an existing connection, behind [`Breaker::for_backend`].
+    pub fn new(conn: impl Into<RedisConnection>) -> Self {
+        let conn = conn.into();
+        let breakers = Arc::new(Breakers::new(&conn, Breaker::for_backend()));
+        Self { conn, breakers }
+    }
+
+    /// Guards the calls with `breaker`: on one server that breaker itself, on a cluster a
+    /// [fresh](Breaker::fresh) copy of it per master.
+    pub fn with_breaker(mut self, breaker: Breaker) -> Self {
+        self.breakers = Arc::new(Breakers::new(&self.conn, breaker));
+        self
+    }
+
+    /// The connection, for administration and tests.
+    pub fn connection(&self) -> &RedisConnection {
+        &self.conn
+    }
+
+    /// The breaker that guards the calls for `key` (on a cluster, its master's).
+    pub fn breaker_for(&self, key: &str) -> Breaker {
+        self.breakers.for_key(key, &self.conn)
+    }
+
+    /// Runs `script` (whose keys hash to `key`'s slot) behind the breaker of `key`'s node: while
+    /// it is open the call fails at once with [`BackendError::Unavailable`]
+    /// ([`BreakerOpen`](crate::BreakerOpen)).
+    pub async fn eval<T: FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+        key: &str,
+    ) -> Result<T, BackendError> {
+        let breaker = self.breaker_for(key);
+        let Some(permit) = breaker.try_acquire() else {
+            self.breakers.refused(&self.conn);
+            return Err(BackendError::Unavailable(Box::new(crate::BreakerOpen)));
+        };
+        let mut conn = self.conn.clone();
+        let result = script.invoke_async::<T>(&mut conn).await;
+        let reached = result.as_ref().map_or_else(reached, |_| true);
+        breaker.record(permit, reached);
+        if !reached {
+            self.breakers.refused(&self.conn);
+        }
+        result.map_err(|e| match self.classify(e) {
+            BackendError::Corrupt(source) => BackendError::Corrupt(Box::new(Unreadable {
+                key: key.to_owned(),
+                source,
+            })),
+            other => other,
+        })
+    }
+
+    /// Runs `script` without asking the breaker: for calls whose outcome matters more than a
+    /// fast failure (completing a record, releasing a lease).
+    pub async fn eval_always<T: FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        let mut conn = self.conn.clone();
+        script
+            .invoke_async::<T>(&mut conn)
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Sends `cmd` without asking the breaker.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
+        let mut conn = self.conn.clone();
+        cmd.query_async::<T>(&mut conn)
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// The one rule (see the [module docs](self)) applied to `error`.
+    pub fn classify(&self, error: RedisError) -> BackendError {
+        if matches!(error.code(), Some("WRONGTYPE" | "CORRUPT")) {
+            return BackendError::Corrupt(Box::new(error));
+        }
+        if let Some(misrouted) = self.conn.misrouting(&error) {
+            return BackendError::Misconfigured(Box::new(misrouted));
+        }
+        BackendError::Unavailable(Box::new(error))
+    }
+}
+
+/// A key that holds something the script cannot read (the cause of a
+/// [`BackendError::Corrupt`] from [`RedisRunner::eval`]).
+#[derive(Debug)]
+struct Unreadable {
+    key: String,
+    source: crate::BoxError,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the Redis key {} holds data this release cannot read",
+            self.key
+        )
+    }
+}
+
+impl std::error::Error for Unreadable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Whether a failed call reached a server: an error reply carries a code, a lost connection or a
+/// timeout does not.
+fn reached(error: &RedisError) -> bool {
+    error.code().is_some()
+}
+
+/// The breakers of a runner: one for a server, one per master of a cluster.
+enum Breakers {
+    Single(Breaker),
+    #[cfg(feature = "cluster")]
+    Cluster(cluster::NodeBreakers),
+}
+
+impl Breakers {
+    fn new(conn: &RedisConnection, breaker: Breaker) -> Self {
+        match conn {
+            RedisConnection::Single(_) => Self::Single(breaker),
+            #[cfg(feature = "cluster")]
+            RedisConnection::Cluster(_) => Self::Cluster(cluster::NodeBreakers::new(breaker)),
+        }
+    }
+
+    fn for_key(&self, key: &str, conn: &RedisConnection) -> Breaker {
+        match self {
+            Self::Single(b) => b.clone(),
+            #[cfg(feature = "cluster")]
+            Self::Cluster(nodes) => nodes.for_key(key, conn),
+        }
+    }
+
+    /// A call was refused by an open breaker or found no node: the slot map may be stale.
+    fn refused(&self, conn: &RedisConnection) {
+        #[cfg(feature = "cluster")]
+        if let Self::Cluster(nodes) = self {
+            nodes.refresh_soon(conn, Duration::from_millis(200));
+        }
+        let _ = conn;
+    }
+}
+
+#[cfg(feature = "cluster")]
+mod cluster {
+    //! A breaker per master of a Redis Cluster, found through the slot map.
+
+    use super::RedisConnection;
+    use crate::Breaker;
+    use parking_lot::{Mutex, RwLock};
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    use redis::Value;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    const SLOTS: u16 = 16_384;
+    /// The slot map is re-read this often while calls come.
+    const MAX_AGE: Duration = Duration::from_secs(10);
+
+    /// Slot ranges (inclusive) with the breaker of the master that owns each.
+    type Table = Vec<(u16, u16, Breaker)>;
+
+    /// Cheap to share with the background refresh: clones share one state.
+    #[derive(Clone)]
+    pub(super) struct NodeBreakers(Arc<State>);
+
+    struct State {
+        template: Breaker,
+        /// For calls whose slot the map does not know yet.
+        unmapped: Breaker,
+        table: RwLock<Arc<Table>>,
+        /// The breaker of each master seen, by `host:port`, kept across refreshes.
+        by_node: Mutex<Vec<(String, Breaker)>>,
+        refreshing: AtomicBool,
+        refreshed_at: Mutex<Option<Instant>>,
+    }
+
+    impl NodeBreakers {
+        pub(super) fn new(template: Breaker) -> Self {
+            Self(Arc::new(State {
+                unmapped: template.fresh(),
+                template,
+                table: RwLock::new(Arc::new(Vec::new())),
+                by_node: Mutex::new(Vec::new()),
+                refreshing: AtomicBool::new(false),
+                refreshed_at: Mutex::new(None),
+            }))
+        }
+
+        pub(super) fn for_key(&self, key: &str, conn: &RedisConnection) -> Breaker {
+            let slot = slot_of(key.as_bytes());
+            let table = Arc::clone(&self.0.table.read());
+            let i = table.partition_point(|(_, end, _)| *end < slot);
+            match table.get(i) {
+                Some((start, _, breaker)) if *start <= slot => {
+                    self.refresh_soon(conn, MAX_AGE);
+                    breaker.clone()
+                }
+                _ => {
+                    self.refresh_soon(conn, Duration::from_millis(200));
+                    self.0.unmapped.clone()
+                }
+            }
+        }
+
+        /// Reads the slot map in the background unless it was read less than `age` ago or a
+        /// read is under way (nothing happens outside a tokio runtime).
+        pub(super) fn refresh_soon(&self, conn: &RedisConnection, age: Duration) {
+            if self
+                .0
+                .refreshed_at
+                .lock()
+                .is_some_and(|t| t.elapsed() < age)
+            {
+                return;
+            }
+            let RedisConnection::Cluster(c) = conn else {
+                return;
+            };
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            if self.0.refreshing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *self.0.refreshed_at.lock() = Some(Instant::now());
+            let (this, mut c) = (self.clone(), c.clone());
+            rt.spawn(async move {
+                let mut cmd = redis::cmd("CLUSTER");
+                cmd.arg("SLOTS");
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                if let Some(ranges) = c
+                    .route_command(cmd, routing)
+                    .await
+                    .ok()
+                    .as_ref()
+                    .and_then(parse_slots)
+                {
+                    this.install(ranges);
+                }
+                this.0.refreshing.store(false, Ordering::Release);
+            });
+        }
+
+        /// Makes `ranges` the slot map, each master keeping the breaker it had.
+        pub(super) fn install(&self, ranges: Vec<(u16, u16, String)>) {
+            let mut nodes = self.0.by_node.lock();
+            let table: Table = ranges
+                .into_iter()
+                .map(|(start, end, node)| {
+                    let breaker = match nodes.iter().find(|(n, _)| *n == node) {
+                        Some((_, b)) => b.clone(),
+                        None => {
+                            let b = self.0.template.fresh();
+                            nodes.push((node, b.clone()));
+                            b
+                        }
+                    };
+                    (start, end, breaker)
+                })
+                .collect();
+            *self.0.table.write() = Arc::new(table);
+        }
+    }
+
+    /// The master of each slot range in a `CLUSTER SLOTS` reply, as `host:port`.
+    pub(super) fn parse_slots(reply: &Value) -> Option<Vec<(u16, u16, String)>> {
+        let Value::Array(entries) = reply else {
+            return None;
+        };
+        let mut ranges = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Value::Array(fields) = entry else {
+                return None;
+            };
+            let int = |v: Option<&Value>| match v {
+                Some(Value::Int(i)) => u16::try_from(*i).ok(),
+                _ => None,
+            };
+            let (start, end) = (int(fields.first())?, int(fields.get(1))?);
+            let Some(Value::Array(master)) = fields.get(2) else {
+                return None;
+            };
+            let host = match master.first()? {
+                Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
+                Value::SimpleString(s) => s.clone(),
+                _ => return None,
+            };
+            let port = int(master.get(1))?;
+            ranges.push((start, end, format!("{host}:{port}")));
+        }
+        ranges.sort_unstable_by_key(|r| r.0);
+        Some(ranges)
+    }
+
+    /// The hash slot of `key` (CRC16/XMODEM of its hash tag, or of the whole key).
+    pub(super) fn slot_of(key: &[u8]) -> u16 {
+        let tagged = key
+            .iter()
+            .position(|&b| b == b'{')
+            .and_then(|open| {
+                let rest = &key[open + 1..];
+                let close = rest.iter().position(|&b| b == b'}')?;
+                (close > 0).then(|| &rest[..close])
+            })
+            .unwrap_or(key);
+        crc16::State::<crc16::XMODEM>::calculate(tagged) % SLOTS
+    }
 }

@@ -397,9 +397,7 @@ impl idem_core::IdempotencyStore for DownStore {
         _: &idem_core::Fingerprint,
         _: std::time::Duration,
     ) -> Result<idem_core::BeginOutcome, idem_core::StoreError> {
-        Err(idem_core::StoreError::Unavailable(
-            "connection refused".into(),
-        ))
+        Err(idem_core::StoreError::unavailable("connection refused"))
     }
     async fn complete(
         &self,
@@ -409,9 +407,7 @@ impl idem_core::IdempotencyStore for DownStore {
         _: &idem_core::StoredResponse,
         _: std::time::Duration,
     ) -> Result<(), idem_core::StoreError> {
-        Err(idem_core::StoreError::Unavailable(
-            "connection refused".into(),
-        ))
+        Err(idem_core::StoreError::unavailable("connection refused"))
     }
     async fn release(
         &self,
@@ -419,9 +415,7 @@ impl idem_core::IdempotencyStore for DownStore {
         _: &idem_core::IdempotencyKey,
         _: idem_core::Fence,
     ) -> Result<(), idem_core::StoreError> {
-        Err(idem_core::StoreError::Unavailable(
-            "connection refused".into(),
-        ))
+        Err(idem_core::StoreError::unavailable("connection refused"))
     }
     async fn renew(
         &self,
@@ -430,9 +424,7 @@ impl idem_core::IdempotencyStore for DownStore {
         _: idem_core::Fence,
         _: std::time::Duration,
     ) -> Result<(), idem_core::StoreError> {
-        Err(idem_core::StoreError::Unavailable(
-            "connection refused".into(),
-        ))
+        Err(idem_core::StoreError::unavailable("connection refused"))
     }
 }
 

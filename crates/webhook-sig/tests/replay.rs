@@ -163,7 +163,7 @@ impl IdempotencyStore for DownStore {
         _: &Fingerprint,
         _: Duration,
     ) -> Result<BeginOutcome, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+        Err(StoreError::unavailable("connection refused"))
     }
     async fn complete(
         &self,
@@ -173,10 +173,10 @@ impl IdempotencyStore for DownStore {
         _: &StoredResponse,
         _: Duration,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+        Err(StoreError::unavailable("connection refused"))
     }
     async fn release(&self, _: &str, _: &IdempotencyKey, _: Fence) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+        Err(StoreError::unavailable("connection refused"))
     }
     async fn renew(
         &self,
@@ -185,7 +185,7 @@ impl IdempotencyStore for DownStore {
         _: Fence,
         _: Duration,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
+        Err(StoreError::unavailable("connection refused"))
     }
 }
 

@@ -434,7 +434,7 @@ async fn complete_with_retries<S: IdempotencyStore + ?Sized>(
         None => store.complete(scope, key, fence, stored, retention).await,
     };
     for wait in COMPLETE_BACKOFF {
-        if !matches!(result, Err(StoreError::Unavailable(_))) {
+        if !result.as_ref().is_err_and(StoreError::is_unavailable) {
             break;
         }
         tokio::time::sleep(wait).await;
@@ -523,21 +523,17 @@ impl<S: IdempotencyStore> Ctx<S> {
                 .into_response_if_grpc(self.grpc),
             );
         }
-        if matches!(e, StoreError::Misconfigured(_)) {
-            // A deployment error (a single-node client on a Redis Cluster…): running requests
-            // unprotected, node by node, would hide it while duplicates go through.
-            tracing::error!(error = %e, source = ?std::error::Error::source(e), "idempotency store misconfigured; refusing the request");
-            return Decided::Respond(
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "idempotency_store_misconfigured",
-                    "Idempotency store misconfigured",
-                )
-                .with_detail(
-                    "the request was not run: the server's idempotency store is misconfigured",
-                )
-                .into_response_if_grpc(self.grpc),
-            );
+        if let StoreError::Backend(backend) = e {
+            if !backend.is_unavailable() {
+                // A deployment error (a single-node client on a Redis Cluster…) or a record this
+                // release cannot read: running requests unprotected would let duplicates through.
+                tracing::error!(error = %e, source = ?std::error::Error::source(backend), "idempotency store {}; refusing the request", backend.label());
+                return Decided::Respond(
+                    backend
+                        .problem(&STORE_CODES)
+                        .into_response_if_grpc(self.grpc),
+                );
+            }
         }
         match self.policy.fail_mode {
             FailMode::Open
@@ -563,6 +559,15 @@ impl<S: IdempotencyStore> Ctx<S> {
         }
     }
 }
+
+/// The codes of the store's failures (`idempotency_store_unavailable` is answered by the fail
+/// mode's own problem, which tells the client to retry with the same key).
+pub(crate) const STORE_CODES: retry_safe_core::BackendCodes = retry_safe_core::BackendCodes {
+    name: "idempotency store",
+    unavailable: "idempotency_store_unavailable",
+    misconfigured: "idempotency_store_misconfigured",
+    corrupt: "idempotency_record_corrupt",
+};
 
 // Built once per decided request and moved straight out: boxing would cost an allocation.
 #[allow(clippy::large_enum_variant)]

@@ -121,26 +121,27 @@ fn refusal<B: From<Bytes>>(
     .into_response_if_grpc(grpc)
 }
 
+/// The codes of the fleet shedder's backend failures.
+#[cfg(feature = "redis")]
+const FLEET_CODES: retry_safe_core::BackendCodes = retry_safe_core::BackendCodes {
+    name: "fleet load shedder",
+    unavailable: "fleet_shedder_unavailable",
+    misconfigured: "fleet_shedder_misconfigured",
+    corrupt: "fleet_shedder_state_corrupt",
+};
+
 /// The answer when the fleet shedder could not decide: 503 when its Redis is down and it fails
-/// closed, 500 when it is misconfigured.
+/// closed, 500 when it is misconfigured or its state unreadable.
 #[cfg(feature = "redis")]
 fn fleet_failed<B: From<Bytes>>(e: &crate::FleetError, grpc: bool) -> Response<B> {
     tracing::error!(error = %e, source = ?std::error::Error::source(e), "fleet shedder failed; refusing the request");
-    match e {
-        crate::FleetError::Misconfigured(_) => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "fleet_shedder_misconfigured",
-            "Fleet load shedder misconfigured",
-        )
-        .with_detail("the server's fleet load shedder is misconfigured; the request was not run")
-        .into_response_if_grpc(grpc),
-        _ => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "fleet_shedder_unavailable",
-            "Fleet load shedder unavailable",
-        )
-        .with_detail("the fleet's admission counter cannot be reached; the request was not run")
-        .with_retry_after(std::time::Duration::from_secs(1))
-        .into_response_if_grpc(grpc),
-    }
+    let backend;
+    let backend = match e {
+        crate::FleetError::Backend(b) => b,
+        other => {
+            backend = retry_safe_core::BackendError::Misconfigured(other.to_string().into());
+            &backend
+        }
+    };
+    backend.problem(&FLEET_CODES).into_response_if_grpc(grpc)
 }

@@ -13,7 +13,7 @@
 //! permit when failing open); a misconfigured one (a single-node client on a cluster) 500
 //! `concurrency_misconfigured` under any fail mode.
 
-use crate::{BoxError, ConcurrencyLimiter, Limited};
+use crate::{ConcurrencyLimiter, Error};
 use std::future::Future;
 use std::hash::Hash;
 
@@ -25,20 +25,6 @@ pub use self::future::ConcurrencyLimitFuture;
 pub use self::layer::ConcurrencyLimitLayer;
 pub use self::service::ConcurrencyLimitService;
 
-/// Why a [`PermitSource`] gave no permit.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// The key is at its cap (429).
-    Limited(Limited),
-    /// The shared backend could not be reached and the source fails closed (503).
-    Unavailable(BoxError),
-    /// The shared backend is misconfigured (500, under any fail mode).
-    Misconfigured(BoxError),
-    /// The shared backend holds unreadable state (500).
-    Corrupt(String),
-}
-
 /// Where a [`ConcurrencyLimitLayer`] takes its permits: a permit is held while the request runs
 /// and frees its slot when dropped.
 pub trait PermitSource<K>: Clone + Send + Sync + 'static {
@@ -46,14 +32,13 @@ pub trait PermitSource<K>: Clone + Send + Sync + 'static {
     type Permit: Send + 'static;
 
     /// A permit for `key`, or why there is none.
-    fn acquire_permit(&self, key: &K)
-        -> impl Future<Output = Result<Self::Permit, Refusal>> + Send;
+    fn acquire_permit(&self, key: &K) -> impl Future<Output = Result<Self::Permit, Error>> + Send;
 
     /// The same answer when it needs no waiting and no I/O (an in-memory limiter with a free slot,
     /// or one without a queue), so the layer neither boxes a future nor clones its inner service
     /// for it; `None` (the default) when it must be awaited through
     /// [`acquire_permit`](PermitSource::acquire_permit).
-    fn acquire_now(&self, key: &K) -> Option<Result<Self::Permit, Refusal>> {
+    fn acquire_now(&self, key: &K) -> Option<Result<Self::Permit, Error>> {
         let _ = key;
         None
     }
@@ -62,17 +47,17 @@ pub trait PermitSource<K>: Clone + Send + Sync + 'static {
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> PermitSource<K> for ConcurrencyLimiter<K> {
     type Permit = crate::OwnedPermit<K>;
 
-    async fn acquire_permit(&self, key: &K) -> Result<Self::Permit, Refusal> {
-        self.acquire_owned(key).await.map_err(Refusal::Limited)
+    async fn acquire_permit(&self, key: &K) -> Result<Self::Permit, Error> {
+        self.acquire_owned(key).await.map_err(Error::Limited)
     }
 
     #[inline]
-    fn acquire_now(&self, key: &K) -> Option<Result<Self::Permit, Refusal>> {
+    fn acquire_now(&self, key: &K) -> Option<Result<Self::Permit, Error>> {
         match self.try_acquire_owned(key) {
             Ok(permit) => Some(Ok(permit)),
             // A full key may still get a slot by waiting in the queue.
             Err(_) if self.queues() => None,
-            Err(limited) => Some(Err(Refusal::Limited(limited))),
+            Err(limited) => Some(Err(Error::Limited(limited))),
         }
     }
 }
@@ -81,13 +66,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> PermitSource<K> for Concurren
 impl<K: std::fmt::Display + Sync> PermitSource<K> for crate::RedisConcurrencyLimiter {
     type Permit = crate::Lease;
 
-    async fn acquire_permit(&self, key: &K) -> Result<Self::Permit, Refusal> {
-        use crate::Error;
-        self.acquire(&key.to_string()).await.map_err(|e| match e {
-            Error::Limited(l) => Refusal::Limited(l),
-            Error::Unavailable(e) => Refusal::Unavailable(e),
-            Error::Misconfigured(e) => Refusal::Misconfigured(e),
-            Error::Corrupt(c) => Refusal::Corrupt(c),
-        })
+    async fn acquire_permit(&self, key: &K) -> Result<Self::Permit, Error> {
+        self.acquire(&key.to_string()).await
     }
 }

@@ -1,6 +1,7 @@
 use super::future::ConcurrencyLimitFuture;
 use super::layer::ConcurrencyLimitLayer;
-use super::{PermitSource, Refusal};
+use super::PermitSource;
+use crate::Error;
 use crate::{ConcurrencyLimiter, Limited, Reason};
 use bytes::Bytes;
 use http::request::Parts;
@@ -97,10 +98,10 @@ where
 }
 
 /// The answer to a request that got no permit.
-fn answer<B: From<Bytes>>(refused: &Refusal, grpc: bool) -> Response<B> {
+fn answer<B: From<Bytes>>(refused: &Error, grpc: bool) -> Response<B> {
     match refused {
-        Refusal::Limited(limited) => refusal(limited, grpc),
-        other => backend_failed(other, grpc),
+        Error::Limited(limited) => refusal(limited, grpc),
+        Error::Backend(e) => e.problem(&BACKEND_CODES).into_response_if_grpc(grpc),
     }
 }
 
@@ -109,12 +110,12 @@ fn answer<B: From<Bytes>>(refused: &Refusal, grpc: bool) -> Response<B> {
 #[cfg(feature = "metrics")]
 fn record<P>(
     hot: &super::layer::HotMetrics,
-    acquired: &Result<P, Refusal>,
+    acquired: &Result<P, Error>,
     waited: std::time::Duration,
 ) {
     let (outcome, reason) = match acquired {
         Ok(_) => ("acquired", ""),
-        Err(Refusal::Limited(limited)) => (
+        Err(Error::Limited(limited)) => (
             "rejected",
             match limited.reason {
                 Reason::Full => "full",
@@ -122,9 +123,7 @@ fn record<P>(
                 Reason::TimedOut => "timed_out",
             },
         ),
-        Err(Refusal::Unavailable(_)) => ("rejected", "unavailable"),
-        Err(Refusal::Misconfigured(_)) => ("rejected", "misconfigured"),
-        Err(Refusal::Corrupt(_)) => ("rejected", "corrupt"),
+        Err(Error::Backend(e)) => ("rejected", e.label()),
     };
     if acquired.is_ok() {
         hot.acquired
@@ -141,40 +140,13 @@ fn record<P>(
         .record(waited.as_secs_f64());
 }
 
-/// The answer when the fleet limiter's backend failed.
-fn backend_failed<B: From<Bytes>>(refusal: &Refusal, grpc: bool) -> Response<B> {
-    let (status, code, title, detail, retry) = match refusal {
-        Refusal::Unavailable(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "concurrency_unavailable",
-            "Concurrency limiter unavailable",
-            "the shared concurrency limiter cannot be reached; the request was not run",
-            true,
-        ),
-        Refusal::Misconfigured(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "concurrency_misconfigured",
-            "Concurrency limiter misconfigured",
-            "the server's shared concurrency limiter is misconfigured; the request was not run",
-            false,
-        ),
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "concurrency_state_corrupt",
-            "Concurrency limiter state unreadable",
-            "the shared concurrency limiter's state could not be read; the request was not run",
-            false,
-        ),
-    };
-    let problem = Problem::new(status, code, title).with_detail(detail);
-    if retry {
-        problem
-            .with_retry_after(std::time::Duration::from_secs(1))
-            .into_response_if_grpc(grpc)
-    } else {
-        problem.into_response_if_grpc(grpc)
-    }
-}
+/// The codes of the fleet limiter's backend failures.
+const BACKEND_CODES: retry_safe_core::BackendCodes = retry_safe_core::BackendCodes {
+    name: "concurrency limiter",
+    unavailable: "concurrency_unavailable",
+    misconfigured: "concurrency_misconfigured",
+    corrupt: "concurrency_state_corrupt",
+};
 
 fn refusal<B: From<Bytes>>(limited: &Limited, grpc: bool) -> Response<B> {
     let detail = match limited.reason {

@@ -190,45 +190,30 @@ fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
                 grpc(),
             ))
         }
-        Err(Error::Unavailable(_)) => {
+        Err(Error::Backend(e)) => {
             metrics.failed.fetch_add(1, Ordering::Relaxed);
-            emit("backend_unavailable", "");
-            Answer::Refused(problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "rate_limit_unavailable",
-                "Rate limiter unavailable",
-                "the shared rate limiter cannot be reached; the request was not run",
-                Some(Duration::from_secs(1)),
-                grpc(),
-            ))
-        }
-        Err(Error::Misconfigured(e)) => {
-            metrics.failed.fetch_add(1, Ordering::Relaxed);
-            emit("backend_misconfigured", "");
-            tracing::error!(error = %e, "rate limiter misconfigured; refusing the request");
-            Answer::Refused(problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "rate_limit_misconfigured",
-                "Rate limiter misconfigured",
-                "the server's shared rate limiter is misconfigured; the request was not run",
-                None,
-                grpc(),
-            ))
-        }
-        Err(Error::Corrupt(_)) => {
-            metrics.failed.fetch_add(1, Ordering::Relaxed);
-            emit("backend_corrupt", "");
-            Answer::Refused(problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "rate_limit_state_corrupt",
-                "Rate limiter state unreadable",
-                "the rate limiter's stored state could not be read; the request was not run",
-                None,
-                grpc(),
-            ))
+            emit(e.label(), "");
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "rate limiter {}; refusing the request", e.label());
+            let problem = e.problem(&BACKEND_CODES);
+            let problem = match problem.retry_after() {
+                Some(after) => problem.with(
+                    "retry_after_ms",
+                    u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                ),
+                None => problem,
+            };
+            Answer::Refused(problem.into_response_if_grpc(grpc()))
         }
     }
 }
+
+/// The codes of the shared limiter's failures.
+const BACKEND_CODES: retry_safe_core::BackendCodes = retry_safe_core::BackendCodes {
+    name: "rate limiter",
+    unavailable: "rate_limit_unavailable",
+    misconfigured: "rate_limit_misconfigured",
+    corrupt: "rate_limit_state_corrupt",
+};
 
 /// One decision to the `metrics` facade (feature `metrics`): `ratelimit_requests_total` with the
 /// outcome and the quota that decided it (empty when none did).
