@@ -108,6 +108,31 @@ impl PrivateRedis {
         Self { child, url }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGSTOPs it (by its PID): connections stay open and nothing answers, as in a freeze.
+    pub fn pause(&self) {
+        assert!(signal(self.pid(), "STOP"), "SIGSTOP to redis-server failed");
+    }
+
+    /// SIGCONTs it after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        assert!(signal(self.pid(), "CONT"), "SIGCONT to redis-server failed");
+    }
+
+    /// A command on a connection of its own (`CONFIG SET …` in fault tests).
+    pub async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let mut conn = redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+
     /// SIGKILLs it.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -117,6 +142,18 @@ impl PrivateRedis {
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
+        // A paused process is woken first, so that it dies at once; a dead one ignores this.
+        let _ = signal(self.pid(), "CONT");
         self.stop();
     }
+}
+
+/// Sends `SIG<name>` to the process `pid` (one this test started); whether it was delivered.
+pub fn signal(pid: u32, name: &str) -> bool {
+    std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -273,3 +273,33 @@ async fn a_misrouted_fleet_shedder_is_misconfigured_not_a_fallback() {
     }
     assert!(misconfigured > 0);
 }
+
+/// The workspace's one rule on the fleet shedder: an error reply (`READONLY`) is an outage (fail-open
+/// falls back to the server, fail-closed refuses), and its breaker stays closed.
+#[tokio::test]
+async fn an_error_reply_falls_back_but_does_not_open_the_breaker() {
+    let redis = PrivateRedis::start().await;
+    let _: () = redis
+        .command(redis::cmd("REPLICAOF").arg("127.0.0.1").arg("1"))
+        .await;
+    let breaker = loadshed_fleet::Breaker::new(1, Duration::from_secs(1), ManualClock::new());
+    let open = FleetShedder::connect(&redis.url, 10)
+        .await
+        .unwrap()
+        .breaker(breaker.clone());
+    for _ in 0..5 {
+        assert!(open.admit(Class::Write).await.unwrap().is_fallback());
+    }
+    let closed = open.clone().fail_mode(FailMode::Closed);
+    assert!(matches!(
+        closed.admit(Class::Write).await,
+        Err(FleetError::Backend(BackendError::Unavailable(_)))
+    ));
+    assert_eq!(breaker.state(), retry_safe_core::BreakerState::Closed);
+    assert!(
+        open.leases_key().starts_with("lsf:{"),
+        "{}",
+        open.leases_key()
+    );
+    assert!(!open.connection().is_cluster());
+}

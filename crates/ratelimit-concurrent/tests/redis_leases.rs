@@ -235,3 +235,30 @@ async fn the_layer_answers_503_when_the_fleet_limiter_fails_closed() {
     assert_eq!(res.status(), http::StatusCode::OK);
     assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// The workspace's one rule: Redis answered with an error (`READONLY`: the server was made a replica): the
+/// acquisition is an outage for the caller, and the breaker stays closed.
+#[tokio::test]
+async fn an_error_reply_is_unavailable_but_does_not_open_the_breaker() {
+    let redis = PrivateRedis::start().await;
+    let _: () = redis
+        .command(redis::cmd("REPLICAOF").arg("127.0.0.1").arg("1"))
+        .await;
+    let breaker = ratelimit_concurrent::Breaker::new(1, Duration::from_secs(1), ManualClock::new());
+    let limiter = RedisConcurrencyLimiter::connect(&redis.url, 2)
+        .await
+        .unwrap()
+        .breaker(breaker.clone());
+    for _ in 0..5 {
+        match limiter.acquire("k").await {
+            Err(Error::Backend(BackendError::Unavailable(e))) => {
+                let e = e
+                    .downcast_ref::<redis::RedisError>()
+                    .expect("Redis's reply");
+                assert!(e.code().is_some(), "an error reply: {e}");
+            }
+            other => panic!("a READONLY reply is an outage, got {other:?}"),
+        }
+    }
+    assert_eq!(breaker.state(), retry_safe_core::BreakerState::Closed);
+}

@@ -408,3 +408,40 @@ async fn the_layer_answers_503_while_a_fail_closed_redis_is_down() {
         "fail-closed: the handler did not run"
     );
 }
+
+/// The workspace's one rule: Redis answered with an error (here `READONLY`: the server was made a replica), so
+/// the decision is an outage for the caller (fail-closed: `Unavailable`; fail-open: decided
+/// locally), and the breaker, which spares callers the timeouts of a silent Redis, stays closed.
+#[tokio::test]
+async fn an_error_reply_is_unavailable_but_does_not_open_the_breaker() {
+    let redis = testkit::PrivateRedis::start().await;
+    let _: () = redis
+        .command(redis::cmd("REPLICAOF").arg("127.0.0.1").arg("1"))
+        .await;
+    let breaker =
+        ratelimit_token_bucket::Breaker::new(1, Duration::from_secs(1), ManualClock::new());
+    let quotas = Quotas::new([Quota::per_second(10).burst(10)]).unwrap();
+    let closed = RedisLimiter::connect(&redis.url, quotas.clone())
+        .await
+        .unwrap()
+        .breaker(breaker.clone());
+    for _ in 0..5 {
+        match closed.check("k", 1).await {
+            Err(Error::Backend(BackendError::Unavailable(e))) => {
+                let e = e
+                    .downcast_ref::<redis::RedisError>()
+                    .expect("Redis's reply");
+                assert!(e.code().is_some(), "an error reply: {e}");
+            }
+            other => panic!("a READONLY reply is an outage, got {other:?}"),
+        }
+    }
+    let open = RedisLimiter::connect(&redis.url, quotas)
+        .await
+        .unwrap()
+        .breaker(breaker.clone())
+        .fail_mode(FailMode::Open);
+    assert!(open.check("k", 1).await.unwrap().is_allowed());
+    assert_eq!(open.fallback_decisions(), 1);
+    assert_eq!(breaker.state(), retry_safe_core::BreakerState::Closed);
+}

@@ -720,3 +720,48 @@ mod cluster {
         crc16::State::<crc16::XMODEM>::calculate(tagged) % SLOTS
     }
 }
+
+#[cfg(all(test, feature = "cluster"))]
+mod tests {
+    use super::cluster::{parse_slots, slot_of};
+    use redis::Value;
+
+    #[test]
+    fn slots_are_redis_own() {
+        // `CLUSTER KEYSLOT 123456789` is 12739 (the CRC16/XMODEM check value 0x31C3).
+        assert_eq!(slot_of(b"123456789"), 12_739);
+        assert_eq!(slot_of(b"foo"), 12_182);
+        // A hash tag decides alone; an empty one does not count.
+        assert_eq!(slot_of(b"idem:{123456789}:x"), 12_739);
+        assert_eq!(slot_of(b"a{}b"), slot_of(b"a{}b"));
+        assert_ne!(slot_of(b"{}foo"), slot_of(b"foo"));
+    }
+
+    #[test]
+    fn cluster_slots_replies_give_each_range_its_master() {
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(16383),
+                node("127.0.0.1", 7001),
+                node("127.0.0.1", 7004),
+            ]),
+            Value::Array(vec![Value::Int(0), Value::Int(5460), node("127.0.0.1", 7000)]),
+        ]);
+        assert_eq!(
+            parse_slots(&reply).unwrap(),
+            vec![
+                (0, 5460, "127.0.0.1:7000".to_owned()),
+                (5461, 16383, "127.0.0.1:7001".to_owned())
+            ]
+        );
+        assert!(parse_slots(&Value::Int(1)).is_none());
+    }
+}
