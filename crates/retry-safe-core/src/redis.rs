@@ -753,7 +753,11 @@ mod tests {
                 node("127.0.0.1", 7001),
                 node("127.0.0.1", 7004),
             ]),
-            Value::Array(vec![Value::Int(0), Value::Int(5460), node("127.0.0.1", 7000)]),
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("127.0.0.1", 7000),
+            ]),
         ]);
         assert_eq!(
             parse_slots(&reply).unwrap(),
