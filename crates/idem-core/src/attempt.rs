@@ -133,9 +133,5 @@ pub(crate) fn in_flight(hint: std::time::Duration) -> crate::Problem {
         "A request with this Idempotency-Key is in progress",
     )
     .with_detail("retry after the original request has finished")
-    .with_retry_after(hint)
-    .with(
-        "retry_after_ms",
-        u64::try_from(hint.as_millis()).unwrap_or(u64::MAX),
-    )
+    .with_retry_after_ms(hint)
 }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
+use retry_safe_core::Shards;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::time::Duration;
@@ -70,7 +71,7 @@ impl Default for MemoryStoreConfig {
 /// # });
 /// ```
 pub struct MemoryStore<C: Clock = SystemClock> {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Shards<Shard>,
     per_shard_cap: usize,
     per_shard_bytes: usize,
     per_shard_scope_cap: Option<usize>,
@@ -233,14 +234,15 @@ impl Default for MemoryStore<SystemClock> {
 impl<C: Clock> MemoryStore<C> {
     /// A store on `clock` with the limits of `config`.
     pub fn with_clock(clock: C, config: MemoryStoreConfig) -> Self {
-        let shards = config.shards.max(1).next_power_of_two();
+        let shards = Shards::new(config.shards, Shard::default);
+        let n = shards.len();
         Self {
-            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
-            per_shard_cap: config.max_records.div_ceil(shards).max(1),
-            per_shard_bytes: config.max_bytes.div_ceil(shards).max(1),
+            shards,
+            per_shard_cap: config.max_records.div_ceil(n).max(1),
+            per_shard_bytes: config.max_bytes.div_ceil(n).max(1),
             per_shard_scope_cap: config
                 .max_records_per_scope
-                .map(|n| n.div_ceil(shards).max(1)),
+                .map(|cap| cap.div_ceil(n).max(1)),
             sweep_interval: config.sweep_interval,
             hasher: RandomState::default(),
             clock,
@@ -289,13 +291,7 @@ impl<C: Clock> MemoryStore<C> {
             spill
         };
         let hash = self.hasher.hash_one(id);
-        (id, hash, self.shard_of(hash))
-    }
-
-    /// The shard of an id's hash: bits 32 and up, apart from the low bits the table places an
-    /// entry by and the top seven it tags it with.
-    fn shard_of(&self, hash: u64) -> &Mutex<Shard> {
-        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
+        (id, hash, self.shards.of(hash))
     }
 
     fn rehash(&self) -> impl Fn(&Entry) -> u64 + '_ {

@@ -302,6 +302,19 @@ pub enum DecodeError {
 }
 
 impl StoredResponse {
+    /// One header or trailer as a record keeps it: the lowercase name and the raw value.
+    pub fn field(name: &http::HeaderName, value: &http::HeaderValue) -> (String, Bytes) {
+        (
+            name.as_str().to_owned(),
+            Bytes::copy_from_slice(value.as_bytes()),
+        )
+    }
+
+    /// Every field of `map` as a record keeps them, in order.
+    pub fn fields_of(map: &http::HeaderMap) -> Vec<(String, Bytes)> {
+        map.iter().map(|(n, v)| Self::field(n, v)).collect()
+    }
+
     /// The newest format version: the one [`encode`](Self::encode) writes for a response with
     /// trailers. A response without trailers is written in version 1, which earlier releases read.
     pub const FORMAT_VERSION: u8 = 2;

@@ -350,9 +350,7 @@ impl PostgresStore {
     }
 }
 
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
+use retry_safe_core::duration_to_micros_i64 as micros;
 
 /// A fence as the `BIGINT` column holds it; no row holds a larger one.
 fn fence_arg(fence: Fence) -> Result<i64, StoreError> {

@@ -3,26 +3,12 @@
 //! `now` is the database's `clock_timestamp()` plus the store's test offset, or the pinned test
 //! time when one is set; so every server of a fleet measures leases with one clock.
 
-/// The database time of a statement: `$pinned` (µs since the epoch) or `clock_timestamp()` plus
-/// `$offset` µs.
-macro_rules! now_sql {
-    ($pinned:literal, $offset:literal) => {
-        concat!(
-            "COALESCE(timestamptz 'epoch' + ",
-            $pinned,
-            "::bigint * interval '1 microsecond', clock_timestamp() + ",
-            $offset,
-            "::bigint * interval '1 microsecond')"
-        )
-    };
-}
-
 /// The `begin` statement, with `$extra` columns in its first part (`t`).
 macro_rules! begin_sql {
     ($extra:literal) => {
         concat!(
         "WITH t AS (SELECT ",
-        now_sql!("$5", "$6"),
+        retry_safe_core::postgres_now!("$5", "$6"),
         " AS now, nextval('idem_fence_seq') AS fence",
             $extra,
             "),
@@ -94,7 +80,7 @@ pub(crate) const BEGIN_IN: &str =
 /// (the CTE holds volatile functions, so PostgreSQL evaluates it, once, before inserting).
 pub(crate) const BEGIN_IN_FRESH: &str = concat!(
     "WITH t AS (SELECT ",
-    now_sql!("$5", "$6"),
+    retry_safe_core::postgres_now!("$5", "$6"),
     " AS now, nextval('idem_fence_seq') AS fence, set_config('lock_timeout', $7, true) AS lock_timeout)
 INSERT INTO idem_records (scope, key, version, fingerprint, state, fence, expires_at, created_at)
 SELECT $1, $2, 1, $3, 1, t.fence, t.now + $4::bigint * interval '1 microsecond', t.now FROM t
@@ -107,7 +93,7 @@ RETURNING fence"
 /// (NULL when there are none). One row back when the fence held a live lease.
 pub(crate) const COMPLETE: &str = concat!(
     "WITH t AS (SELECT ",
-    now_sql!("$9", "$10"),
+    retry_safe_core::postgres_now!("$9", "$10"),
     " AS now)
 UPDATE idem_records r SET
   state = 2,
@@ -123,7 +109,7 @@ RETURNING r.fence"
 /// `release`: $1 scope, $2 key, $3 fence, $4 pinned µs, $5 offset µs.
 pub(crate) const RELEASE: &str = concat!(
     "WITH t AS (SELECT ",
-    now_sql!("$4", "$5"),
+    retry_safe_core::postgres_now!("$4", "$5"),
     " AS now)
 DELETE FROM idem_records r USING t
 WHERE r.scope = $1 AND r.key = $2 AND r.fence = $3 AND r.state = 1 AND r.version = 1
@@ -134,7 +120,7 @@ RETURNING r.fence"
 /// `renew`: $1 scope, $2 key, $3 fence, $4 lease µs, $5 pinned µs, $6 offset µs.
 pub(crate) const RENEW: &str = concat!(
     "WITH t AS (SELECT ",
-    now_sql!("$5", "$6"),
+    retry_safe_core::postgres_now!("$5", "$6"),
     " AS now)
 UPDATE idem_records r SET expires_at = t.now + $4::bigint * interval '1 microsecond'
 FROM t
@@ -147,7 +133,7 @@ RETURNING r.fence"
 /// running statement are skipped, so the sweep never waits for live traffic.
 pub(crate) const PURGE_BATCH: &str = concat!(
     "WITH t AS (SELECT ",
-    now_sql!("$2", "$3"),
+    retry_safe_core::postgres_now!("$2", "$3"),
     " AS now),
 dead AS (
   SELECT r.scope, r.key FROM idem_records r, t WHERE r.expires_at <= t.now

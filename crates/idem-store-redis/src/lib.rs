@@ -228,9 +228,7 @@ impl RedisStore {
     }
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
+use retry_safe_core::duration_to_micros as micros;
 
 /// A reply that matches no script's contract: the key holds something else.
 fn unreadable(what: &'static str) -> StoreError {

@@ -4,6 +4,7 @@ use crate::adaptive::Vegas;
 use crate::Clock;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
+use retry_safe_core::Shards;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -104,7 +105,7 @@ impl<K> std::fmt::Debug for ConcurrencyLimiter<K> {
 }
 
 struct Inner<K> {
-    shards: Box<[Padded<Mutex<Shard<K>>>]>,
+    shards: Shards<Shard<K>>,
     hasher: foldhash::fast::RandomState,
     cap: AtomicU32,
     max_waiters: u32,
@@ -117,9 +118,6 @@ struct Adaptive {
     vegas: Mutex<Vegas>,
     clock: Box<dyn Clock>,
 }
-
-#[repr(align(128))]
-struct Padded<T>(T);
 
 struct Shard<K> {
     table: HashTable<Slot<K>>,
@@ -144,14 +142,10 @@ impl<K: Hash + Eq + Clone + Send + 'static> ConcurrencyLimiter<K> {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS)
-                    .map(|_| {
-                        Padded(Mutex::new(Shard {
-                            table: HashTable::new(),
-                            next_id: 0,
-                        }))
-                    })
-                    .collect(),
+                shards: Shards::new(SHARDS, || Shard {
+                    table: HashTable::new(),
+                    next_id: 0,
+                }),
                 hasher: foldhash::fast::RandomState::default(),
                 cap: AtomicU32::new(max_in_flight),
                 max_waiters: 0,
@@ -207,11 +201,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> ConcurrencyLimiter<K> {
 
     /// Keys with requests in flight or waiting (the limiter holds state for these only).
     pub fn active_keys(&self) -> usize {
-        self.inner
-            .shards
-            .iter()
-            .map(|s| s.0.lock().table.len())
-            .sum()
+        self.inner.shards.iter().map(|s| s.lock().table.len()).sum()
     }
 
     /// Whether a full key's requests wait in a queue (see [`queue`](Self::queue)).
@@ -301,9 +291,7 @@ enum Enqueue {
 impl<K> Inner<K> {
     #[inline]
     fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
-        // Bits from 32 up: the table places a slot by the hash's low bits and tags it with the top
-        // seven, so the shard must take neither.
-        &self.shards[(hash >> 32) as usize % SHARDS].0
+        self.shards.of(hash)
     }
 }
 
@@ -485,37 +473,5 @@ impl<K> std::fmt::Debug for OwnedPermit<K> {
 impl<K> Drop for OwnedPermit<K> {
     fn drop(&mut self) {
         self.inner.release(self.slot);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::{HashMap, HashSet};
-
-    /// The shard index must not take the bits the table tags slots with (the top seven).
-    #[test]
-    fn keys_of_one_shard_keep_distinct_table_tags() {
-        let limiter = ConcurrencyLimiter::<u64>::new(1).unwrap();
-        let mut tags: HashMap<usize, HashSet<u64>> = HashMap::new();
-        for key in 0..20_000u64 {
-            let hash = limiter.inner.hasher.hash_one(key);
-            let shard = limiter.inner.shard(hash) as *const _;
-            let index = limiter
-                .inner
-                .shards
-                .iter()
-                .position(|s| std::ptr::eq(&s.0, shard))
-                .unwrap();
-            tags.entry(index).or_default().insert(hash >> 57);
-        }
-        assert_eq!(tags.len(), SHARDS, "every shard is used");
-        for (shard, tags) in tags {
-            assert!(
-                tags.len() >= 48,
-                "shard {shard}: {} distinct tags",
-                tags.len()
-            );
-        }
     }
 }

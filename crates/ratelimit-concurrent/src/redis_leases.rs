@@ -160,7 +160,7 @@ impl RedisConcurrencyLimiter {
     }
 
     fn lease_micros(&self) -> u64 {
-        u64::try_from(self.lease.as_micros()).unwrap_or(u64::MAX)
+        retry_safe_core::duration_to_micros(self.lease)
     }
 
     /// The circuit breaker of `acquire` (default [`Breaker::for_backend`]: 3 consecutive calls

@@ -5,6 +5,7 @@ use crate::quota::MAX_QUOTAS;
 use crate::{Clock, SystemClock};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
+use retry_safe_core::Shards;
 use std::hash::{BuildHasher, Hash};
 
 /// Shards of a [`KeyedLimiter`] unless told otherwise.
@@ -36,13 +37,8 @@ pub struct KeyedLimiter<K, C = SystemClock> {
     quotas: Quotas,
     clock: C,
     hasher: foldhash::fast::RandomState,
-    shards: Box<[Padded<Mutex<Shard<K>>>]>,
-    /// `shards.len() - 1` (a power of two).
-    mask: usize,
+    shards: Shards<Shard<K>>,
 }
-
-#[repr(align(128))]
-struct Padded<T>(T);
 
 struct Shard<K> {
     table: HashTable<(K, [u64; MAX_QUOTAS])>,
@@ -64,21 +60,15 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
 
     /// A limiter on `clock` with `shards` shards (rounded up to a power of two, at least 1).
     pub fn with_shards(quotas: Quotas, clock: C, shards: usize) -> Self {
-        let n = shards.max(1).next_power_of_two();
-        let shards = (0..n)
-            .map(|_| {
-                Padded(Mutex::new(Shard {
-                    table: HashTable::new(),
-                    sweep_at: FIRST_SWEEP,
-                }))
-            })
-            .collect();
+        let shards = Shards::new(shards, || Shard {
+            table: HashTable::new(),
+            sweep_at: FIRST_SWEEP,
+        });
         Self {
             quotas,
             clock,
             hasher: foldhash::fast::RandomState::default(),
             shards,
-            mask: n - 1,
         }
     }
 
@@ -121,13 +111,13 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     pub fn retain_recent(&self) {
         let now = self.clock.now_nanos();
         for shard in self.shards.iter() {
-            shard.0.lock().sweep(now, &self.hasher);
+            shard.lock().sweep(now, &self.hasher);
         }
     }
 
     /// Keys currently held (idle keys not yet swept included).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().table.len()).sum()
+        self.shards.iter().map(|s| s.lock().table.len()).sum()
     }
 
     /// Whether no key is held.
@@ -137,10 +127,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
 
     #[inline]
     fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
-        // The table places an entry by the hash's low bits and tags it with the top seven; the
-        // shard takes bits from 32 up, so neither loses entropy within a shard (the top bits, as
-        // before, left a shard's entries one bit of tag: most probes compared keys in vain).
-        &self.shards[(hash >> 32) as usize & self.mask].0
+        self.shards.of(hash)
     }
 }
 
@@ -158,41 +145,5 @@ impl<K, C> std::fmt::Debug for KeyedLimiter<K, C> {
             .field("quotas", &self.quotas)
             .field("shards", &self.shards.len())
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{ManualClock, Quota};
-    use std::collections::{HashMap, HashSet};
-
-    /// The shard index must not take the bits the table tags entries with (the top seven): keys
-    /// of one shard keep many distinct tags, so a probe compares few keys in vain.
-    #[test]
-    fn keys_of_one_shard_keep_distinct_table_tags() {
-        let limiter = KeyedLimiter::<u64, _>::with_clock(
-            Quotas::new([Quota::per_second(1)]).unwrap(),
-            ManualClock::new(),
-        );
-        let mut tags: HashMap<usize, HashSet<u64>> = HashMap::new();
-        for key in 0..20_000u64 {
-            let hash = limiter.hasher.hash_one(key);
-            let shard = limiter.shard(hash) as *const _;
-            let index = limiter
-                .shards
-                .iter()
-                .position(|s| std::ptr::eq(&s.0, shard))
-                .unwrap();
-            tags.entry(index).or_default().insert(hash >> 57);
-        }
-        assert_eq!(tags.len(), limiter.shards.len(), "every shard is used");
-        for (shard, tags) in tags {
-            assert!(
-                tags.len() >= 48,
-                "shard {shard}: {} distinct tags",
-                tags.len()
-            );
-        }
     }
 }

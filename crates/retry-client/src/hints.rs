@@ -65,11 +65,7 @@ fn split_outside_quotes(s: &str, sep: u8) -> impl Iterator<Item = &str> {
 /// The server's hint: the longest of `Retry-After`, the `RateLimit` reset and gRPC's
 /// `grpc-retry-pushback-ms`.
 pub fn server_hint(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let pushback = headers
-        .get(retry_safe_core::grpc::GRPC_RETRY_PUSHBACK)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_millis);
+    let pushback = retry_safe_core::grpc::pushback(headers);
     [
         retry_after(headers, now),
         ratelimit_reset(headers),

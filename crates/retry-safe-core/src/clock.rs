@@ -88,6 +88,18 @@ pub fn duration_to_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// A duration as whole microseconds, saturating at `u64::MAX`: what the Redis scripts take.
+#[inline]
+pub fn duration_to_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A duration as whole microseconds for a PostgreSQL `bigint`, saturating at `i64::MAX`.
+#[inline]
+pub fn duration_to_micros_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// The system's wall time since the Unix epoch (zero for a clock set before it).
 fn system_unix_time() -> Duration {
     SystemTime::now()
@@ -305,7 +317,7 @@ impl TimeOffset {
     /// Moves the store's time forward by `by` (microsecond resolution).
     pub fn advance(&self, by: Duration) {
         use std::sync::atomic::Ordering::SeqCst;
-        let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        let micros = duration_to_micros(by);
         if self.pinned_us.load(SeqCst) > 0 {
             self.pinned_us.fetch_add(micros, SeqCst);
         } else {
@@ -315,7 +327,7 @@ impl TimeOffset {
 
     /// Pins the store's time at `since_epoch` (time since 1970-01-01 UTC, nonzero).
     pub fn pin(&self, since_epoch: Duration) {
-        let micros = u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX);
+        let micros = duration_to_micros(since_epoch);
         self.pinned_us
             .store(micros.max(1), std::sync::atomic::Ordering::SeqCst);
     }

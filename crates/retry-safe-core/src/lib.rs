@@ -75,16 +75,43 @@ pub mod problem;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+mod shards;
+
+/// The time of a PostgreSQL statement, as SQL text: the `$pinned` parameter (µs since the Unix
+/// epoch) when it is not `NULL`, else the database's `clock_timestamp()` plus the `$offset`
+/// parameter (µs). One clock — the database's — for every server of a fleet, movable by tests.
+/// Used by the PostgreSQL stores of the workspace.
+///
+/// ```
+/// const NOW: &str = retry_safe_core::postgres_now!("$5", "$6");
+/// assert!(NOW.starts_with("COALESCE(timestamptz 'epoch' + $5::bigint"));
+/// ```
+#[macro_export]
+macro_rules! postgres_now {
+    ($pinned:literal, $offset:literal) => {
+        concat!(
+            "COALESCE(timestamptz 'epoch' + ",
+            $pinned,
+            "::bigint * interval '1 microsecond', clock_timestamp() + ",
+            $offset,
+            "::bigint * interval '1 microsecond')"
+        )
+    };
+}
 
 pub use backend::{BackendCodes, BackendError};
 pub use breaker::{Breaker, BreakerOpen, BreakerPermit, BreakerState};
 pub use client_ip::ClientIp;
 #[cfg(feature = "tokio")]
 pub use clock::TokioClock;
-pub use clock::{duration_to_nanos, Clock, ManualClock, SystemClock, TimeOffset};
+pub use clock::{
+    duration_to_micros, duration_to_micros_i64, duration_to_nanos, Clock, ManualClock, SystemClock,
+    TimeOffset,
+};
 pub use fail::{BoxError, FailMode};
 pub use ipnet::IpNet;
 pub use problem::{ceil_secs, is_problem, retry_after_secs, Problem, PROBLEM_JSON};
+pub use shards::Shards;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -119,6 +119,13 @@ impl Problem {
         self
     }
 
+    /// [`with_retry_after`](Self::with_retry_after), and the wait in the body as the
+    /// `retry_after_ms` extension (whole milliseconds) for clients that want more than seconds.
+    pub fn with_retry_after_ms(self, after: Duration) -> Self {
+        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        self.with_retry_after(after).with("retry_after_ms", ms)
+    }
+
     /// How long the client should wait before it tries again: sent as `Retry-After`.
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);

@@ -32,25 +32,11 @@ pub enum SetupError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
-/// The database time of a statement: `$pinned` (µs since the epoch) or `clock_timestamp()` plus
-/// `$offset` µs — one clock for every dispatcher of a fleet, movable by tests.
-macro_rules! now_sql {
-    ($pinned:literal, $offset:literal) => {
-        concat!(
-            "COALESCE(timestamptz 'epoch' + ",
-            $pinned,
-            "::bigint * interval '1 microsecond', clock_timestamp() + ",
-            $offset,
-            "::bigint * interval '1 microsecond')"
-        )
-    };
-}
-
 /// `enqueue`: $1 endpoint, $2 event id, $3 content type, $4 payload, $5 pinned, $6 offset.
 const ENQUEUE: &str = concat!(
     "INSERT INTO webhook_outbox (endpoint, event_id, content_type, payload, due_at, created_at)
      SELECT $1, $2, $3, $4, t.now, t.now FROM (SELECT ",
-    now_sql!("$5", "$6"),
+    retry_safe_core::postgres_now!("$5", "$6"),
     " AS now) t
      ON CONFLICT (endpoint, event_id) DO NOTHING
      RETURNING id"
@@ -61,7 +47,7 @@ const ENQUEUE: &str = concat!(
 /// rows; each gets a new fence and is due again at the end of the lease.
 const CLAIM: &str = concat!(
     "WITH t AS (SELECT ",
-    now_sql!("$1", "$2"),
+    retry_safe_core::postgres_now!("$1", "$2"),
     " AS now),
 due AS (
   SELECT o.id FROM webhook_outbox o
@@ -85,7 +71,7 @@ RETURNING o.id, o.claim, o.endpoint, o.event_id, o.content_type, o.payload, o.at
 /// for a 410, the endpoint's disabling.
 const SETTLE: &str = concat!(
     "WITH t AS (SELECT ",
-    now_sql!("$8", "$9"),
+    retry_safe_core::postgres_now!("$8", "$9"),
     " AS now),
 upd AS (
   UPDATE webhook_outbox o SET
@@ -116,7 +102,7 @@ const STATS: &str = concat!(
             count(*) FILTER (WHERE state = 3) AS exhausted,
             count(*) FILTER (WHERE state = 4) AS disabled,
             (EXTRACT(EPOCH FROM (",
-    now_sql!("$1", "$2"),
+    retry_safe_core::postgres_now!("$1", "$2"),
     " - min(created_at) FILTER (WHERE state = 1))) * 1000000)::bigint AS oldest_us
      FROM webhook_outbox"
 );
@@ -125,7 +111,7 @@ const PURGE: &str = concat!(
     "DELETE FROM webhook_outbox WHERE id IN (
        SELECT id FROM webhook_outbox
        WHERE state <> 1 AND finished_at <= ",
-    now_sql!("$1", "$2"),
+    retry_safe_core::postgres_now!("$1", "$2"),
     " - $3::bigint * interval '1 microsecond'
        LIMIT $4 FOR UPDATE SKIP LOCKED)"
 );
@@ -148,9 +134,7 @@ fn unavailable(e: sqlx::Error) -> OutboxError {
     OutboxError::Unavailable(Box::new(e))
 }
 
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
+use retry_safe_core::duration_to_micros_i64 as micros;
 
 impl PostgresOutbox {
     /// Connects a pool of at most 8 connections to `url`.

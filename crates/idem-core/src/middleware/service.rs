@@ -342,12 +342,11 @@ where
         .replay_headers
         .iter()
         .flat_map(|name| {
-            parts.headers.get_all(name).iter().map(move |v| {
-                (
-                    name.as_str().to_owned(),
-                    Bytes::copy_from_slice(v.as_bytes()),
-                )
-            })
+            parts
+                .headers
+                .get_all(name)
+                .iter()
+                .map(move |v| StoredResponse::field(name, v))
         })
         .chain(
             // A trailers-only gRPC answer carries its status in the headers.
@@ -359,12 +358,7 @@ where
                         && name.as_str().starts_with("grpc-")
                         && !ctx.policy.replay_headers.contains(name)
                 })
-                .map(|(name, v)| {
-                    (
-                        name.as_str().to_owned(),
-                        Bytes::copy_from_slice(v.as_bytes()),
-                    )
-                }),
+                .map(|(name, v)| StoredResponse::field(name, v)),
         )
         .collect();
     let mut stored = StoredResponse {
@@ -372,15 +366,9 @@ where
         headers,
         body: body.clone(),
         trailers: trailers
-            .iter()
-            .flatten()
-            .map(|(name, v)| {
-                (
-                    name.as_str().to_owned(),
-                    Bytes::copy_from_slice(v.as_bytes()),
-                )
-            })
-            .collect(),
+            .as_ref()
+            .map(StoredResponse::fields_of)
+            .unwrap_or_default(),
     };
     if stored.size() > ctx.policy.max_response_bytes {
         stored = not_stored_marker(parts.status, ctx.grpc);
@@ -601,11 +589,7 @@ fn not_stored_marker(status: StatusCode, grpc: bool) -> StoredResponse {
     let res: Response<Bytes> = problem.into_response_if_grpc(grpc);
     StoredResponse {
         status: res.status().as_u16(),
-        headers: res
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
-            .collect(),
+        headers: StoredResponse::fields_of(res.headers()),
         body: res.into_body(),
         trailers: Vec::new(),
     }

@@ -196,10 +196,7 @@ fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), "rate limiter {}; refusing the request", e.label());
             let problem = e.problem(&BACKEND_CODES);
             let problem = match problem.retry_after() {
-                Some(after) => problem.with(
-                    "retry_after_ms",
-                    u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
-                ),
+                Some(after) => problem.with_retry_after_ms(after),
                 None => problem,
             };
             Answer::Refused(problem.into_response_if_grpc(grpc()))
@@ -251,10 +248,7 @@ fn problem<B: From<Bytes>>(
 ) -> Response<B> {
     let problem = Problem::new(status, code, title).with_detail(detail);
     match retry_after {
-        Some(after) => problem.with_retry_after(after).with(
-            "retry_after_ms",
-            u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
-        ),
+        Some(after) => problem.with_retry_after_ms(after),
         None => problem,
     }
     .into_response_if_grpc(grpc)

@@ -173,12 +173,7 @@ where
                     .headers
                     .get_all(http::header::CONTENT_TYPE)
                     .iter()
-                    .map(|v| {
-                        (
-                            "content-type".to_owned(),
-                            Bytes::copy_from_slice(v.as_bytes()),
-                        )
-                    })
+                    .map(|v| StoredResponse::field(&http::header::CONTENT_TYPE, v))
                     .collect(),
                 body: body.clone(),
                 trailers: Vec::new(),
