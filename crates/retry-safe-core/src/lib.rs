@@ -39,6 +39,7 @@
 //! # Features
 //! | feature | adds |
 //! |---|---|
+//! | `body` | [`body::read_body`]: a request body read whole within a size and a time limit, as every body-reading layer does |
 //! | `tokio` | [`TokioClock`], which follows `tokio::time::pause` / `advance` |
 //! | `axum` | `axum_core::response::IntoResponse` for [`Problem`] |
 //! | `redis` | [`redis::RedisRunner`]: the connection, breakers and failure rule every Redis-backed crate shares; [`BackendError`] is always there |
@@ -65,10 +66,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+#[cfg(feature = "body")]
+#[cfg_attr(docsrs, doc(cfg(feature = "body")))]
+pub mod body;
 pub mod breaker;
 pub mod client_ip;
 pub mod clock;
 mod fail;
+pub mod future;
 pub mod grpc;
 pub mod headers;
 pub mod problem;

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
+use retry_safe_core::body::{declared_length, read_body, BodyCodes, BodyLimits};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -159,41 +160,16 @@ where
     RB::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
-    let read = Limited::new(body, ctx.policy.max_request_bytes).collect();
-    let Ok(read) = tokio::time::timeout(ctx.policy.body_timeout, read).await else {
-        return Ok(Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_body_timeout",
-            "Request body too slow",
-        )
-        .with_detail(format!(
-            "the request body did not arrive within {:?}; retry it with the same Idempotency-Key",
-            ctx.policy.body_timeout
-        ))
-        .into_response_if_grpc(ctx.grpc));
-    };
-    let body = match read {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Ok(Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_body_too_large",
-                "Request body too large",
-            )
-            .with_detail(format!(
-                "an idempotent request body may be at most {} bytes",
-                ctx.policy.max_request_bytes
-            ))
-            .into_response_if_grpc(ctx.grpc))
-        }
-        Err(_) => {
-            return Ok(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "request_body_unreadable",
-                "Request body could not be read",
-            )
-            .with_detail("the request body ended with an error")
-            .into_response_if_grpc(ctx.grpc))
+    let limits = BodyLimits::new(ctx.policy.max_request_bytes, ctx.policy.body_timeout);
+    let body = match read_body(body, declared_length(&parts.headers), limits).await {
+        Ok(body) => body,
+        Err(e) => {
+            let problem = e.problem(&BODY_CODES);
+            let detail = format!(
+                "{}; retry it with the same Idempotency-Key",
+                problem.detail().unwrap_or_default()
+            );
+            return Ok(problem.with_detail(detail).into_response_if_grpc(ctx.grpc));
         }
     };
     let scope = (ctx.policy.scope)(&parts);
@@ -547,6 +523,14 @@ impl<S: IdempotencyStore> Ctx<S> {
         }
     }
 }
+
+/// The codes of a request body that could not be read.
+const BODY_CODES: BodyCodes = BodyCodes {
+    name: "request",
+    too_large: "request_body_too_large",
+    timeout: "request_body_timeout",
+    unreadable: "request_body_unreadable",
+};
 
 /// The codes of the store's failures (`idempotency_store_unavailable` is answered by the fail
 /// mode's own problem, which tells the client to retry with the same key).

@@ -2,11 +2,10 @@
 
 use crate::Clock;
 use http::Response;
+use retry_safe_core::future::{BoxResponseFuture, LayerFuture, OnResponse};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The response future of [`LoadShedService`]: a refusal at once, or the inner service's
@@ -14,43 +13,36 @@ pin_project_lite::pin_project! {
     /// completes or is dropped). Only the fleet shedder's network admission is boxed.
     pub struct LoadShedFuture<F, B, E, C: Clock> {
         #[pin]
-        state: FutureState<F, B, E, C>,
+        inner: LayerFuture<F, Admitted<C>, B, E>,
     }
 }
 
-pin_project_lite::pin_project! {
-    #[project = FutureStateProj]
-    enum FutureState<F, B, E, C: Clock> {
-        Ready { res: Option<Response<B>> },
-        Admitted {
-            #[pin]
-            fut: F,
-            guard: Option<crate::OwnedGuard<C>>,
-        },
-        Boxed { fut: BoxFuture<Result<Response<B>, E>> },
+/// The request's slot, freed when the inner future completes (before the response leaves).
+pub(crate) struct Admitted<C: Clock>(crate::OwnedGuard<C>);
+
+impl<C: Clock, B> OnResponse<B> for Admitted<C> {
+    fn on_response(self, _: Option<&mut Response<B>>) {
+        drop(self.0);
     }
 }
 
 impl<F, B, E, C: Clock> LoadShedFuture<F, B, E, C> {
     pub(crate) fn ready(res: Response<B>) -> Self {
         Self {
-            state: FutureState::Ready { res: Some(res) },
+            inner: LayerFuture::ready(res),
         }
     }
 
     pub(crate) fn admitted(fut: F, guard: crate::OwnedGuard<C>) -> Self {
         Self {
-            state: FutureState::Admitted {
-                fut,
-                guard: Some(guard),
-            },
+            inner: LayerFuture::inner(fut, Admitted(guard)),
         }
     }
 
     #[cfg(feature = "redis")]
-    pub(crate) fn boxed(fut: BoxFuture<Result<Response<B>, E>>) -> Self {
+    pub(crate) fn boxed(fut: BoxResponseFuture<B, E>) -> Self {
         Self {
-            state: FutureState::Boxed { fut },
+            inner: LayerFuture::boxed(fut),
         }
     }
 }
@@ -69,18 +61,6 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            FutureStateProj::Ready { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                None => Poll::Pending, // polled after completion
-            },
-            FutureStateProj::Admitted { fut, guard } => {
-                let out = std::task::ready!(fut.poll(cx));
-                // The request is done: its slot is free before the response leaves.
-                drop(guard.take());
-                Poll::Ready(out)
-            }
-            FutureStateProj::Boxed { fut } => fut.as_mut().poll(cx),
-        }
+        self.project().inner.poll(cx)
     }
 }

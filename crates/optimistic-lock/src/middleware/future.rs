@@ -3,11 +3,10 @@
 use super::service::add_validators;
 use crate::precondition::Current;
 use http::Response;
+use retry_safe_core::future::{BoxResponseFuture, LayerFuture, OnResponse};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The response future of [`OptimisticLockService`](super::OptimisticLockService): a refusal
@@ -16,40 +15,40 @@ pin_project_lite::pin_project! {
     /// be awaited (a database) is boxed.
     pub struct OptimisticLockFuture<F, B, E> {
         #[pin]
-        state: State<F, B, E>,
+        inner: LayerFuture<F, Validators, B, E>,
     }
 }
 
-pin_project_lite::pin_project! {
-    #[project = StateProj]
-    enum State<F, B, E> {
-        Ready { res: Option<Response<B>> },
-        Inner {
-            #[pin]
-            fut: F,
-            validators: Option<Current>,
-        },
-        Boxed { fut: BoxFuture<Result<Response<B>, E>> },
+/// The current validators, for a successful response that has none.
+pub(crate) struct Validators(Option<Current>);
+
+impl<B> OnResponse<B> for Validators {
+    fn on_response(self, res: Option<&mut Response<B>>) {
+        if let (Some(res), Some(current)) = (res, self.0) {
+            if res.status().is_success() {
+                add_validators(res.headers_mut(), &current);
+            }
+        }
     }
 }
 
 impl<F, B, E> OptimisticLockFuture<F, B, E> {
     pub(crate) fn ready(res: Response<B>) -> Self {
         Self {
-            state: State::Ready { res: Some(res) },
+            inner: LayerFuture::ready(res),
         }
     }
 
     /// The handler's future; a successful response gets `validators` where it has none.
     pub(crate) fn inner(fut: F, validators: Option<Current>) -> Self {
         Self {
-            state: State::Inner { fut, validators },
+            inner: LayerFuture::inner(fut, Validators(validators)),
         }
     }
 
-    pub(crate) fn boxed(fut: BoxFuture<Result<Response<B>, E>>) -> Self {
+    pub(crate) fn boxed(fut: BoxResponseFuture<B, E>) -> Self {
         Self {
-            state: State::Boxed { fut },
+            inner: LayerFuture::boxed(fut),
         }
     }
 }
@@ -68,21 +67,6 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Ready { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                None => Poll::Pending, // polled after completion
-            },
-            StateProj::Inner { fut, validators } => {
-                let mut res = std::task::ready!(fut.poll(cx))?;
-                if let Some(current) = validators.take() {
-                    if res.status().is_success() {
-                        add_validators(res.headers_mut(), &current);
-                    }
-                }
-                Poll::Ready(Ok(res))
-            }
-            StateProj::Boxed { fut } => fut.as_mut().poll(cx),
-        }
+        self.project().inner.poll(cx)
     }
 }

@@ -1,11 +1,10 @@
 //! The response future of [`ConcurrencyLimitService`](super::ConcurrencyLimitService).
 
 use http::Response;
+use retry_safe_core::future::{BoxResponseFuture, LayerFuture, OnResponse};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The response future of [`ConcurrencyLimitService`](super::ConcurrencyLimitService): a
@@ -14,40 +13,36 @@ pin_project_lite::pin_project! {
     /// waits in the queue or asks a fleet limiter over the network is boxed.
     pub struct ConcurrencyLimitFuture<F, P, B, E> {
         #[pin]
-        state: State<F, P, B, E>,
+        inner: LayerFuture<F, Held<P>, B, E>,
     }
 }
 
-pin_project_lite::pin_project! {
-    #[project = StateProj]
-    enum State<F, P, B, E> {
-        Ready { res: Option<Response<B>> },
-        Running {
-            #[pin]
-            fut: F,
-            permit: Option<P>,
-        },
-        Boxed { fut: BoxFuture<Result<Response<B>, E>> },
+/// The permit, freed when the inner future completes (before the response leaves).
+pub(crate) struct Held<P>(Option<P>);
+
+impl<P, B> OnResponse<B> for Held<P> {
+    fn on_response(self, _: Option<&mut Response<B>>) {
+        drop(self.0);
     }
 }
 
 impl<F, P, B, E> ConcurrencyLimitFuture<F, P, B, E> {
     pub(crate) fn ready(res: Response<B>) -> Self {
         Self {
-            state: State::Ready { res: Some(res) },
+            inner: LayerFuture::ready(res),
         }
     }
 
     /// The inner future, holding `permit` (none: the request is not limited).
     pub(crate) fn running(fut: F, permit: Option<P>) -> Self {
         Self {
-            state: State::Running { fut, permit },
+            inner: LayerFuture::inner(fut, Held(permit)),
         }
     }
 
-    pub(crate) fn boxed(fut: BoxFuture<Result<Response<B>, E>>) -> Self {
+    pub(crate) fn boxed(fut: BoxResponseFuture<B, E>) -> Self {
         Self {
-            state: State::Boxed { fut },
+            inner: LayerFuture::boxed(fut),
         }
     }
 }
@@ -66,18 +61,6 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Ready { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                None => Poll::Pending, // polled after completion
-            },
-            StateProj::Running { fut, permit } => {
-                let out = std::task::ready!(fut.poll(cx));
-                // The request is done: its slot is free before the response leaves.
-                drop(permit.take());
-                Poll::Ready(out)
-            }
-            StateProj::Boxed { fut } => fut.as_mut().poll(cx),
-        }
+        self.project().inner.poll(cx)
     }
 }

@@ -2,11 +2,10 @@
 
 use super::{RATELIMIT, RATELIMIT_POLICY};
 use http::{HeaderValue, Response};
+use retry_safe_core::future::{BoxResponseFuture, LayerFuture, OnResponse};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The response future of [`RateLimitService`](super::RateLimitService): a refusal at once, or
@@ -15,40 +14,40 @@ pin_project_lite::pin_project! {
     /// in-memory limiter's request costs no allocation here.
     pub struct RateLimitFuture<F, B, E> {
         #[pin]
-        state: State<F, B, E>,
+        inner: LayerFuture<F, Headers, B, E>,
     }
 }
 
-pin_project_lite::pin_project! {
-    #[project = StateProj]
-    enum State<F, B, E> {
-        Ready { res: Option<Response<B>> },
-        Inner {
-            #[pin]
-            fut: F,
-            headers: Option<(HeaderValue, HeaderValue)>,
-        },
-        Boxed { fut: BoxFuture<Result<Response<B>, E>> },
+/// `(RateLimit-Policy, RateLimit)` for the inner response, when the request was decided.
+pub(crate) struct Headers(Option<(HeaderValue, HeaderValue)>);
+
+impl<B> OnResponse<B> for Headers {
+    fn on_response(self, res: Option<&mut Response<B>>) {
+        if let (Some(res), Some((policy, state))) = (res, self.0) {
+            let h = res.headers_mut();
+            h.insert(RATELIMIT_POLICY, policy);
+            h.insert(RATELIMIT, state);
+        }
     }
 }
 
 impl<F, B, E> RateLimitFuture<F, B, E> {
     pub(crate) fn ready(res: Response<B>) -> Self {
         Self {
-            state: State::Ready { res: Some(res) },
+            inner: LayerFuture::ready(res),
         }
     }
 
     /// The inner future; its response gets `(RateLimit-Policy, RateLimit)` when given.
     pub(crate) fn inner(fut: F, headers: Option<(HeaderValue, HeaderValue)>) -> Self {
         Self {
-            state: State::Inner { fut, headers },
+            inner: LayerFuture::inner(fut, Headers(headers)),
         }
     }
 
-    pub(crate) fn boxed(fut: BoxFuture<Result<Response<B>, E>>) -> Self {
+    pub(crate) fn boxed(fut: BoxResponseFuture<B, E>) -> Self {
         Self {
-            state: State::Boxed { fut },
+            inner: LayerFuture::boxed(fut),
         }
     }
 }
@@ -66,21 +65,6 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Ready { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                None => Poll::Pending, // polled after completion
-            },
-            StateProj::Inner { fut, headers } => {
-                let mut res = std::task::ready!(fut.poll(cx))?;
-                if let Some((policy, state)) = headers.take() {
-                    let h = res.headers_mut();
-                    h.insert(RATELIMIT_POLICY, policy);
-                    h.insert(RATELIMIT, state);
-                }
-                Poll::Ready(Ok(res))
-            }
-            StateProj::Boxed { fut } => fut.as_mut().poll(cx),
-        }
+        self.project().inner.poll(cx)
     }
 }

@@ -1,7 +1,7 @@
 //! The response future of [`WebhookService`](super::WebhookService).
 
-use futures_util::future::BoxFuture;
 use http::Response;
+use retry_safe_core::future::{BoxResponseFuture, LayerFuture};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,31 +13,20 @@ pin_project_lite::pin_project! {
     /// runs — is boxed.
     pub struct WebhookFuture<F, B, E> {
         #[pin]
-        state: State<F, B, E>,
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = StateProj]
-    enum State<F, B, E> {
-        PassThrough {
-            #[pin]
-            fut: F,
-        },
-        Delivery { fut: BoxFuture<'static, Result<Response<B>, E>> },
+        inner: LayerFuture<F, (), B, E>,
     }
 }
 
 impl<F, B, E> WebhookFuture<F, B, E> {
     pub(crate) fn pass_through(fut: F) -> Self {
         Self {
-            state: State::PassThrough { fut },
+            inner: LayerFuture::inner(fut, ()),
         }
     }
 
-    pub(crate) fn delivery(fut: BoxFuture<'static, Result<Response<B>, E>>) -> Self {
+    pub(crate) fn delivery(fut: BoxResponseFuture<B, E>) -> Self {
         Self {
-            state: State::Delivery { fut },
+            inner: LayerFuture::boxed(fut),
         }
     }
 }
@@ -55,9 +44,6 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::PassThrough { fut } => fut.poll(cx),
-            StateProj::Delivery { fut } => fut.as_mut().poll(cx),
-        }
+        self.project().inner.poll(cx)
     }
 }

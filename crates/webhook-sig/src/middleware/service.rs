@@ -4,18 +4,19 @@ use super::problem;
 use super::VerifiedWebhook;
 use crate::{Claim, ReplayTicket, Verified, VerifyError};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use idem_core::IdempotencyStore;
 use idem_core::StoredResponse;
+use retry_safe_core::body::{declared_length, read_body, BodyCodes, BodyLimits};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-use retry_safe_core::{BoxError, Problem};
+use retry_safe_core::BoxError;
 
 /// The header on a replay acknowledged with 200 (see
 /// [`WebhookLayer::acknowledge_replays`](super::WebhookLayer::acknowledge_replays)).
@@ -93,22 +94,12 @@ where
     RB::Error: Into<BoxError>,
 {
     let (mut parts, body) = req.into_parts();
-    let read = read_body(&parts.headers, body, shared.max_body);
-    let bytes = match tokio::time::timeout(shared.body_timeout, read).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(res)) => return Ok(res),
-        Err(_) => {
-            record("rejected", "webhook_body_timeout");
-            return Ok(Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "webhook_body_timeout",
-                "Webhook body too slow",
-            )
-            .with_detail(format!(
-                "the body did not arrive within {:?}",
-                shared.body_timeout
-            ))
-            .into_response());
+    let limits = BodyLimits::new(shared.max_body, shared.body_timeout);
+    let bytes = match read_body(body, declared_length(&parts.headers), limits).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            record("rejected", e.code(&BODY_CODES));
+            return Ok(e.problem(&BODY_CODES).into_response());
         }
     };
     let verified = match shared.verifier.verify(&parts.headers, &bytes) {
@@ -228,41 +219,10 @@ fn event_id<S>(shared: &Shared<S>, verified: &Verified, body: &[u8]) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-async fn read_body<B, RB>(
-    headers: &http::HeaderMap,
-    body: B,
-    max: usize,
-) -> Result<Bytes, Response<RB>>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-    RB: From<Bytes>,
-{
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "webhook_body_too_large",
-            "Webhook body too large",
-        )
-        .with_detail(format!("webhook bodies are limited to {max} bytes"))
-        .into_response()
-    };
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "webhook_body_unreadable",
-            "Webhook body unreadable",
-        )
-        .with_detail("the request body could not be read")
-        .into_response()),
-    }
-}
+/// The codes of a delivery whose body could not be read.
+const BODY_CODES: BodyCodes = BodyCodes {
+    name: "webhook",
+    too_large: "webhook_body_too_large",
+    timeout: "webhook_body_timeout",
+    unreadable: "webhook_body_unreadable",
+};

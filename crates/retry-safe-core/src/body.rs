@@ -1,0 +1,151 @@
+//! Reading a request body whole, bounded in size and in time (feature `body`): what every layer
+//! that must see a body before deciding (idempotency fingerprints, webhook signatures, the
+//! gateway's buffering) does the one same way.
+
+use crate::Problem;
+use bytes::Bytes;
+use http::StatusCode;
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::time::Duration;
+
+/// Why a body could not be read whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The body is (or says it is, in `Content-Length`) larger than the limit.
+    #[error("the body is larger than {max} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The body did not arrive within the deadline.
+    #[error("the body did not arrive within {after:?}")]
+    TimedOut {
+        /// The deadline.
+        after: Duration,
+    },
+    /// The body ended with an error (the client went away, a malformed chunk).
+    #[error("the body ended with an error")]
+    Unreadable,
+}
+
+/// The limits of [`read_body`]: at most `max` bytes, within `deadline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BodyLimits {
+    /// The largest body accepted, in bytes.
+    pub max: usize,
+    /// The time the whole body may take.
+    pub deadline: Duration,
+}
+
+impl BodyLimits {
+    /// At most `max` bytes within `deadline`.
+    pub fn new(max: usize, deadline: Duration) -> Self {
+        Self { max, deadline }
+    }
+}
+
+/// Reads `body` whole within `limits`; a `declared` length (`Content-Length`) over the limit is
+/// refused before a byte is read.
+///
+/// ```
+/// use retry_safe_core::body::{read_body, BodyError, BodyLimits};
+/// use http_body_util::Full;
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let limits = BodyLimits::new(4, Duration::from_secs(1));
+/// let body = Full::new(bytes::Bytes::from_static(b"abc"));
+/// assert_eq!(read_body(body, None, limits).await.unwrap(), "abc");
+/// let body = Full::new(bytes::Bytes::from_static(b"abcde"));
+/// assert_eq!(read_body(body, None, limits).await, Err(BodyError::TooLarge { max: 4 }));
+/// # });
+/// ```
+pub async fn read_body<B>(
+    body: B,
+    declared: Option<u64>,
+    limits: BodyLimits,
+) -> Result<Bytes, BodyError>
+where
+    B: Body,
+    B::Error: Into<crate::BoxError>,
+{
+    let too_large = BodyError::TooLarge { max: limits.max };
+    if declared.is_some_and(|len| len > limits.max as u64) {
+        return Err(too_large);
+    }
+    let read = Limited::new(body, limits.max).collect();
+    match tokio::time::timeout(limits.deadline, read).await {
+        Err(_) => Err(BodyError::TimedOut {
+            after: limits.deadline,
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large),
+        Ok(Err(_)) => Err(BodyError::Unreadable),
+    }
+}
+
+/// The `Content-Length` of `headers`, when it is one number.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+impl BodyError {
+    /// This failure's code among `codes`.
+    pub fn code(&self, codes: &BodyCodes) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => codes.too_large,
+            Self::TimedOut { .. } => codes.timeout,
+            Self::Unreadable => codes.unreadable,
+        }
+    }
+
+    /// The answer to a request whose body this refused: 413, 408 or 400, with the codes
+    /// `<prefix>_too_large`, `<prefix>_timeout` and `<prefix>_unreadable` of `codes`
+    /// (`codes.name` is the thing whose body it is: "request", "webhook").
+    pub fn problem(&self, codes: &BodyCodes) -> Problem {
+        let name = codes.name;
+        match self {
+            Self::TooLarge { max } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                self.code(codes),
+                format!("{} body too large", capitalized(name)),
+            )
+            .with_detail(format!("{name} bodies are limited to {max} bytes")),
+            Self::TimedOut { after } => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                self.code(codes),
+                format!("{} body too slow", capitalized(name)),
+            )
+            .with_detail(format!("the body did not arrive within {after:?}")),
+            Self::Unreadable => Problem::new(
+                StatusCode::BAD_REQUEST,
+                self.code(codes),
+                format!("{} body unreadable", capitalized(name)),
+            )
+            .with_detail("the request body ended with an error"),
+        }
+    }
+}
+
+/// How a layer names its body failures (see [`BodyError::problem`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyCodes {
+    /// Whose body it is, lowercase ("request", "webhook").
+    pub name: &'static str,
+    /// The code of [`BodyError::TooLarge`].
+    pub too_large: &'static str,
+    /// The code of [`BodyError::TimedOut`].
+    pub timeout: &'static str,
+    /// The code of [`BodyError::Unreadable`].
+    pub unreadable: &'static str,
+}
+
+use crate::backend::capitalized;
