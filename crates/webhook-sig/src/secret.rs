@@ -5,11 +5,14 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
-/// Standard base64, padded or not: the reference libraries (Python, Ruby, PHP, Java) accept
-/// `whsec_` secrets without their `=` padding, so this one does too.
+/// Standard base64, padded or not, with nonzero trailing bits allowed: the reference libraries
+/// (Python's `base64.b64decode`, Ruby, PHP, Java) accept `whsec_` secrets without their `=`
+/// padding and ignore the bits past the last whole byte, so this one does too.
 pub(crate) const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
 );
 use std::fmt;
 
@@ -40,6 +43,12 @@ pub enum SecretError {
 
 /// An HMAC key. `Debug` prints `Secret(<redacted>)`; there is no `Display`.
 ///
+/// A secret read from text remembers that text, so each scheme takes the key it means: Standard
+/// Webhooks the base64 after `whsec_`, Stripe and GitHub the bytes of the whole text. A Stripe
+/// `whsec_…` secret read with [`from_standard`](Self::from_standard) still verifies Stripe
+/// signatures, and a Standard Webhooks secret read with [`from_text`](Self::from_text) still
+/// verifies Standard Webhooks ones.
+///
 /// ```
 /// use webhook_sig::Secret;
 ///
@@ -47,11 +56,17 @@ pub enum SecretError {
 /// assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
 /// ```
 #[derive(Clone)]
-pub struct Secret(Vec<u8>, Origin);
+pub struct Secret {
+    /// The key as it was read (decoded base64 for `from_standard`).
+    bytes: Vec<u8>,
+    /// The text it was read from, when it was.
+    text: Option<String>,
+    origin: Origin,
+}
 
-/// How a secret was read, to tell a secret loaded for one scheme from one loaded for another.
+/// How a secret was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Origin {
+enum Origin {
     Bytes,
     Text,
     Standard,
@@ -65,12 +80,20 @@ impl Secret {
         if bytes.is_empty() {
             return Err(SecretError::Empty);
         }
-        Ok(Self(bytes, Origin::Bytes))
+        Ok(Self {
+            bytes,
+            text: None,
+            origin: Origin::Bytes,
+        })
     }
 
     /// A secret used as the bytes of its text, as Stripe and GitHub do.
     pub fn from_text(text: &str) -> Result<Self, SecretError> {
-        Ok(Self(Self::new(text.as_bytes())?.0, Origin::Text))
+        Ok(Self {
+            text: Some(text.to_owned()),
+            origin: Origin::Text,
+            ..Self::new(text.as_bytes())?
+        })
     }
 
     /// The secret as `scheme` reads it: base64 after `whsec_` for Standard Webhooks, the bytes of
@@ -94,28 +117,42 @@ impl Secret {
     /// A Standard Webhooks secret: `whsec_` followed by base64 of the key bytes (the prefix is
     /// optional; the `=` padding too).
     pub fn from_standard(text: &str) -> Result<Self, SecretError> {
-        let b64 = text.strip_prefix("whsec_").unwrap_or(text);
-        let bytes = SECRET_BASE64
-            .decode(b64.trim())
-            .map_err(|_| SecretError::InvalidBase64)?;
-        Ok(Self(Self::new(bytes)?.0, Origin::Standard))
+        Ok(Self {
+            text: Some(text.to_owned()),
+            origin: Origin::Standard,
+            ..Self::new(decode_standard(text)?)?
+        })
     }
 
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.0
+    /// The bytes as read.
+    pub(crate) fn raw(&self) -> &[u8] {
+        &self.bytes
     }
 
-    /// Whether the secret was read for another scheme than `scheme` (a Stripe `whsec_…` text
-    /// decoded as Standard Webhooks base64, or the reverse).
-    pub(crate) fn mismatches(&self, scheme: crate::Scheme) -> bool {
-        matches!(
-            (self.1, scheme),
-            (
-                Origin::Standard,
-                crate::Scheme::Stripe | crate::Scheme::GitHub
-            ) | (Origin::Text, crate::Scheme::StandardWebhooks)
-        )
+    /// The key bytes `scheme` signs with, or `None` when this secret cannot be one of its keys
+    /// (a text that is not base64, read with `from_text`, for Standard Webhooks).
+    pub(crate) fn key_for(&self, scheme: crate::Scheme) -> Option<std::borrow::Cow<'_, [u8]>> {
+        use crate::Scheme::StandardWebhooks;
+        use std::borrow::Cow;
+        match (self.origin, scheme, &self.text) {
+            (Origin::Standard, StandardWebhooks, _) | (Origin::Bytes, _, _) => {
+                Some(Cow::Borrowed(&self.bytes))
+            }
+            (Origin::Standard, _, Some(text)) => Some(Cow::Borrowed(text.as_bytes())),
+            (Origin::Text, StandardWebhooks, Some(text)) => {
+                decode_standard(text).ok().map(Cow::Owned)
+            }
+            _ => Some(Cow::Borrowed(&self.bytes)),
+        }
     }
+}
+
+/// The key of a Standard Webhooks secret: base64 after the optional `whsec_` prefix.
+fn decode_standard(text: &str) -> Result<Vec<u8>, SecretError> {
+    let b64 = text.strip_prefix("whsec_").unwrap_or(text);
+    SECRET_BASE64
+        .decode(b64.trim())
+        .map_err(|_| SecretError::InvalidBase64)
 }
 
 impl fmt::Debug for Secret {

@@ -1,7 +1,7 @@
 //! The sending side: signature headers for an outgoing webhook.
 
 use crate::header;
-use crate::verify::{keyed, HmacSha256};
+use crate::verify::{hmac_of, keyed, HmacSha256};
 use crate::{Clock, SystemClock};
 use crate::{Scheme, Secret, SigningKey};
 use base64::engine::general_purpose::STANDARD;
@@ -57,12 +57,18 @@ impl fmt::Debug for Signer {
     }
 }
 
+/// The key `scheme` signs with; a text that is no key of it (not base64, for Standard Webhooks)
+/// signs with its bytes, as it always did.
+fn signing_key(secret: &Secret, scheme: Scheme) -> HmacSha256 {
+    keyed(secret, scheme).unwrap_or_else(|| hmac_of(secret.raw()))
+}
+
 impl Signer {
     /// A signer of `scheme` with `secret`, on the system clock.
     pub fn new(scheme: Scheme, secret: &Secret) -> Self {
         Self {
             scheme,
-            keys: vec![keyed(secret)],
+            keys: vec![signing_key(secret, scheme)],
             signing_keys: Vec::new(),
             clock: Arc::new(SystemClock::new()),
         }
@@ -161,7 +167,7 @@ impl Signer {
     /// carry one signature per secret, so receivers that know either secret accept the delivery.
     /// GitHub-style headers carry one signature only (the first secret's).
     pub fn with_secret(mut self, secret: &Secret) -> Self {
-        self.keys.push(keyed(secret));
+        self.keys.push(signing_key(secret, self.scheme));
         self
     }
 

@@ -26,9 +26,15 @@ const H_GITHUB_DELIVERY: HeaderName = HeaderName::from_static(header::GITHUB_DEL
 /// The default timestamp tolerance: 5 minutes, in the past and in the future.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
-/// An HMAC-SHA256 state already keyed with a secret; cloning it is cheaper than keying again.
-pub(crate) fn keyed(secret: &Secret) -> HmacSha256 {
-    match <HmacSha256 as KeyInit>::new_from_slice(secret.bytes()) {
+/// An HMAC-SHA256 state keyed with `secret` as `scheme` reads it, or `None` when the secret
+/// cannot be a key of that scheme; cloning the state is cheaper than keying again.
+pub(crate) fn keyed(secret: &Secret, scheme: Scheme) -> Option<HmacSha256> {
+    Some(hmac_of(&secret.key_for(scheme)?))
+}
+
+/// An HMAC-SHA256 state keyed with `key`.
+pub(crate) fn hmac_of(key: &[u8]) -> HmacSha256 {
+    match <HmacSha256 as KeyInit>::new_from_slice(key) {
         Ok(mac) => mac,
         // HMAC accepts keys of every length (long keys are hashed first).
         Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
@@ -121,11 +127,12 @@ impl Verifier {
     /// A verifier of `scheme` that accepts signatures made with `secret`, on the system clock,
     /// with the default tolerance.
     pub fn new(scheme: Scheme, secret: Secret) -> Self {
+        let key = keyed(&secret, scheme);
         Self {
             scheme,
-            keys: vec![keyed(&secret)],
+            misread: key.is_none(),
+            keys: key.into_iter().collect(),
             public_keys: Vec::new(),
-            misread: secret.mismatches(scheme),
             tolerance_secs: DEFAULT_TOLERANCE.as_secs(),
             clock: Arc::new(SystemClock::new()),
         }
@@ -158,8 +165,10 @@ impl Verifier {
     /// every sender signs with the new one). A header may carry several signatures; one match
     /// with any accepted secret is enough.
     pub fn also_accept(mut self, secret: Secret) -> Self {
-        self.misread |= secret.mismatches(self.scheme);
-        self.keys.push(keyed(&secret));
+        match keyed(&secret, self.scheme) {
+            Some(key) => self.keys.push(key),
+            None => self.misread = true,
+        }
         self
     }
 
@@ -195,132 +204,152 @@ impl Verifier {
         now: u64,
     ) -> Result<Verified, VerifyError> {
         match self.scheme {
-            Scheme::StandardWebhooks => {
-                // Svix sends the same scheme under `svix-*` names; the `webhook-*` ones win.
-                let (h_id, h_ts, h_sig, n_id, n_ts, n_sig) = if !headers
-                    .contains_key(&H_WEBHOOK_SIGNATURE)
-                    && headers.contains_key(&H_SVIX_SIGNATURE)
-                {
-                    (
-                        &H_SVIX_ID,
-                        &H_SVIX_TIMESTAMP,
-                        &H_SVIX_SIGNATURE,
-                        header::SVIX_ID,
-                        header::SVIX_TIMESTAMP,
-                        header::SVIX_SIGNATURE,
-                    )
-                } else {
-                    (
-                        &H_WEBHOOK_ID,
-                        &H_WEBHOOK_TIMESTAMP,
-                        &H_WEBHOOK_SIGNATURE,
-                        header::WEBHOOK_ID,
-                        header::WEBHOOK_TIMESTAMP,
-                        header::WEBHOOK_SIGNATURE,
-                    )
-                };
-                let id = single(headers, h_id, n_id)?;
-                let id = visible_ascii(id).ok_or(VerifyError::MalformedHeader(n_id))?;
-                let ts = header::parse_timestamp(single(headers, h_ts, n_ts)?)?;
-                let mut tags = Tags::default();
-                let mut ed = Vec::new();
-                all(headers, h_sig, n_sig, |v| {
-                    header::standard_into(v, &mut tags, &mut ed)
-                })?;
-                if ed.len() > header::MAX_V1A_ENTRIES {
-                    return Err(VerifyError::MalformedHeader(n_sig));
-                }
-                self.check_window(ts, now)?;
-                let mut digits = itoa::Buffer::new();
-                let ts_text = digits.format(ts).as_bytes();
-                let mut key = self
-                    .matching(&tags, |mac| {
-                        mac.update(id.as_bytes());
-                        mac.update(b".");
-                        mac.update(ts_text);
-                        mac.update(b".");
-                        mac.update(body);
-                    })
-                    .map(MatchedKey::Secret);
-                if key.is_none() && !ed.is_empty() && !self.public_keys.is_empty() {
-                    let content = crate::asymmetric::signed_content(id, ts_text, body);
-                    key = self
-                        .public_keys
-                        .iter()
-                        .position(|pk| ed.iter().any(|sig| pk.verifies(&content, sig)))
-                        .map(MatchedKey::PublicKey);
-                }
-                let key = key.ok_or_else(|| self.no_match())?;
-                Ok(Verified {
-                    scheme: self.scheme,
-                    id: Some(id.to_owned()),
-                    timestamp: Some(ts),
-                    secret_index: key.index(),
-                    key,
-                })
-            }
-            Scheme::Stripe => {
-                let mut ts = None;
-                let mut tags = Tags::default();
-                all(
-                    headers,
-                    &H_STRIPE_SIGNATURE,
-                    header::STRIPE_SIGNATURE,
-                    |value| {
-                        let t = header::stripe_into(value, &mut tags)?;
-                        if ts.replace(t).is_some_and(|prev| prev != t) {
-                            return Err(VerifyError::MalformedHeader(header::STRIPE_SIGNATURE));
-                        }
-                        Ok(())
-                    },
-                )?;
-                let ts = ts.ok_or(VerifyError::MissingHeader(header::STRIPE_SIGNATURE))?;
-                self.check_window(ts, now)?;
-                let mut digits = itoa::Buffer::new();
-                let ts_text = digits.format(ts).as_bytes();
-                let secret_index = self
-                    .matching(&tags, |mac| {
-                        mac.update(ts_text);
-                        mac.update(b".");
-                        mac.update(body);
-                    })
-                    .ok_or_else(|| self.no_match())?;
-                Ok(Verified {
-                    scheme: self.scheme,
-                    id: None,
-                    timestamp: Some(ts),
-                    secret_index,
-                    key: MatchedKey::Secret(secret_index),
-                })
-            }
-            Scheme::GitHub => {
-                let mut tags = Tags::default();
-                all(
-                    headers,
-                    &H_HUB_SIGNATURE_256,
-                    header::HUB_SIGNATURE_256,
-                    |v| header::parse_github(v).map(|t| tags.push(t)),
-                )?;
-                let secret_index = self
-                    .matching(&tags, |mac| mac.update(body))
-                    .ok_or_else(|| self.no_match())?;
-                let id = match headers.get(&H_GITHUB_DELIVERY) {
-                    Some(v) => Some(
-                        visible_ascii(v.as_bytes())
-                            .ok_or(VerifyError::MalformedHeader(header::GITHUB_DELIVERY))?
-                            .to_owned(),
-                    ),
-                    None => None,
-                };
-                Ok(Verified {
-                    scheme: self.scheme,
-                    id,
-                    timestamp: None,
-                    secret_index,
-                    key: MatchedKey::Secret(secret_index),
-                })
-            }
+            Scheme::StandardWebhooks => self.verify_standard(headers, body, now),
+            Scheme::Stripe => self.verify_stripe(headers, body, now),
+            Scheme::GitHub => self.verify_github(headers, body),
         }
+    }
+
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature` (or Svix's
+    /// `svix-*` names); `v1` HMAC signatures, and `v1a` Ed25519 ones for trusted keys.
+    fn verify_standard(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Verified, VerifyError> {
+        // Svix sends the same scheme under `svix-*` names; the `webhook-*` ones win.
+        let (h_id, h_ts, h_sig, n_id, n_ts, n_sig) = if !headers.contains_key(&H_WEBHOOK_SIGNATURE)
+            && headers.contains_key(&H_SVIX_SIGNATURE)
+        {
+            (
+                &H_SVIX_ID,
+                &H_SVIX_TIMESTAMP,
+                &H_SVIX_SIGNATURE,
+                header::SVIX_ID,
+                header::SVIX_TIMESTAMP,
+                header::SVIX_SIGNATURE,
+            )
+        } else {
+            (
+                &H_WEBHOOK_ID,
+                &H_WEBHOOK_TIMESTAMP,
+                &H_WEBHOOK_SIGNATURE,
+                header::WEBHOOK_ID,
+                header::WEBHOOK_TIMESTAMP,
+                header::WEBHOOK_SIGNATURE,
+            )
+        };
+        let id = single(headers, h_id, n_id)?;
+        let id = visible_ascii(id).ok_or(VerifyError::MalformedHeader(n_id))?;
+        let ts = header::parse_timestamp(single(headers, h_ts, n_ts)?)?;
+        let mut tags = Tags::default();
+        let mut ed = Vec::new();
+        all(headers, h_sig, n_sig, |v| {
+            header::standard_into(v, &mut tags, &mut ed)
+        })?;
+        if ed.len() > header::MAX_V1A_ENTRIES {
+            return Err(VerifyError::MalformedHeader(n_sig));
+        }
+        self.check_window(ts, now)?;
+        let mut digits = itoa::Buffer::new();
+        let ts_text = digits.format(ts).as_bytes();
+        let mut key = self
+            .matching(&tags, |mac| {
+                mac.update(id.as_bytes());
+                mac.update(b".");
+                mac.update(ts_text);
+                mac.update(b".");
+                mac.update(body);
+            })
+            .map(MatchedKey::Secret);
+        if key.is_none() && !ed.is_empty() && !self.public_keys.is_empty() {
+            let content = crate::asymmetric::signed_content(id, ts_text, body);
+            key = self
+                .public_keys
+                .iter()
+                .position(|pk| ed.iter().any(|sig| pk.verifies(&content, sig)))
+                .map(MatchedKey::PublicKey);
+        }
+        let key = key.ok_or_else(|| self.no_match())?;
+        Ok(Verified {
+            scheme: self.scheme,
+            id: Some(id.to_owned()),
+            timestamp: Some(ts),
+            secret_index: key.index(),
+            key,
+        })
+    }
+
+    /// Stripe-style: `Stripe-Signature: t=…,v1=…`; every header line carries its own `t=`, and
+    /// all must agree.
+    fn verify_stripe(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Verified, VerifyError> {
+        let mut ts = None;
+        let mut tags = Tags::default();
+        all(
+            headers,
+            &H_STRIPE_SIGNATURE,
+            header::STRIPE_SIGNATURE,
+            |value| {
+                let t = header::stripe_into(value, &mut tags)?;
+                if ts.replace(t).is_some_and(|prev| prev != t) {
+                    return Err(VerifyError::MalformedHeader(header::STRIPE_SIGNATURE));
+                }
+                Ok(())
+            },
+        )?;
+        let ts = ts.ok_or(VerifyError::MissingHeader(header::STRIPE_SIGNATURE))?;
+        self.check_window(ts, now)?;
+        let mut digits = itoa::Buffer::new();
+        let ts_text = digits.format(ts).as_bytes();
+        let secret_index = self
+            .matching(&tags, |mac| {
+                mac.update(ts_text);
+                mac.update(b".");
+                mac.update(body);
+            })
+            .ok_or_else(|| self.no_match())?;
+        Ok(Verified {
+            scheme: self.scheme,
+            id: None,
+            timestamp: Some(ts),
+            secret_index,
+            key: MatchedKey::Secret(secret_index),
+        })
+    }
+
+    /// GitHub-style: `X-Hub-Signature-256: sha256=<hex>` over the body; no timestamp.
+    fn verify_github(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
+        let mut tags = Tags::default();
+        all(
+            headers,
+            &H_HUB_SIGNATURE_256,
+            header::HUB_SIGNATURE_256,
+            |v| header::parse_github(v).map(|t| tags.push(t)),
+        )?;
+        let secret_index = self
+            .matching(&tags, |mac| mac.update(body))
+            .ok_or_else(|| self.no_match())?;
+        let id = match headers.get(&H_GITHUB_DELIVERY) {
+            Some(v) => Some(
+                visible_ascii(v.as_bytes())
+                    .ok_or(VerifyError::MalformedHeader(header::GITHUB_DELIVERY))?
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(Verified {
+            scheme: self.scheme,
+            id,
+            timestamp: None,
+            secret_index,
+            key: MatchedKey::Secret(secret_index),
+        })
     }
 
     fn check_window(&self, ts: u64, now: u64) -> Result<(), VerifyError> {

@@ -428,27 +428,78 @@ fn a_signer_with_two_secrets_satisfies_old_and_new_receivers() {
     }
 }
 
-/// A Stripe `whsec_…` secret loaded as a Standard Webhooks secret decodes as base64 and can never
-/// match: the verifier says so instead of a bare "no signature matches".
+/// A Stripe `whsec_…` secret read as a Standard Webhooks secret remembers its text: the Stripe
+/// verifier keys with the whole text, as Stripe does, and verifies.
 #[test]
-fn a_secret_loaded_for_another_scheme_is_named() {
+fn a_secret_read_for_another_scheme_still_verifies_its_own() {
     let text = "whsec_4eC39HqLyjWDarjtT1zdp7dc";
-    let h = Signer::new(Scheme::Stripe, &Secret::from_text(text).unwrap())
-        .headers_at("evt_1", NOW, BODY)
-        .unwrap();
-    let wrong = Verifier::new(Scheme::Stripe, Secret::from_standard(text).unwrap())
-        .with_clock(ManualClock::at_unix_secs(NOW));
+    for scheme in [Scheme::Stripe, Scheme::GitHub] {
+        let h = Signer::new(scheme, &Secret::from_text(text).unwrap())
+            .headers_at("evt_1", NOW, BODY)
+            .unwrap();
+        let read_as_standard = Verifier::new(scheme, Secret::from_standard(text).unwrap())
+            .with_clock(ManualClock::at_unix_secs(NOW));
+        assert!(read_as_standard.verify(&h, BODY).is_ok(), "{scheme:?}");
+    }
+    // And the reverse: a Standard Webhooks secret read as text keys with its base64 content.
+    let standard = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let h = Signer::new(
+        Scheme::StandardWebhooks,
+        &Secret::from_standard(standard).unwrap(),
+    )
+    .headers_at("evt_1", NOW, BODY)
+    .unwrap();
+    let read_as_text = Verifier::new(
+        Scheme::StandardWebhooks,
+        Secret::from_text(standard).unwrap(),
+    )
+    .with_clock(ManualClock::at_unix_secs(NOW));
+    assert!(read_as_text.verify(&h, BODY).is_ok());
+}
+
+/// A text that cannot be a Standard Webhooks key (not base64) is named as the likely cause when
+/// nothing matches; a match under another accepted secret still verifies.
+#[test]
+fn a_secret_that_is_no_key_of_the_scheme_is_named() {
+    let h = Signer::new(
+        Scheme::StandardWebhooks,
+        &Secret::from_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+    )
+    .headers_at("evt_1", NOW, BODY)
+    .unwrap();
+    let wrong = Verifier::new(
+        Scheme::StandardWebhooks,
+        Secret::from_text("not base64 at all!").unwrap(),
+    )
+    .with_clock(ManualClock::at_unix_secs(NOW));
     assert_eq!(
         wrong.verify(&h, BODY),
         Err(VerifyError::SecretSchemeMismatch)
     );
-    let right = Verifier::new(
-        Scheme::Stripe,
-        Secret::for_scheme(Scheme::Stripe, text).unwrap(),
-    )
-    .with_clock(ManualClock::at_unix_secs(NOW));
-    assert!(right.verify(&h, BODY).is_ok());
-    // A matching signature under another secret still verifies: the hint only replaces a failure.
-    let rotated = right.also_accept(Secret::from_standard(text).unwrap());
+    let rotated =
+        wrong.also_accept(Secret::from_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap());
     assert!(rotated.verify(&h, BODY).is_ok());
+}
+
+/// The Standard Webhooks Python library's unpadded secret (31 base64 characters: the last one
+/// carries bits past the 23rd byte, which base64 decoders of the reference libraries drop). The
+/// signature is the one `standardwebhooks.Webhook(secret).sign(id, timestamp, body)` gives.
+#[test]
+fn the_reference_librarys_unpadded_secret_with_trailing_bits_verifies() {
+    let secret = Secret::from_standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS").unwrap();
+    let verifier = Verifier::new(Scheme::StandardWebhooks, secret)
+        .with_clock(ManualClock::at_unix_secs(1_614_265_330));
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        "webhook-id",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek".parse().unwrap(),
+    );
+    h.insert("webhook-timestamp", "1614265330".parse().unwrap());
+    h.insert(
+        "webhook-signature",
+        "v1,LVOXivKoo4FWasi/IaHvzhE/u+7/cu2AME+zS/nXqzk="
+            .parse()
+            .unwrap(),
+    );
+    assert!(verifier.verify(&h, br#"{"test": 2432232314}"#).is_ok());
 }
