@@ -53,16 +53,11 @@ impl<Inner: std::fmt::Debug, S> std::fmt::Debug for IdempotencyService<Inner, S>
 
 impl<Inner, S, B, RB> Service<Request<B>> for IdempotencyService<Inner, S>
 where
-    Inner: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-    Inner::Future: Send + 'static,
-    Inner::Error: Send + 'static,
+    Inner: Service<Request<B>, Response = Response<RB>, Future: Send, Error: Send>,
+    Inner: Clone + Send + 'static,
     S: IdempotencyStore,
-    B: Body + From<Bytes> + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-    RB: Body + Send + 'static,
-    RB::Data: Send,
-    RB::Error: Into<BoxError>,
+    B: Body<Data: Send, Error: Into<BoxError>> + From<Bytes> + Send + 'static,
+    RB: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
     type Response = Response<IdempotencyBody<RB>>;
     type Error = Inner::Error;
@@ -148,16 +143,10 @@ async fn serve<Inner, S, B, RB>(
     req: Request<B>,
 ) -> Result<Response<IdempotencyBody<RB>>, Inner::Error>
 where
-    Inner: Service<Request<B>, Response = Response<RB>> + Send + 'static,
-    Inner::Future: Send + 'static,
-    Inner::Error: Send + 'static,
+    Inner: Handler<B, RB>,
     S: IdempotencyStore,
-    B: Body + From<Bytes> + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-    RB: Body + Send + 'static,
-    RB::Data: Send,
-    RB::Error: Into<BoxError>,
+    B: RequestBody,
+    RB: ResponseBody,
 {
     let (parts, body) = req.into_parts();
     let limits = BodyLimits::new(ctx.policy.max_request_bytes, ctx.policy.body_timeout);
@@ -207,24 +196,43 @@ where
     execute(inner, ctx, req, scope, fence).await
 }
 
+/// The bounds of the inner service the layer wraps, in one place.
+trait Handler<B, RB>:
+    Service<Request<B>, Response = Response<RB>, Future: Send, Error: Send> + Send + 'static
+{
+}
+
+impl<T, B, RB> Handler<B, RB> for T where
+    T: Service<Request<B>, Response = Response<RB>, Future: Send, Error: Send> + Send + 'static
+{
+}
+
+/// The bounds of a request body the layer buffers.
+trait RequestBody: Body<Data: Send, Error: Into<BoxError>> + From<Bytes> + Send + 'static {}
+
+impl<T> RequestBody for T where
+    T: Body<Data: Send, Error: Into<BoxError>> + From<Bytes> + Send + 'static
+{
+}
+
+/// The bounds of a response body the layer stores.
+trait ResponseBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
+impl<T> ResponseBody for T where T: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
+/// Runs the handler under the record's lease, then stores its answer (or releases the key).
 async fn execute<Inner, S, B, RB>(
-    mut inner: Inner,
+    inner: Inner,
     ctx: Ctx<S>,
     req: Request<B>,
     scope: String,
     fence: Fence,
 ) -> Result<Response<IdempotencyBody<RB>>, Inner::Error>
 where
-    Inner: Service<Request<B>, Response = Response<RB>> + Send + 'static,
-    Inner::Future: Send + 'static,
-    Inner::Error: Send + 'static,
+    Inner: Handler<B, RB>,
     S: IdempotencyStore,
-    B: Body + From<Bytes> + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-    RB: Body + Send + 'static,
-    RB::Data: Send,
-    RB::Error: Into<BoxError>,
+    B: RequestBody,
+    RB: ResponseBody,
 {
     let mut guard = ReleaseOnDrop {
         store: ctx.store.clone(),
@@ -234,31 +242,7 @@ where
         metrics: ctx.metrics.clone(),
         armed: true,
     };
-    let mut req = req;
-    req.extensions_mut().insert(IdempotencyAttempt {
-        scope: guard.scope.clone(),
-        key: guard.key.clone(),
-        fence,
-    });
-    // `call` itself runs inside the guarded future, so a panic before the first await is caught too.
-    let handler = AssertUnwindSafe(async move { inner.call(req).await }).catch_unwind();
-    // The heartbeat: while the handler runs, its lease is renewed every third of a lease, so the
-    // lease can be short (an orphaned key frees within one lease) while a slow handler keeps it.
-    let heartbeat = heartbeat(
-        guard.store.clone(),
-        guard.scope.clone(),
-        guard.key.clone(),
-        fence,
-        ctx.policy.lease,
-    );
-    tokio::pin!(handler);
-    tokio::pin!(heartbeat);
-    let called = tokio::select! {
-        biased;
-        called = &mut handler => called,
-        () = &mut heartbeat => (&mut handler).await,
-    };
-    let res = match called {
+    let res = match run_handler(inner, req, &guard, ctx.policy.lease).await {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => {
             guard.release().await;
@@ -266,13 +250,7 @@ where
         }
         Err(_panic) => {
             guard.release().await;
-            return Ok(Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "Internal error",
-            )
-            .with_detail("the request failed; it may be retried with the same Idempotency-Key")
-            .into_response_if_grpc(ctx.grpc));
+            return Ok(internal_error("the request failed", ctx.grpc));
         }
     };
     if res.extensions().get::<CompletedByHandler>().is_some() {
@@ -289,55 +267,118 @@ where
     }
     let (parts, body) = res.into_parts();
     let collected = AssertUnwindSafe(body.collect()).catch_unwind().await;
-    let (body, trailers) = match collected.ok().and_then(Result::ok) {
-        Some(collected) => {
-            let trailers = collected.trailers().cloned();
-            (collected.to_bytes(), trailers)
-        }
-        None => {
-            guard.release().await;
-            return Ok(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error").with_detail("the response could not be produced; it may be retried with the same Idempotency-Key")
-            .into_response_if_grpc(ctx.grpc));
-        }
+    let Some(collected) = collected.ok().and_then(Result::ok) else {
+        guard.release().await;
+        return Ok(internal_error(
+            "the response could not be produced",
+            ctx.grpc,
+        ));
     };
-    if grpc_response {
-        use retry_safe_core::grpc::{status_of, Code};
-        let code = status_of(&parts.headers)
-            .or_else(|| trailers.as_ref().and_then(status_of))
-            .unwrap_or(Code::Unknown);
-        if !(ctx.policy.store_status)(code.http_status()) {
-            guard.release().await;
-            return Ok(Response::from_parts(
-                parts,
-                IdempotencyBody::buffered(body, trailers),
-            ));
-        }
+    let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
+    if grpc_response && !(ctx.policy.store_status)(grpc_status(&parts.headers, &trailers)) {
+        guard.release().await;
+        return Ok(Response::from_parts(
+            parts,
+            IdempotencyBody::buffered(body, trailers),
+        ));
     }
-    let headers = ctx
-        .policy
-        .replay_headers
+    let stored = to_stored(&ctx, &parts, &body, &trailers, grpc_response);
+    complete(&ctx, guard, &stored).await;
+    Ok(Response::from_parts(
+        parts,
+        IdempotencyBody::buffered(body, trailers),
+    ))
+}
+
+/// Calls the handler with the attempt in its extensions, renewing the lease while it runs;
+/// `Err` when it panicked (before or after its first await).
+async fn run_handler<Inner, S, B, RB>(
+    mut inner: Inner,
+    mut req: Request<B>,
+    guard: &ReleaseOnDrop<S>,
+    lease: std::time::Duration,
+) -> Result<Result<Response<RB>, Inner::Error>, Box<dyn std::any::Any + Send>>
+where
+    Inner: Handler<B, RB>,
+    S: IdempotencyStore,
+    B: RequestBody,
+{
+    req.extensions_mut().insert(IdempotencyAttempt {
+        scope: guard.scope.clone(),
+        key: guard.key.clone(),
+        fence: guard.fence,
+    });
+    // `call` itself runs inside the guarded future, so a panic before the first await is caught too.
+    let handler = AssertUnwindSafe(async move { inner.call(req).await }).catch_unwind();
+    // The heartbeat: while the handler runs, its lease is renewed every third of a lease, so the
+    // lease can be short (an orphaned key frees within one lease) while a slow handler keeps it.
+    let heartbeat = heartbeat(
+        guard.store.clone(),
+        guard.scope.clone(),
+        guard.key.clone(),
+        guard.fence,
+        lease,
+    );
+    tokio::pin!(handler);
+    tokio::pin!(heartbeat);
+    tokio::select! {
+        biased;
+        called = &mut handler => called,
+        () = &mut heartbeat => (&mut handler).await,
+    }
+}
+
+/// A 500 for a handler that panicked or a response that could not be read: the key is released,
+/// so the client may retry.
+fn internal_error<RB>(what: &str, grpc: bool) -> Response<IdempotencyBody<RB>> {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "Internal error",
+    )
+    .with_detail(format!(
+        "{what}; it may be retried with the same Idempotency-Key"
+    ))
+    .into_response_if_grpc(grpc)
+}
+
+/// The HTTP status a gRPC answer's `grpc-status` maps to (headers first, then trailers).
+fn grpc_status(headers: &http::HeaderMap, trailers: &Option<http::HeaderMap>) -> StatusCode {
+    use retry_safe_core::grpc::{status_of, Code};
+    status_of(headers)
+        .or_else(|| trailers.as_ref().and_then(status_of))
+        .unwrap_or(Code::Unknown)
+        .http_status()
+}
+
+/// The record of an answer: status, the replayed headers (and a trailers-only gRPC answer's
+/// `grpc-*` headers), body and trailers; the not-stored marker when it is over the size limit.
+fn to_stored<S>(
+    ctx: &Ctx<S>,
+    parts: &http::response::Parts,
+    body: &Bytes,
+    trailers: &Option<http::HeaderMap>,
+    grpc_response: bool,
+) -> StoredResponse {
+    let replayed = &ctx.policy.replay_headers;
+    let headers = replayed
         .iter()
         .flat_map(|name| {
-            parts
-                .headers
-                .get_all(name)
-                .iter()
-                .map(move |v| StoredResponse::field(name, v))
+            let values = parts.headers.get_all(name).iter();
+            values.map(move |v| StoredResponse::field(name, v))
         })
         .chain(
-            // A trailers-only gRPC answer carries its status in the headers.
             parts
                 .headers
                 .iter()
                 .filter(|(name, _)| {
-                    grpc_response
-                        && name.as_str().starts_with("grpc-")
-                        && !ctx.policy.replay_headers.contains(name)
+                    grpc_response && name.as_str().starts_with("grpc-") && !replayed.contains(name)
                 })
                 .map(|(name, v)| StoredResponse::field(name, v)),
         )
         .collect();
-    let mut stored = StoredResponse {
+    let stored = StoredResponse {
         status: parts.status.as_u16(),
         headers,
         body: body.clone(),
@@ -347,15 +388,25 @@ where
             .unwrap_or_default(),
     };
     if stored.size() > ctx.policy.max_response_bytes {
-        stored = not_stored_marker(parts.status, ctx.grpc);
+        return not_stored_marker(parts.status, ctx.grpc);
     }
+    stored
+}
+
+/// Completes the record with `stored` (retried while the store is unavailable); a failure is
+/// logged and metered, the response still goes out.
+async fn complete<S: IdempotencyStore>(
+    ctx: &Ctx<S>,
+    mut guard: ReleaseOnDrop<S>,
+    stored: &StoredResponse,
+) {
     guard.armed = false;
     let completed = complete_with_retries(
         &*guard.store,
         &guard.scope,
         &guard.key,
-        fence,
-        &stored,
+        guard.fence,
+        stored,
         ctx.policy.retention,
     )
     .await;
@@ -367,10 +418,6 @@ where
             "the response could not be stored for replay; a retry after the lease may run again"
         );
     }
-    Ok(Response::from_parts(
-        parts,
-        IdempotencyBody::buffered(body, trailers),
-    ))
 }
 
 /// Waits before the retries of a `complete` that met an unavailable store.
