@@ -225,90 +225,36 @@ impl Retrier {
     where
         Fut: Future<Output = Sent<R, E>>,
     {
-        let started = tokio::time::Instant::now();
-        let deadline = self.policy.deadline.map(|d| started + d);
+        let deadline = self
+            .policy
+            .deadline
+            .map(|d| tokio::time::Instant::now() + d);
         if let Some(budget) = &self.budget {
             budget.deposit();
         }
         let mut waited = Duration::ZERO;
         for number in 1.. {
-            if let Some(throttle) = &self.throttle {
-                if !throttle.admit() {
-                    history.stop = Some(Stop::Throttled);
-                    count("throttled");
-                    return Err(RetryError::Throttled { history });
-                }
+            if self.throttle.as_ref().is_some_and(|t| !t.admit()) {
+                history.stop = Some(Stop::Throttled);
+                count("throttled");
+                return Err(RetryError::Throttled { history });
             }
-            let remaining =
-                deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
-            let timeout = match (self.policy.attempt_timeout, remaining) {
-                (Some(a), Some(r)) => Some(a.min(r)),
-                (a, r) => a.or(r),
-            };
             #[cfg(feature = "metrics")]
             metrics::counter!("retry_client_attempts_total").increment(1);
-            let sent = send(number, timeout).await;
-            let (outcome, label, headers) = match &sent {
-                Sent::Response(r) => {
-                    let (status, headers) = inspect(r);
-                    if let Some(throttle) = &self.throttle {
-                        if !matches!(status.as_u16(), 429 | 503) {
-                            throttle.accepted();
-                        }
-                    }
-                    (
-                        (self.policy.classify)(method, keyed, Ok(status)),
-                        Reason::Status(status),
-                        Some(headers),
-                    )
-                }
-                Sent::Error(_, failure) => {
-                    let o = (self.policy.classify)(method, keyed, Err(*failure));
-                    let label = match o {
-                        Outcome::Retry(r) | Outcome::GiveUp(r) => r,
-                        Outcome::Done => Reason::Fatal,
-                    };
-                    (o, label, None)
-                }
-                Sent::TimedOut => (
-                    (self.policy.classify)(method, keyed, Err(Failure::MaybeSent)),
-                    Reason::TimedOut,
-                    None,
-                ),
-            };
+            let sent = send(number, self.attempt_timeout(deadline)).await;
+            let (outcome, label, headers) = self.judge(method, keyed, &sent, &inspect);
             history.attempts.push(Attempt {
                 number,
                 waited,
                 outcome: label,
             });
-            let stop = match outcome {
-                Outcome::Done => Some(Stop::Done),
-                Outcome::GiveUp(_) => Some(Stop::NotSafe),
-                Outcome::Retry(_) if !replayable => Some(Stop::BodyNotReplayable),
-                Outcome::Retry(_) if number >= self.policy.max_attempts => {
-                    Some(Stop::AttemptsExhausted)
-                }
-                Outcome::Retry(_) => None,
+            let wait = match self.next_wait(outcome, replayable, number, headers) {
+                Ok(wait) => wait,
+                Err(stop) => return self.finish(sent, history, stop),
             };
-            // The server's hint is read only when another attempt may follow.
-            let hint = match (stop, headers) {
-                (None, Some(headers)) => server_hint(headers, UNIX_EPOCH + self.clock.unix_time()),
-                _ => None,
-            };
-            let wait = match (stop, hint) {
-                (Some(_), _) => Duration::ZERO,
-                (None, Some(h)) if h > self.policy.max_hint => {
-                    return self.finish(sent, history, Stop::HintTooLong)
-                }
-                // The server knows best: come back exactly when it asked.
-                (None, Some(h)) => h,
-                (None, None) => self.jitter(number),
-            };
-            if let Some(stop) = stop {
-                return self.finish(sent, history, stop);
-            }
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Some(left) =
+                deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+            {
                 if wait >= left {
                     history.stop = Some(Stop::Deadline);
                     count("deadline");
@@ -320,10 +266,8 @@ impl Retrier {
                     });
                 }
             }
-            if let Some(budget) = &self.budget {
-                if !budget.withdraw() {
-                    return self.finish(sent, history, Stop::BudgetExhausted);
-                }
+            if self.budget.as_ref().is_some_and(|b| !b.withdraw()) {
+                return self.finish(sent, history, Stop::BudgetExhausted);
             }
             tracing::debug!(attempt = number, outcome = %label, wait_ms = wait.as_millis() as u64, "retrying");
             #[cfg(feature = "metrics")]
@@ -332,6 +276,80 @@ impl Retrier {
             waited = wait;
         }
         unreachable!("the loop returns")
+    }
+
+    /// The time one attempt may take: the attempt timeout, cut to what is left of the deadline.
+    fn attempt_timeout(&self, deadline: Option<tokio::time::Instant>) -> Option<Duration> {
+        let remaining = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        match (self.policy.attempt_timeout, remaining) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        }
+    }
+
+    /// What the policy makes of one attempt: the outcome, its label, and the response headers
+    /// (when there was a response) for the server's hint.
+    fn judge<'s, R, E>(
+        &self,
+        method: &Method,
+        keyed: bool,
+        sent: &'s Sent<R, E>,
+        inspect: &impl Fn(&'s R) -> (StatusCode, &'s HeaderMap),
+    ) -> (Outcome, Reason, Option<&'s HeaderMap>) {
+        let classify = &self.policy.classify;
+        match sent {
+            Sent::Response(r) => {
+                let (status, headers) = inspect(r);
+                if let Some(throttle) = &self.throttle {
+                    if !matches!(status.as_u16(), 429 | 503) {
+                        throttle.accepted();
+                    }
+                }
+                let outcome = classify(method, keyed, Ok(status));
+                (outcome, Reason::Status(status), Some(headers))
+            }
+            Sent::Error(_, failure) => {
+                let o = classify(method, keyed, Err(*failure));
+                let label = match o {
+                    Outcome::Retry(r) | Outcome::GiveUp(r) => r,
+                    Outcome::Done => Reason::Fatal,
+                };
+                (o, label, None)
+            }
+            Sent::TimedOut => (
+                classify(method, keyed, Err(Failure::MaybeSent)),
+                Reason::TimedOut,
+                None,
+            ),
+        }
+    }
+
+    /// The wait before attempt `number + 1`, or why there is none: the server's hint when it
+    /// gave one (refused past `max_hint`), else full jitter.
+    fn next_wait(
+        &self,
+        outcome: Outcome,
+        replayable: bool,
+        number: u32,
+        headers: Option<&HeaderMap>,
+    ) -> Result<Duration, Stop> {
+        match outcome {
+            Outcome::Done => return Err(Stop::Done),
+            Outcome::GiveUp(_) => return Err(Stop::NotSafe),
+            Outcome::Retry(_) if !replayable => return Err(Stop::BodyNotReplayable),
+            Outcome::Retry(_) if number >= self.policy.max_attempts => {
+                return Err(Stop::AttemptsExhausted)
+            }
+            Outcome::Retry(_) => {}
+        }
+        // The server's hint is read only when another attempt may follow.
+        let now = UNIX_EPOCH + self.clock.unix_time();
+        match headers.and_then(|h| server_hint(h, now)) {
+            Some(h) if h > self.policy.max_hint => Err(Stop::HintTooLong),
+            // The server knows best: come back exactly when it asked.
+            Some(h) => Ok(h),
+            None => Ok(self.jitter(number)),
+        }
     }
 
     fn finish<R, E>(
