@@ -148,29 +148,7 @@ fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
         }
         Ok(Decision::Limited(limited)) => {
             metrics.limited.fetch_add(1, Ordering::Relaxed);
-            let name = quotas.name(limited.quota());
-            emit("limited", name);
-            tracing::debug!(quota = name, retry_after = ?limited.retry_after(), "rate limited");
-            let q = &quotas.quotas()[limited.quota()];
-            let detail = format!(
-                "quota \"{name}\" allows {} requests per {:?} with bursts of {}; retry in {:?}",
-                q.rate(),
-                q.period(),
-                q.burst_size(),
-                limited.retry_after()
-            );
-            let mut res = problem(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "Too many requests",
-                &detail,
-                Some(limited.retry_after()),
-                grpc(),
-            );
-            let headers = res.headers_mut();
-            headers.insert(RATELIMIT_POLICY, policy.clone());
-            headers.insert(RATELIMIT, state_header(name, 0, limited.reset_after()));
-            Answer::Refused(res)
+            Answer::Refused(limited_response(&limited, quotas, policy, grpc()))
         }
         Err(Error::CostExceedsBurst(e)) => {
             metrics.rejected.fetch_add(1, Ordering::Relaxed);
@@ -202,6 +180,38 @@ fn answer<K: ?Sized + Sync, L: Limiter<K> + ?Sized, B: From<Bytes>>(
             Answer::Refused(problem.into_response_if_grpc(grpc()))
         }
     }
+}
+
+/// The 429 of a limited request, with `RateLimit-Policy`, `RateLimit` and `Retry-After`.
+fn limited_response<B: From<Bytes>>(
+    limited: &crate::Limited,
+    quotas: &crate::Quotas,
+    policy: &HeaderValue,
+    grpc: bool,
+) -> Response<B> {
+    let name = quotas.name(limited.quota());
+    emit("limited", name);
+    tracing::debug!(quota = name, retry_after = ?limited.retry_after(), "rate limited");
+    let q = &quotas.quotas()[limited.quota()];
+    let detail = format!(
+        "quota \"{name}\" allows {} requests per {:?} with bursts of {}; retry in {:?}",
+        q.rate(),
+        q.period(),
+        q.burst_size(),
+        limited.retry_after()
+    );
+    let mut res = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Too many requests",
+        &detail,
+        Some(limited.retry_after()),
+        grpc,
+    );
+    let headers = res.headers_mut();
+    headers.insert(RATELIMIT_POLICY, policy.clone());
+    headers.insert(RATELIMIT, state_header(name, 0, limited.reset_after()));
+    res
 }
 
 /// The codes of the shared limiter's failures.

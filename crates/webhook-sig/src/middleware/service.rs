@@ -106,27 +106,9 @@ where
         Ok(verified) => verified,
         Err(e) => return Ok(problem::refused(&e)),
     };
-    let ticket = match &shared.replay {
-        None => None,
-        Some(guard) => {
-            let id = event_id(&shared, &verified, &bytes);
-            match guard.claim(&id, &bytes).await {
-                Ok(Claim::New(ticket)) => Some(ticket),
-                Ok(Claim::Processed(first)) if shared.acknowledge_replays => {
-                    // A duplicate of an event already handled: its first answer, the handler
-                    // does not run again.
-                    record("replay_acknowledged", "");
-                    let mut res = idem_core::handler_completed::<RB>(&first);
-                    res.extensions_mut()
-                        .remove::<idem_core::CompletedByHandler>();
-                    res.headers_mut()
-                        .insert(WEBHOOK_REPLAYED, HeaderValue::from_static("true"));
-                    return Ok(res);
-                }
-                Ok(_) => return Ok(problem::refused(&VerifyError::Replayed)),
-                Err(e) => return Ok(problem::refused(&e)),
-            }
-        }
+    let ticket = match claim(&shared, &verified, &bytes).await {
+        Ok(ticket) => ticket,
+        Err(res) => return Ok(res),
     };
     record("verified", "");
     parts
@@ -137,48 +119,84 @@ where
         return result;
     };
     match result {
-        Ok(res) if res.status().is_success() => {
-            // Keep the answer (bounded) for the duplicates of this event.
-            let (parts, body) = res.into_parts();
-            let small = body
-                .size_hint()
-                .upper()
-                .is_some_and(|n| n <= MAX_KEPT_RESPONSE as u64);
-            let body = if small {
-                body.collect().await.ok().map(|c| c.to_bytes())
-            } else {
-                None
-            };
-            let Some(body) = body else {
-                // Too large or unreadable: the event counts as processed, with an empty answer.
-                if let Err(e) = ticket.processed().await {
-                    tracing::warn!(error = %e, "settling a webhook event id failed");
-                }
-                let mut res = Response::from_parts(parts, RB::from(Bytes::new()));
-                res.headers_mut().remove(http::header::CONTENT_LENGTH);
-                return Ok(res);
-            };
-            let stored = StoredResponse {
-                status: parts.status.as_u16(),
-                headers: parts
-                    .headers
-                    .get_all(http::header::CONTENT_TYPE)
-                    .iter()
-                    .map(|v| StoredResponse::field(&http::header::CONTENT_TYPE, v))
-                    .collect(),
-                body: body.clone(),
-                trailers: Vec::new(),
-            };
-            if let Err(e) = ticket.processed_with(&stored).await {
-                tracing::warn!(error = %e, "settling a webhook event id failed");
-            }
-            Ok(Response::from_parts(parts, RB::from(body)))
-        }
+        Ok(res) if res.status().is_success() => Ok(keep_answer(ticket, res).await),
         other => {
             settle(ticket, false).await;
             other
         }
     }
+}
+
+/// The replay guard's claim on the event: a ticket to settle after the handler, none without a
+/// guard, or the answer instead of running it (the first answer of a duplicate, a refusal).
+async fn claim<S: IdempotencyStore, RB: From<Bytes>>(
+    shared: &Shared<S>,
+    verified: &Verified,
+    bytes: &Bytes,
+) -> Result<Option<ReplayTicket<S>>, Response<RB>> {
+    let Some(guard) = &shared.replay else {
+        return Ok(None);
+    };
+    let id = event_id(shared, verified, bytes);
+    match guard.claim(&id, bytes).await {
+        Ok(Claim::New(ticket)) => Ok(Some(ticket)),
+        Ok(Claim::Processed(first)) if shared.acknowledge_replays => {
+            // A duplicate of an event already handled: its first answer, the handler does not
+            // run again.
+            record("replay_acknowledged", "");
+            let mut res = idem_core::handler_completed::<RB>(&first);
+            res.extensions_mut()
+                .remove::<idem_core::CompletedByHandler>();
+            res.headers_mut()
+                .insert(WEBHOOK_REPLAYED, HeaderValue::from_static("true"));
+            Err(res)
+        }
+        Ok(_) => Err(problem::refused(&VerifyError::Replayed)),
+        Err(e) => Err(problem::refused(&e)),
+    }
+}
+
+/// Settles the event as processed with the handler's answer (bounded) for its duplicates, and
+/// sends that answer on.
+async fn keep_answer<S, RB>(ticket: ReplayTicket<S>, res: Response<RB>) -> Response<RB>
+where
+    S: IdempotencyStore,
+    RB: Body<Data = Bytes> + From<Bytes>,
+{
+    let (parts, body) = res.into_parts();
+    let small = body
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= MAX_KEPT_RESPONSE as u64);
+    let body = if small {
+        body.collect().await.ok().map(|c| c.to_bytes())
+    } else {
+        None
+    };
+    let Some(body) = body else {
+        // Too large or unreadable: the event counts as processed, with an empty answer.
+        if let Err(e) = ticket.processed().await {
+            tracing::warn!(error = %e, "settling a webhook event id failed");
+        }
+        let mut res = Response::from_parts(parts, RB::from(Bytes::new()));
+        res.headers_mut().remove(http::header::CONTENT_LENGTH);
+        return res;
+    };
+    let stored = StoredResponse {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .get_all(http::header::CONTENT_TYPE)
+            .iter()
+            .map(|v| StoredResponse::field(&http::header::CONTENT_TYPE, v))
+            .collect(),
+        body: body.clone(),
+        trailers: Vec::new(),
+    };
+    if let Err(e) = ticket.processed_with(&stored).await {
+        tracing::warn!(error = %e, "settling a webhook event id failed");
+    }
+    Response::from_parts(parts, RB::from(body))
 }
 
 /// The largest handler answer kept for a webhook's duplicates.
