@@ -563,49 +563,29 @@ impl PostgresStore {
         lease: Duration,
         lock_timeout: Option<&str>,
     ) -> Result<BeginOutcome, StoreError> {
-        if let Some(timeout) = lock_timeout {
+        let begin = Begin {
+            scope,
+            key,
+            fingerprint,
+            lease,
+            lock_timeout,
+        };
+        if lock_timeout.is_some() {
             // Single-commit mode: most keys are new, and one plain insert takes them.
-            let fresh = sqlx::query(sql::BEGIN_IN_FRESH)
-                .bind(scope)
-                .bind(key.as_str())
-                .bind(&fingerprint.as_bytes()[..])
-                .bind(micros(lease))
-                .bind(self.pinned())
-                .bind(self.offset_us())
-                .bind(timeout)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(unavailable)?;
-            if let Some(row) = fresh {
-                let fence: i64 = get(&row, "fence")?;
-                let fence = u64::try_from(fence).map_err(|_| malformed("negative fence"))?;
+            if let Some(row) = self.run_begin(conn, &begin, sql::BEGIN_IN_FRESH).await? {
                 return Ok(BeginOutcome::Acquired {
-                    fence: Fence(fence),
+                    fence: fence_of(&row)?,
                 });
             }
         }
+        let statement = match lock_timeout {
+            None => sql::BEGIN,
+            Some(_) => sql::BEGIN_IN,
+        };
         let mut attempts = 0;
         let row = loop {
             attempts += 1;
-            let query = match lock_timeout {
-                None => sqlx::query(sql::BEGIN),
-                Some(_) => sqlx::query(sql::BEGIN_IN),
-            };
-            let query = query
-                .bind(scope)
-                .bind(key.as_str())
-                .bind(&fingerprint.as_bytes()[..])
-                .bind(micros(lease))
-                .bind(self.pinned())
-                .bind(self.offset_us());
-            let query = match lock_timeout {
-                None => query,
-                Some(t) => query.bind(t),
-            };
-            let row = query
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(unavailable)?;
+            let row = self.run_begin(conn, &begin, statement).await?;
             let settled = match &row {
                 None => false,
                 Some(row) => get::<bool>(row, "acquired")? || get::<i64>(row, "remaining_us")? > 0,
@@ -620,32 +600,74 @@ impl PostgresStore {
                 _ => {}
             }
         };
-        let version: i16 = get(&row, "version")?;
-        if version != RECORD_VERSION {
-            return Err(StoreError::from(DecodeError::UnknownVersion(
-                u8::try_from(version).unwrap_or(u8::MAX),
-            )));
+        outcome_of(&row, fingerprint)
+    }
+
+    /// Runs one of the begin statements for `begin`.
+    async fn run_begin(
+        &self,
+        conn: &mut PgConnection,
+        begin: &Begin<'_>,
+        statement: &'static str,
+    ) -> Result<Option<PgRow>, StoreError> {
+        let query = sqlx::query(statement)
+            .bind(begin.scope)
+            .bind(begin.key.as_str())
+            .bind(&begin.fingerprint.as_bytes()[..])
+            .bind(micros(begin.lease))
+            .bind(self.pinned())
+            .bind(self.offset_us());
+        let query = match begin.lock_timeout {
+            None => query,
+            Some(t) => query.bind(t),
+        };
+        query.fetch_optional(&mut *conn).await.map_err(unavailable)
+    }
+}
+
+/// The arguments of one `begin`.
+struct Begin<'a> {
+    scope: &'a str,
+    key: &'a IdempotencyKey,
+    fingerprint: &'a Fingerprint,
+    lease: Duration,
+    /// Single-commit mode's lock timeout (`None`: the default mode).
+    lock_timeout: Option<&'a str>,
+}
+
+/// The fence of a row.
+fn fence_of(row: &PgRow) -> Result<Fence, StoreError> {
+    let fence: i64 = get(row, "fence")?;
+    u64::try_from(fence)
+        .map(Fence)
+        .map_err(|_| malformed("negative fence"))
+}
+
+/// What a settled begin row says.
+fn outcome_of(row: &PgRow, fingerprint: &Fingerprint) -> Result<BeginOutcome, StoreError> {
+    let version: i16 = get(row, "version")?;
+    if version != RECORD_VERSION {
+        return Err(StoreError::from(DecodeError::UnknownVersion(
+            u8::try_from(version).unwrap_or(u8::MAX),
+        )));
+    }
+    if get::<bool>(row, "acquired")? {
+        return Ok(BeginOutcome::Acquired {
+            fence: fence_of(row)?,
+        });
+    }
+    let stored_fp: Vec<u8> = get(row, "fingerprint")?;
+    if stored_fp.as_slice() != fingerprint.as_bytes() {
+        return Ok(BeginOutcome::Mismatch);
+    }
+    match get::<i16>(row, "state")? {
+        1 => {
+            let us: i64 = get(row, "remaining_us")?;
+            Ok(BeginOutcome::InFlight {
+                retry_after: Duration::from_micros(u64::try_from(us).unwrap_or(0)),
+            })
         }
-        if get::<bool>(&row, "acquired")? {
-            let fence: i64 = get(&row, "fence")?;
-            let fence = u64::try_from(fence).map_err(|_| malformed("negative fence"))?;
-            return Ok(BeginOutcome::Acquired {
-                fence: Fence(fence),
-            });
-        }
-        let stored_fp: Vec<u8> = get(&row, "fingerprint")?;
-        if stored_fp.as_slice() != fingerprint.as_bytes() {
-            return Ok(BeginOutcome::Mismatch);
-        }
-        match get::<i16>(&row, "state")? {
-            1 => {
-                let us: i64 = get(&row, "remaining_us")?;
-                Ok(BeginOutcome::InFlight {
-                    retry_after: Duration::from_micros(u64::try_from(us).unwrap_or(0)),
-                })
-            }
-            2 => Ok(BeginOutcome::Completed(response_of(&row)?)),
-            _ => Err(malformed("unknown record state")),
-        }
+        2 => Ok(BeginOutcome::Completed(response_of(row)?)),
+        _ => Err(malformed("unknown record state")),
     }
 }
