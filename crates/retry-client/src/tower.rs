@@ -7,6 +7,7 @@ use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use retry_safe_core::headers::IDEMPOTENCY_KEY;
+use retry_safe_core::BoxError;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -99,87 +100,108 @@ where
         let retrier = self.retrier.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let mut history = History::default();
-            if let Some(format) = retrier.policy.wants_key(&parts.method, &parts.headers) {
-                let key = format.generate();
-                if let Ok(v) = HeaderValue::from_str(&key) {
-                    parts.headers.insert(IDEMPOTENCY_KEY, v);
-                }
-            }
-            history.idempotency_key = parts
-                .headers
-                .get(IDEMPOTENCY_KEY)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let history = History {
+                idempotency_key: key_request(&retrier, &mut parts),
+                ..History::default()
+            };
             let keyed = history.idempotency_key.is_some();
-            let fits = body
-                .size_hint()
-                .exact()
-                .is_some_and(|n| n <= retrier.policy.max_body as u64);
             // A replayable body is buffered once; any other is sent as is, once.
-            let (bytes, mut once) = if fits {
-                match body.collect().await {
-                    Ok(c) => (Some(c.to_bytes()), None),
-                    Err(e) => {
-                        return Err(RetryError::BodyUnreadable {
-                            source: Box::new(e),
-                            history,
-                        })
-                    }
-                }
-            } else {
-                (None, Some(body))
+            let (bytes, mut once) = match buffer(body, retrier.policy.max_body).await {
+                Ok(read) => read,
+                Err(source) => return Err(RetryError::BodyUnreadable { source, history }),
             };
             let method = parts.method.clone();
-            let replayable = bytes.is_some();
-            let (res, history) = retrier
+            let (mut res, history) = retrier
                 .run(
                     &method,
                     keyed,
-                    replayable,
+                    bytes.is_some(),
                     history,
                     |r: &Response<RB>| (effective_status(r), r.headers()),
                     move |_n, timeout| {
-                        let mut svc = inner.clone();
-                        #[cfg_attr(not(feature = "trace-ctx"), allow(unused_mut))]
-                        let mut attempt = Request::from_parts(parts_clone(&parts), ());
-                        #[cfg(feature = "trace-ctx")]
-                        if let Some(ctx) = parts.extensions.get::<trace_ctx::TraceContext>() {
-                            ctx.inject(attempt.headers_mut()); // a new span id per attempt
-                        }
                         let body = match (&bytes, once.take()) {
                             (Some(b), _) => B::from(b.clone()),
                             (None, Some(b)) => b,
                             (None, None) => B::from(Bytes::new()),
                         };
-                        let req = attempt.map(|()| body);
-                        async move {
-                            let call = async {
-                                std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
-                                svc.call(req).await
-                            };
-                            let result = match timeout {
-                                Some(t) => match tokio::time::timeout(t, call).await {
-                                    Ok(r) => r,
-                                    Err(_) => return Sent::TimedOut,
-                                },
-                                None => call.await,
-                            };
-                            match result {
-                                Ok(res) => Sent::Response(res),
-                                Err(e) => {
-                                    let failure = classify_error(&e);
-                                    Sent::Error(e, failure)
-                                }
-                            }
-                        }
+                        send(inner.clone(), attempt_of(&parts, body), timeout)
                     },
                 )
                 .await?;
-            let mut res = res;
             res.extensions_mut().insert(history);
             Ok(res)
         })
+    }
+}
+
+/// Gives a non-idempotent request its one `Idempotency-Key` when the policy wants one; the key
+/// it carries (its own or the new one).
+fn key_request(retrier: &Retrier, parts: &mut http::request::Parts) -> Option<String> {
+    if let Some(format) = retrier.policy.wants_key(&parts.method, &parts.headers) {
+        if let Ok(v) = HeaderValue::from_str(&format.generate()) {
+            parts.headers.insert(IDEMPOTENCY_KEY, v);
+        }
+    }
+    let key = parts.headers.get(IDEMPOTENCY_KEY)?.to_str().ok()?;
+    Some(key.to_owned())
+}
+
+/// The body buffered when its exact size is known and at most `max` (it can be sent again), or
+/// handed back as it is (sent once).
+async fn buffer<B>(body: B, max: usize) -> Result<(Option<Bytes>, Option<B>), BoxError>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let fits = body.size_hint().exact().is_some_and(|n| n <= max as u64);
+    if !fits {
+        return Ok((None, Some(body)));
+    }
+    match body.collect().await {
+        Ok(c) => Ok((Some(c.to_bytes()), None)),
+        Err(e) => Err(Box::new(e)),
+    }
+}
+
+/// One attempt's request: the logical request's parts (a new span id per attempt with the
+/// `trace-ctx` feature) and `body`.
+fn attempt_of<B>(parts: &http::request::Parts, body: B) -> Request<B> {
+    #[cfg_attr(not(feature = "trace-ctx"), allow(unused_mut))]
+    let mut attempt = Request::from_parts(parts_clone(parts), ());
+    #[cfg(feature = "trace-ctx")]
+    if let Some(ctx) = parts.extensions.get::<trace_ctx::TraceContext>() {
+        ctx.inject(attempt.headers_mut());
+    }
+    attempt.map(|()| body)
+}
+
+/// Sends one attempt on `svc` once it is ready, within `timeout`.
+async fn send<S, B, RB>(
+    mut svc: S,
+    req: Request<B>,
+    timeout: Option<std::time::Duration>,
+) -> Sent<Response<RB>, S::Error>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: std::error::Error + 'static,
+{
+    let call = async {
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+        svc.call(req).await
+    };
+    let result = match timeout {
+        Some(t) => match tokio::time::timeout(t, call).await {
+            Ok(r) => r,
+            Err(_) => return Sent::TimedOut,
+        },
+        None => call.await,
+    };
+    match result {
+        Ok(res) => Sent::Response(res),
+        Err(e) => {
+            let failure = classify_error(&e);
+            Sent::Error(e, failure)
+        }
     }
 }
 
