@@ -212,6 +212,21 @@ impl Retrier {
         Duration::from_nanos(self.rng.lock().u64(0..=nanos))
     }
 
+    /// Gives a non-idempotent request its one `Idempotency-Key` when the policy wants one (every
+    /// attempt then carries it); the key the request carries, its own or the new one.
+    pub(crate) fn key_request(&self, method: &Method, headers: &mut HeaderMap) -> Option<String> {
+        if let Some(format) = self.policy.wants_key(method, headers) {
+            if let Ok(v) = http::HeaderValue::from_str(&format.generate()) {
+                headers.insert(retry_safe_core::headers::IDEMPOTENCY_KEY, v);
+            }
+        }
+        let key = headers
+            .get(retry_safe_core::headers::IDEMPOTENCY_KEY)?
+            .to_str()
+            .ok()?;
+        Some(key.to_owned())
+    }
+
     /// Runs one logical request: `send(n)` makes attempt `n` (1-based).
     pub(crate) async fn run<R, E, Fut>(
         &self,

@@ -2,9 +2,8 @@
 
 use crate::engine::{classify_error, History, Retrier, RetryError, Sent};
 use crate::policy::Failure;
-use http::{Extensions, HeaderValue};
+use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
-use retry_safe_core::headers::IDEMPOTENCY_KEY;
 
 /// The retry middleware for a `reqwest_middleware::ClientWithMiddleware`: the same rules as
 /// `RetryLayer` (feature `tower`). The response carries the [`History`] in its extensions; a
@@ -50,24 +49,17 @@ impl Middleware for RetryMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let mut history = History::default();
-        if let Some(format) = self.retrier.policy.wants_key(req.method(), req.headers()) {
-            if let Ok(v) = HeaderValue::from_str(&format.generate()) {
-                req.headers_mut().insert(IDEMPOTENCY_KEY, v);
-            }
-        }
-        history.idempotency_key = req
-            .headers()
-            .get(IDEMPOTENCY_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let method = req.method().clone();
+        let history = History {
+            idempotency_key: self.retrier.key_request(&method, req.headers_mut()),
+            ..History::default()
+        };
         let keyed = history.idempotency_key.is_some();
         let replayable = req.try_clone().is_some()
             && req
                 .body()
                 .and_then(|b| b.as_bytes())
                 .is_none_or(|b| b.len() <= self.retrier.policy.max_body);
-        let method = req.method().clone();
         let mut once = Some(req);
         let template = once.as_ref().and_then(reqwest::Request::try_clone);
         let extensions: &mut Extensions = extensions;
@@ -86,33 +78,7 @@ impl Middleware for RetryMiddleware {
                         (None, Some(t)) => t.try_clone(),
                         (None, None) => None,
                     };
-                    let next = next.clone();
-                    let ext = ext.clone();
-                    async move {
-                        let Some(mut req) = req else {
-                            return Sent::Error(
-                                reqwest_middleware::Error::middleware(std::io::Error::other(
-                                    "the request could not be cloned for another attempt",
-                                )),
-                                Failure::Fatal,
-                            );
-                        };
-                        if let Some(t) = timeout {
-                            *req.timeout_mut() = Some(t);
-                        }
-                        let mut local = ext.lock().clone();
-                        let result = next.run(req, &mut local).await;
-                        match result {
-                            Ok(res) => Sent::Response(res),
-                            Err(reqwest_middleware::Error::Reqwest(e)) if e.is_timeout() => {
-                                Sent::TimedOut
-                            }
-                            Err(e) => {
-                                let f = failure(&e);
-                                Sent::Error(e, f)
-                            }
-                        }
-                    }
+                    attempt(next.clone(), req, ext.clone(), timeout)
                 },
             )
             .await;
@@ -126,6 +92,36 @@ impl Middleware for RetryMiddleware {
             Err(e) => Err(reqwest_middleware::Error::middleware(
                 ErasedRetryError::from(e),
             )),
+        }
+    }
+}
+
+/// One attempt through the rest of the middleware chain, with the extensions of the logical
+/// request and `timeout`; `req` is `None` when the request could not be cloned for it.
+async fn attempt(
+    next: Next<'_>,
+    req: Option<reqwest::Request>,
+    ext: std::sync::Arc<parking_lot::Mutex<Extensions>>,
+    timeout: Option<std::time::Duration>,
+) -> Sent<reqwest::Response, reqwest_middleware::Error> {
+    let Some(mut req) = req else {
+        return Sent::Error(
+            reqwest_middleware::Error::middleware(std::io::Error::other(
+                "the request could not be cloned for another attempt",
+            )),
+            Failure::Fatal,
+        );
+    };
+    if let Some(t) = timeout {
+        *req.timeout_mut() = Some(t);
+    }
+    let mut local = ext.lock().clone();
+    match next.run(req, &mut local).await {
+        Ok(res) => Sent::Response(res),
+        Err(reqwest_middleware::Error::Reqwest(e)) if e.is_timeout() => Sent::TimedOut,
+        Err(e) => {
+            let f = failure(&e);
+            Sent::Error(e, f)
         }
     }
 }

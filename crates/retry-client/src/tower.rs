@@ -3,10 +3,9 @@
 
 use crate::engine::{classify_error, History, Retrier, RetryError, Sent};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
-use retry_safe_core::headers::IDEMPOTENCY_KEY;
 use retry_safe_core::BoxError;
 use std::future::Future;
 use std::pin::Pin;
@@ -101,7 +100,7 @@ where
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let history = History {
-                idempotency_key: key_request(&retrier, &mut parts),
+                idempotency_key: retrier.key_request(&parts.method, &mut parts.headers),
                 ..History::default()
             };
             let keyed = history.idempotency_key.is_some();
@@ -132,18 +131,6 @@ where
             Ok(res)
         })
     }
-}
-
-/// Gives a non-idempotent request its one `Idempotency-Key` when the policy wants one; the key
-/// it carries (its own or the new one).
-fn key_request(retrier: &Retrier, parts: &mut http::request::Parts) -> Option<String> {
-    if let Some(format) = retrier.policy.wants_key(&parts.method, &parts.headers) {
-        if let Ok(v) = HeaderValue::from_str(&format.generate()) {
-            parts.headers.insert(IDEMPOTENCY_KEY, v);
-        }
-    }
-    let key = parts.headers.get(IDEMPOTENCY_KEY)?.to_str().ok()?;
-    Some(key.to_owned())
 }
 
 /// The body buffered when its exact size is known and at most `max` (it can be sent again), or
