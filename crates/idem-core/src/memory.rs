@@ -159,6 +159,19 @@ impl Record {
             State::Completed { expires_at, .. } => expires_at <= now,
         }
     }
+
+    /// What a `begin` with `fingerprint` finds in this live record.
+    fn outcome_for(&self, fingerprint: &Fingerprint, now: Duration) -> BeginOutcome {
+        if self.fingerprint != *fingerprint {
+            return BeginOutcome::Mismatch;
+        }
+        match &self.state {
+            State::InFlight { lease_until } => BeginOutcome::InFlight {
+                retry_after: *lease_until - now,
+            },
+            State::Completed { response, .. } => BeginOutcome::Completed(response.clone()),
+        }
+    }
 }
 
 impl Shard {
@@ -324,18 +337,7 @@ impl<C: Clock> MemoryStore<C> {
         let shard = &mut *shard;
         if let Some(Entry { record: r, .. }) = shard.records.find_mut(hash, |e| *e.id == *id) {
             if !r.expired(now) {
-                return Ok(if r.fingerprint != *fingerprint {
-                    BeginOutcome::Mismatch
-                } else {
-                    match &r.state {
-                        State::InFlight { lease_until } => BeginOutcome::InFlight {
-                            retry_after: *lease_until - now,
-                        },
-                        State::Completed { response, .. } => {
-                            BeginOutcome::Completed(response.clone())
-                        }
-                    }
-                });
+                return Ok(r.outcome_for(fingerprint, now));
             }
             // An expired record of this key: taken over in place (its id, its scope's count
             // and its slot in the map stay; only what it held beside them goes).
@@ -346,20 +348,7 @@ impl<C: Clock> MemoryStore<C> {
                 fence: Fence(fence),
             });
         }
-        // A new record: within the shard's count, bytes and the scope's share?
-        let full =
-            |s: &Shard| s.records.len() >= self.per_shard_cap || s.bytes >= self.per_shard_bytes;
-        if full(shard) && (shard.sweep(now) == 0 || full(shard)) {
-            return Err(StoreError::CapacityExceeded);
-        }
-        if let Some(cap) = self.per_shard_scope_cap {
-            if shard.scope_count(scope.as_bytes()) >= cap {
-                shard.sweep(now);
-                if shard.scope_count(scope.as_bytes()) >= cap {
-                    return Err(StoreError::ScopeFull);
-                }
-            }
-        }
+        self.make_room(shard, scope, now)?;
         shard.bytes += id.len() + fresh.bytes();
         if self.per_shard_scope_cap.is_some() {
             match shard.per_scope.get_mut(scope.as_bytes()) {
@@ -381,6 +370,25 @@ impl<C: Clock> MemoryStore<C> {
         Ok(BeginOutcome::Acquired {
             fence: Fence(fence),
         })
+    }
+
+    /// Room for a new record of `scope` in `shard`: within the shard's count and bytes and the
+    /// scope's share, sweeping expired records first when it is not.
+    fn make_room(&self, shard: &mut Shard, scope: &str, now: Duration) -> Result<(), StoreError> {
+        let full =
+            |s: &Shard| s.records.len() >= self.per_shard_cap || s.bytes >= self.per_shard_bytes;
+        if full(shard) && (shard.sweep(now) == 0 || full(shard)) {
+            return Err(StoreError::CapacityExceeded);
+        }
+        if let Some(cap) = self.per_shard_scope_cap {
+            if shard.scope_count(scope.as_bytes()) >= cap {
+                shard.sweep(now);
+                if shard.scope_count(scope.as_bytes()) >= cap {
+                    return Err(StoreError::ScopeFull);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// [`complete`](IdempotencyStore::complete), in place (see [`begin_sync`](Self::begin_sync)).
