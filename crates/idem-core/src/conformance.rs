@@ -483,21 +483,118 @@ impl ModelRecord {
     }
 }
 
+/// The reference model's state: each key's record, fences handed out, the clients' holds.
+#[derive(Default)]
+struct Model {
+    now: Duration,
+    records: HashMap<u8, ModelRecord>,
+    last_fence: HashMap<u8, Fence>,
+    held: HashMap<u8, (u8, Fence)>,
+}
+
+impl Model {
+    /// Checks the store's answer `got` to a `begin` of key `ki` with body `b` by `client`.
+    fn begin(
+        &mut self,
+        client: u8,
+        ki: u8,
+        b: u8,
+        got: BeginOutcome,
+        tolerance: Duration,
+    ) -> Result<(), String> {
+        let now = self.now;
+        let live = self.records.get(&ki).filter(|r| r.live(now));
+        match (live, got) {
+            (None, BeginOutcome::Acquired { fence }) => {
+                if let Some(prev) = self.last_fence.get(&ki) {
+                    if fence <= *prev {
+                        return Err(format!("fence {fence} not above {prev}"));
+                    }
+                }
+                self.last_fence.insert(ki, fence);
+                self.held.insert(client, (ki, fence));
+                let state = ModelState::InFlight {
+                    until: now + MODEL_LEASE,
+                };
+                self.records.insert(
+                    ki,
+                    ModelRecord {
+                        body: b,
+                        fence,
+                        state,
+                    },
+                );
+                Ok(())
+            }
+            (Some(r), BeginOutcome::Mismatch) if r.body != b => Ok(()),
+            (Some(r), BeginOutcome::InFlight { retry_after }) if r.body == b => {
+                let ModelState::InFlight { until } = r.state else {
+                    return Err("store says in flight, model says completed".into());
+                };
+                let exact = until - now;
+                if retry_after > exact || retry_after + tolerance < exact {
+                    return Err(format!("retry_after {retry_after:?}, model {exact:?}"));
+                }
+                Ok(())
+            }
+            (Some(r), BeginOutcome::Completed(resp)) if r.body == b => match &r.state {
+                ModelState::Completed { response, .. } if *response == resp => Ok(()),
+                other => Err(format!("replayed {resp:?}, model {other:?}")),
+            },
+            (model, got) => Err(format!("store {got:?}, model {model:?}")),
+        }
+    }
+
+    /// Whether `fence` holds key `ki`'s live lease in the model.
+    fn is_holder(&self, ki: u8, fence: Fence) -> bool {
+        self.records.get(&ki).is_some_and(|r| {
+            r.fence == fence
+                && matches!(r.state, ModelState::InFlight { until } if until > self.now)
+        })
+    }
+
+    /// Checks the store's answer `got` to a `complete` (with `resp`) or, when `resp` is `None`,
+    /// a `release` of key `ki` under `fence`.
+    fn settle(
+        &mut self,
+        ki: u8,
+        fence: Fence,
+        resp: Option<StoredResponse>,
+        got: Result<(), StoreError>,
+    ) -> Result<(), String> {
+        match (self.is_holder(ki, fence), got) {
+            (true, Ok(())) => {
+                match resp {
+                    Some(response) => {
+                        let r = self.records.get_mut(&ki).expect("holder has a record");
+                        r.state = ModelState::Completed {
+                            response,
+                            until: self.now + MODEL_RETENTION,
+                        };
+                    }
+                    None => {
+                        self.records.remove(&ki);
+                    }
+                }
+                Ok(())
+            }
+            (false, Err(StoreError::StaleFence { .. })) => Ok(()),
+            (holder, got) => Err(format!("store {got:?}, model holder={holder}")),
+        }
+    }
+}
+
 /// Plays `ops` against the harness's store and a reference model in lockstep.
 ///
 /// Returns a description of the first disagreement. Fences are the store's own values: the model
 /// checks that each key's fences strictly increase and that only the current holder's fence writes.
 pub async fn check_model<H: Harness>(h: &H, scope: &str, ops: &[Op]) -> Result<(), String> {
     let s = h.store();
-    let mut now = Duration::ZERO;
-    let mut records: HashMap<u8, ModelRecord> = HashMap::new();
-    let mut last_fence: HashMap<u8, Fence> = HashMap::new();
-    let mut held: HashMap<u8, (u8, Fence)> = HashMap::new();
+    let mut model = Model::default();
     let k = |i: u8| key(&format!("key-{i}"));
     let body = |b: u8| Fingerprint::of_request("POST", "/m", &[b]);
     for (step, op) in ops.iter().enumerate() {
-        let fail = |what: String| Err(format!("step {step} {op:?}: {what}"));
-        match *op {
+        let checked = match *op {
             Op::Begin {
                 client,
                 key: ki,
@@ -507,87 +604,39 @@ pub async fn check_model<H: Harness>(h: &H, scope: &str, ops: &[Op]) -> Result<(
                     .begin(scope, &k(ki), &body(b), MODEL_LEASE)
                     .await
                     .map_err(|e| format!("step {step}: store error {e}"))?;
-                let live = records.get(&ki).filter(|r| r.live(now));
-                match (live, got) {
-                    (None, BeginOutcome::Acquired { fence }) => {
-                        if let Some(prev) = last_fence.get(&ki) {
-                            if fence <= *prev {
-                                return fail(format!("fence {fence} not above {prev}"));
-                            }
-                        }
-                        last_fence.insert(ki, fence);
-                        held.insert(client, (ki, fence));
-                        records.insert(
-                            ki,
-                            ModelRecord {
-                                body: b,
-                                fence,
-                                state: ModelState::InFlight {
-                                    until: now + MODEL_LEASE,
-                                },
-                            },
-                        );
-                    }
-                    (Some(r), BeginOutcome::Mismatch) if r.body != b => {}
-                    (Some(r), BeginOutcome::InFlight { retry_after }) if r.body == b => {
-                        let ModelState::InFlight { until } = r.state else {
-                            return fail("store says in flight, model says completed".into());
-                        };
-                        let exact = until - now;
-                        if retry_after > exact || retry_after + h.tolerance() < exact {
-                            return fail(format!("retry_after {retry_after:?}, model {exact:?}"));
-                        }
-                    }
-                    (Some(r), BeginOutcome::Completed(resp)) if r.body == b => match &r.state {
-                        ModelState::Completed { response, .. } if *response == resp => {}
-                        other => return fail(format!("replayed {resp:?}, model {other:?}")),
-                    },
-                    (model, got) => return fail(format!("store {got:?}, model {model:?}")),
-                }
+                model.begin(client, ki, b, got, h.tolerance())
             }
             Op::Complete { client } | Op::Release { client } => {
-                let Some(&(ki, fence)) = held.get(&client) else {
+                let Some(&(ki, fence)) = model.held.get(&client) else {
                     continue;
                 };
-                let is_holder = records.get(&ki).is_some_and(|r| {
-                    r.fence == fence
-                        && matches!(r.state, ModelState::InFlight { until } if until > now)
-                });
-                let resp = response(&format!("{step}-{client}"));
-                let got = if matches!(op, Op::Complete { .. }) {
-                    s.complete(scope, &k(ki), fence, &resp, MODEL_RETENTION)
-                        .await
+                if matches!(op, Op::Complete { .. }) {
+                    let resp = response(&format!("{step}-{client}"));
+                    let got = s
+                        .complete(scope, &k(ki), fence, &resp, MODEL_RETENTION)
+                        .await;
+                    model.settle(ki, fence, Some(resp), got)
                 } else {
-                    s.release(scope, &k(ki), fence).await
-                };
-                match (is_holder, got) {
-                    (true, Ok(())) => {
-                        if matches!(op, Op::Complete { .. }) {
-                            let r = records.get_mut(&ki).expect("holder has a record");
-                            r.state = ModelState::Completed {
-                                response: resp,
-                                until: now + MODEL_RETENTION,
-                            };
-                        } else {
-                            records.remove(&ki);
-                        }
-                    }
-                    (false, Err(StoreError::StaleFence { .. })) => {}
-                    (holder, got) => return fail(format!("store {got:?}, model holder={holder}")),
+                    let got = s.release(scope, &k(ki), fence).await;
+                    model.settle(ki, fence, None, got)
                 }
             }
             Op::Advance { millis } => {
                 let by = Duration::from_millis(millis.into());
-                now += by;
+                model.now += by;
                 h.advance(by).await;
+                Ok(())
             }
             Op::Purge => {
                 s.purge_expired()
                     .await
                     .map_err(|e| format!("step {step}: purge failed: {e}"))?;
-                records.retain(|_, r| r.live(now));
+                let now = model.now;
+                model.records.retain(|_, r| r.live(now));
+                Ok(())
             }
-        }
+        };
+        checked.map_err(|what| format!("step {step} {op:?}: {what}"))?;
     }
     Ok(())
 }

@@ -2,25 +2,23 @@
 
 use crate::Event;
 use async_trait::async_trait;
-use retry_safe_core::BoxError;
+use retry_safe_core::BackendError;
 use std::time::{Duration, SystemTime};
 
 /// An outbox could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OutboxError {
-    /// The store could not be reached or failed; nothing was changed by this call.
-    #[error("the webhook outbox is unavailable")]
-    Unavailable(#[source] BoxError),
+    /// The store failed: unavailable (nothing was changed by this call) or holding a row this
+    /// release cannot read.
+    #[error("the webhook outbox's store failed")]
+    Backend(#[from] BackendError),
     /// The in-memory outbox holds as many events as it may.
     #[error("the webhook outbox is full ({capacity} events)")]
     Full {
         /// Its capacity.
         capacity: usize,
     },
-    /// A row could not be read (a value out of range).
-    #[error("a webhook outbox row is corrupt: {0}")]
-    Corrupt(String),
 }
 
 /// An event a dispatcher holds a claim on: nobody else delivers it until the claim's lease runs

@@ -5,7 +5,7 @@ use crate::outbox::{
 };
 use crate::Event;
 use async_trait::async_trait;
-use retry_safe_core::TimeOffset;
+use retry_safe_core::{BackendError, TimeOffset};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;
@@ -131,10 +131,15 @@ pub struct PostgresOutbox {
 }
 
 fn unavailable(e: sqlx::Error) -> OutboxError {
-    OutboxError::Unavailable(Box::new(e))
+    OutboxError::Backend(BackendError::Unavailable(Box::new(e)))
 }
 
 use retry_safe_core::duration_to_micros_i64 as micros;
+
+/// A row this release cannot read.
+fn corrupt_row(what: String) -> OutboxError {
+    OutboxError::Backend(BackendError::corrupt(what))
+}
 
 impl PostgresOutbox {
     /// Connects a pool of at most 8 connections to `url`.
@@ -219,7 +224,7 @@ impl PostgresOutbox {
 }
 
 fn claimed_of(row: &PgRow) -> Result<Claimed, OutboxError> {
-    let get = |e: sqlx::Error| OutboxError::Corrupt(e.to_string());
+    let get = |e: sqlx::Error| corrupt_row(e.to_string());
     let payload: Vec<u8> = row.try_get("payload").map_err(get)?;
     let attempts: i32 = row.try_get("attempts").map_err(get)?;
     let age_us: Option<i64> = row.try_get("age_us").map_err(get)?;
@@ -231,7 +236,7 @@ fn claimed_of(row: &PgRow) -> Result<Claimed, OutboxError> {
             content_type: row.try_get("content_type").map_err(get)?,
         },
         attempts: u32::try_from(attempts)
-            .map_err(|_| OutboxError::Corrupt(format!("attempts {attempts}")))?,
+            .map_err(|_| corrupt_row(format!("attempts {attempts}")))?,
         row: row.try_get("id").map_err(get)?,
         claim: row.try_get("claim").map_err(get)?,
         age: Duration::from_micros(age_us.unwrap_or(0).max(0).unsigned_abs()),
@@ -244,14 +249,14 @@ fn state_of(code: i16) -> Result<State, OutboxError> {
         2 => State::Delivered,
         3 => State::Exhausted,
         4 => State::EndpointDisabled,
-        other => return Err(OutboxError::Corrupt(format!("state {other}"))),
+        other => return Err(corrupt_row(format!("state {other}"))),
     })
 }
 
 fn count(row: &PgRow, column: &str) -> Result<u64, OutboxError> {
     let n: i64 = row
         .try_get(column)
-        .map_err(|e| OutboxError::Corrupt(e.to_string()))?;
+        .map_err(|e| corrupt_row(e.to_string()))?;
     Ok(n.max(0).unsigned_abs())
 }
 
@@ -334,7 +339,7 @@ impl Outbox for PostgresOutbox {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let corrupt = |e: sqlx::Error| OutboxError::Corrupt(e.to_string());
+        let corrupt = |e: sqlx::Error| corrupt_row(e.to_string());
         let state = state_of(first.try_get("state").map_err(corrupt)?)?;
         let mut attempts = Vec::new();
         for row in &rows {
@@ -366,7 +371,7 @@ impl Outbox for PostgresOutbox {
             .map_err(unavailable)?;
         let oldest: Option<i64> = row
             .try_get("oldest_us")
-            .map_err(|e| OutboxError::Corrupt(e.to_string()))?;
+            .map_err(|e| corrupt_row(e.to_string()))?;
         Ok(OutboxStats {
             pending: count(&row, "pending")?,
             delivered: count(&row, "delivered")?,
