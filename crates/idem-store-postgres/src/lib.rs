@@ -46,7 +46,7 @@
 //! - **Migrations.** [`PostgresStore::migrate`] applies the embedded migrations (`migrations/`,
 //!   one table `idem_records` and one sequence in the connection's `search_path` schema).
 //! - **Expiry.** Dead rows are taken over in place by `begin`; [`IdempotencyStore::purge_expired`]
-//!   deletes the others in batches of [`PURGE_BATCH`] (skipping rows that live traffic holds
+//!   deletes the others in batches of 1,000 (skipping rows that live traffic holds
 //!   locked); run it from a periodic task.
 //! - **Transactional mode.** [`PostgresStore::complete_in`] completes the record inside the
 //!   handler's own transaction, so its business writes and the record commit or roll back
@@ -92,13 +92,13 @@ use std::time::Duration;
 pub use sqlx;
 
 /// Rows deleted per statement by [`IdempotencyStore::purge_expired`].
-pub const PURGE_BATCH: i64 = 1_000;
+pub(crate) const PURGE_BATCH: i64 = 1_000;
 
 /// How often `begin` runs its statement when concurrent statements keep changing the row.
 const BEGIN_ATTEMPTS: u32 = 5;
 
 /// The record schema version this release reads and writes.
-pub const RECORD_VERSION: i16 = 1;
+pub(crate) const RECORD_VERSION: i16 = 1;
 
 /// Connecting or migrating failed.
 #[derive(Debug, thiserror::Error)]
@@ -520,7 +520,7 @@ impl IdempotencyStore for PostgresStore {
 pub struct ReadmeDoctests;
 
 /// How long `begin_in` waits for another transaction's record by default.
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether `e` is PostgreSQL's `lock_not_available` (a `lock_timeout` ran out).
 /// Whether `e` says the database was not reached (what the breaker counts).

@@ -48,7 +48,7 @@
 //! - **Retention by TTL.** Every record carries a TTL a little longer than its lease or retention,
 //!   so Redis reclaims memory by itself; [`IdempotencyStore::purge_expired`] has nothing to do.
 //! - **One server or a Redis Cluster.** [`RedisStore::connect`] takes one server (a reconnecting
-//!   [`ConnectionManager`]); `RedisStore::connect_cluster` (feature `cluster`) a Redis Cluster,
+//!   `ConnectionManager`); `RedisStore::connect_cluster` (feature `cluster`) a Redis Cluster,
 //!   whose client sends each script to the master of its key's slot; [`RedisStore::with_connection`]
 //!   takes either, or a [`RedisRunner`] connected with the caller's [`RedisSettings`]. After a
 //!   dropped connection the failing operation reports [`BackendError::Unavailable`] (the layer

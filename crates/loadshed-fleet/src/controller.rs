@@ -47,7 +47,7 @@ impl Default for ControllerConfig {
 }
 
 /// The highest pressure: every class but critical shed.
-pub const MAX_PRESSURE: f64 = 3.0;
+pub(crate) const MAX_PRESSURE: f64 = 3.0;
 
 /// The controller's state. Pressure is kept in thousandths, so steps add up exactly.
 #[derive(Debug, Clone, PartialEq)]

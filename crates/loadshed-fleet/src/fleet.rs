@@ -27,7 +27,7 @@ use std::time::Duration;
 
 /// The default lease of a fleet slot: a request that runs longer loses its slot (the fleet may
 /// then admit one more); a crashed server's slots come back after it.
-pub const DEFAULT_FLEET_LEASE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_FLEET_LEASE: Duration = Duration::from_secs(30);
 
 /// Why the fleet shedder gave no slot.
 #[derive(Debug, thiserror::Error)]

@@ -75,7 +75,7 @@ pub use class::{Class, Classify, DefaultClassifier};
 pub use controller::{Controller, ControllerConfig};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use fleet::{FleetError, FleetGuard, FleetShedder, DEFAULT_FLEET_LEASE};
+pub use fleet::{FleetError, FleetGuard, FleetShedder};
 #[cfg(feature = "tower")]
 pub use middleware::{LoadShedFuture, LoadShedLayer, LoadShedService};
 #[cfg(feature = "redis")]

@@ -9,7 +9,7 @@ use retry_safe_core::Shards;
 use std::hash::{BuildHasher, Hash};
 
 /// Shards of a [`KeyedLimiter`] unless told otherwise.
-pub const DEFAULT_SHARDS: usize = 64;
+pub(crate) const DEFAULT_SHARDS: usize = 64;
 
 /// A shard sweeps its idle keys when it grows past this many keys (and then past twice the keys
 /// that stayed).
@@ -53,7 +53,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K, SystemClock> {
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
-    /// A limiter on `clock`, with [`DEFAULT_SHARDS`] shards.
+    /// A limiter on `clock`, with 64 shards.
     pub fn with_clock(quotas: Quotas, clock: C) -> Self {
         Self::with_shards(quotas, clock, DEFAULT_SHARDS)
     }

@@ -75,7 +75,7 @@ mod redis_limiter;
 
 pub use direct::DirectLimiter;
 pub use gcra::{Allowed, CostExceedsBurst, Decision, Limited, Quotas};
-pub use keyed::{KeyedLimiter, DEFAULT_SHARDS};
+pub use keyed::KeyedLimiter;
 pub use limiter::{Error, Limiter};
 pub use quota::{Quota, QuotaError, MAX_QUOTAS, MAX_WINDOW};
 pub use retry_safe_core::{

@@ -1,37 +1,37 @@
 //! The one error of a shared backend (Redis, PostgreSQL), whichever crate asked it.
-//!
-//! A backend call that did not give a usable answer failed in one of three ways, and every crate
-//! of the workspace reports them with this one type, maps them to a response with
-//! [`BackendError::problem`] and meters them with [`BackendError::label`]:
-//!
-//! | variant | meaning | fail mode | answer |
-//! |---|---|---|---|
-//! | [`Unavailable`](BackendError::Unavailable) | not reached, timed out, or a transient server state (`LOADING`, `READONLY`, `OOM`, `CLUSTERDOWN`…) | applies | 503 + `Retry-After: 1` |
-//! | [`Misconfigured`](BackendError::Misconfigured) | the call went to the wrong place (`MOVED` on a single-node client, `CROSSSLOT`) | never applies | 500 |
-//! | [`Corrupt`](BackendError::Corrupt) | the backend holds something this release cannot read | never applies | 500 |
-//!
-//! ```
-//! use retry_safe_core::{BackendCodes, BackendError};
-//!
-//! const CODES: BackendCodes = BackendCodes {
-//!     name: "rate limiter",
-//!     unavailable: "rate_limit_unavailable",
-//!     misconfigured: "rate_limit_misconfigured",
-//!     corrupt: "rate_limit_state_corrupt",
-//! };
-//! let e = BackendError::Unavailable("connection refused".into());
-//! assert_eq!(e.label(), "unavailable");
-//! let problem = e.problem(&CODES);
-//! assert_eq!((problem.status().as_u16(), problem.code()), (503, "rate_limit_unavailable"));
-//! assert_eq!(problem.title(), "Rate limiter unavailable");
-//! ```
 
 use crate::{BoxError, Problem};
 use http::StatusCode;
 use std::time::Duration;
 
-/// A backend call that failed (see the [module docs](self)). The cause is the error's
-/// [`source`](std::error::Error::source), never repeated in its message.
+/// A backend call that failed; its cause is the error's [`source`](std::error::Error::source),
+/// never repeated in its message.
+///
+/// A backend call that did not give a usable answer failed in one of three ways, and every crate
+/// of the workspace reports them with this one type, maps them to a response with
+/// [`BackendError::problem`] and meters them with [`BackendError::label`]:
+///
+/// | variant | meaning | fail mode | answer |
+/// |---|---|---|---|
+/// | [`Unavailable`](BackendError::Unavailable) | not reached, timed out, or a transient server state (`LOADING`, `READONLY`, `OOM`, `CLUSTERDOWN`…) | applies | 503 + `Retry-After: 1` |
+/// | [`Misconfigured`](BackendError::Misconfigured) | the call went to the wrong place (`MOVED` on a single-node client, `CROSSSLOT`) | never applies | 500 |
+/// | [`Corrupt`](BackendError::Corrupt) | the backend holds something this release cannot read | never applies | 500 |
+///
+/// ```
+/// use retry_safe_core::{BackendCodes, BackendError};
+///
+/// const CODES: BackendCodes = BackendCodes {
+///     name: "rate limiter",
+///     unavailable: "rate_limit_unavailable",
+///     misconfigured: "rate_limit_misconfigured",
+///     corrupt: "rate_limit_state_corrupt",
+/// };
+/// let e = BackendError::Unavailable("connection refused".into());
+/// assert_eq!(e.label(), "unavailable");
+/// let problem = e.problem(&CODES);
+/// assert_eq!((problem.status().as_u16(), problem.code()), (503, "rate_limit_unavailable"));
+/// assert_eq!(problem.title(), "Rate limiter unavailable");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {

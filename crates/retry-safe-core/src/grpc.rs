@@ -74,7 +74,7 @@ pub const GRPC_RETRY_PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-
 /// `x-error-code`: the workspace's error code of a rejection, as plain metadata.
 pub const ERROR_CODE: HeaderName = HeaderName::from_static("x-error-code");
 /// The `domain` of the `ErrorInfo` the layers send.
-pub const ERROR_DOMAIN: &str = "retry-safe";
+pub(crate) const ERROR_DOMAIN: &str = "retry-safe";
 
 /// A gRPC status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

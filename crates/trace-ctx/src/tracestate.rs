@@ -15,7 +15,7 @@
 use std::fmt;
 
 /// The most members a list may have.
-pub const MAX_MEMBERS: usize = 32;
+pub(crate) const MAX_MEMBERS: usize = 32;
 
 /// Why a `tracestate` list (or a member to add) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

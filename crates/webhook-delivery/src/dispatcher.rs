@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// The default claim lease: longer than an attempt's default total timeout (15 s) with margin,
 /// so a live dispatcher never loses a claim it is still working on.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
 /// What one claim-deliver-settle round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,7 +94,7 @@ impl<O> std::fmt::Debug for Dispatcher<O> {
 
 impl<O: Outbox> Dispatcher<O> {
     /// A dispatcher of `outbox`'s events through `sender`: 4 workers, batches of 10, the
-    /// default [`Schedule`], a [`DEFAULT_LEASE`] claim and a 1 s poll when nothing is due.
+    /// default [`Schedule`], a 60 s claim and a 1 s poll when nothing is due.
     pub fn new(outbox: O, sender: Sender) -> Self {
         Self {
             outbox: Arc::new(outbox),

@@ -5,17 +5,17 @@ use std::fmt;
 use webhook_sig::Signer;
 
 /// The longest event id accepted, in bytes.
-pub const MAX_ID_LEN: usize = 255;
+pub(crate) const MAX_ID_LEN: usize = 255;
 
 /// Why an event or an endpoint could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EventError {
-    /// The event id is empty, longer than [`MAX_ID_LEN`] or has characters other than visible
+    /// The event id is empty, longer than 255 bytes or has characters other than visible
     /// ASCII (it travels as the `webhook-id` header).
     #[error("a webhook event id must be 1 to 255 visible ASCII characters")]
     InvalidId,
-    /// The endpoint name is empty or longer than [`MAX_ID_LEN`].
+    /// The endpoint name is empty or longer than 255 bytes.
     #[error("an endpoint name must be 1 to 255 bytes")]
     InvalidEndpointName,
     /// The content type is not a valid header value.

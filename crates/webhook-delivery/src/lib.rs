@@ -72,22 +72,19 @@ mod postgres;
 mod schedule;
 mod sender;
 
-pub use dispatcher::{Dispatcher, Round, DEFAULT_LEASE};
-pub use event::{Endpoint, Event, EventError, MAX_ID_LEN};
+pub use dispatcher::{Dispatcher, Round};
+pub use event::{Endpoint, Event, EventError};
 pub use guard::{AddressClass, AddressPolicy, Blocked};
-pub use memory::{MemoryOutbox, DEFAULT_CAPACITY};
+pub use memory::MemoryOutbox;
 pub use outbox::{
     Attempt, AttemptRecord, Claimed, EventStatus, Next, Outbox, OutboxError, OutboxStats, State,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::{sqlx, PostgresOutbox, SetupError, MIGRATIONS_TABLE, PURGE_BATCH};
+pub use postgres::{sqlx, PostgresOutbox, SetupError};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock, TimeOffset};
 pub use schedule::Schedule;
-pub use sender::{
-    Delivery, DeliveryError, Sender, SenderBuilder, SenderError, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_TIMEOUT, MAX_RESPONSE_BODY,
-};
+pub use sender::{Delivery, DeliveryError, Sender, SenderBuilder, SenderError};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The default capacity of a [`MemoryOutbox`], in events (finished ones included until purged).
-pub const DEFAULT_CAPACITY: usize = 100_000;
+pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
 
 /// An outbox in memory: the embedded default, for one process and for tests.
 ///
@@ -79,7 +79,7 @@ impl Default for MemoryOutbox {
 }
 
 impl MemoryOutbox {
-    /// An empty outbox of [`DEFAULT_CAPACITY`] on the system clock.
+    /// An empty outbox of 100,000 events on the system clock.
     pub fn new() -> Self {
         Self {
             inner: Arc::default(),

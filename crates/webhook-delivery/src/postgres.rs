@@ -14,11 +14,11 @@ use std::time::{Duration, UNIX_EPOCH};
 pub use sqlx;
 
 /// Rows deleted per statement by [`Outbox::purge_finished`].
-pub const PURGE_BATCH: i64 = 1_000;
+pub(crate) const PURGE_BATCH: i64 = 1_000;
 
 /// The table that records which of this crate's migrations ran (its own, so that other crates'
 /// migrations in the same schema never meet these).
-pub const MIGRATIONS_TABLE: &str = "_webhook_delivery_migrations";
+pub(crate) const MIGRATIONS_TABLE: &str = "_webhook_delivery_migrations";
 
 /// Connecting or migrating failed.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +175,7 @@ impl PostgresOutbox {
     }
 
     /// Applies the embedded migrations (idempotent; safe at every start). They are recorded in
-    /// their own table, [`MIGRATIONS_TABLE`].
+    /// their own table, `_webhook_delivery_migrations`.
     pub async fn migrate(&self) -> Result<(), SetupError> {
         let mut migrator = sqlx::migrate!("./migrations");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);

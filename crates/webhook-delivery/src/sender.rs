@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// The default total time of one attempt: connecting, sending, and the answer's head and body.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The default time to open the connection (within the total).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of a receiver's answer body that is read (then the connection is dropped).
-pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 /// Why an attempt failed. No variant carries a secret or the endpoint URL's query.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,9 +9,9 @@ use ed25519_dalek::Signer as _;
 use std::fmt;
 
 /// Prefix of a Standard Webhooks Ed25519 signing (secret) key.
-pub const SIGNING_KEY_PREFIX: &str = "whsk_";
+pub(crate) const SIGNING_KEY_PREFIX: &str = "whsk_";
 /// Prefix of a Standard Webhooks Ed25519 public key.
-pub const PUBLIC_KEY_PREFIX: &str = "whpk_";
+pub(crate) const PUBLIC_KEY_PREFIX: &str = "whpk_";
 
 /// An Ed25519 signing key for `v1a` signatures. `Debug` prints `SigningKey(<redacted>)`; the key
 /// bytes are wiped from memory when it is dropped.

@@ -83,15 +83,15 @@ mod secret;
 mod sign;
 mod verify;
 
-pub use asymmetric::{PublicKey, SigningKey, PUBLIC_KEY_PREFIX, SIGNING_KEY_PREFIX};
+pub use asymmetric::{PublicKey, SigningKey};
 pub use error::VerifyError;
 #[cfg(feature = "tower")]
 pub use middleware::{VerifiedWebhook, WebhookFuture, WebhookLayer, WebhookService};
-pub use replay::{Claim, ReplayGuard, ReplayTicket, DEFAULT_LEASE, DEFAULT_RETENTION};
+pub use replay::{Claim, ReplayGuard, ReplayTicket};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 pub use secret::{Secret, SecretError};
 pub use sign::{SignError, Signer};
-pub use verify::{MatchedKey, Verified, Verifier, DEFAULT_TOLERANCE};
+pub use verify::{MatchedKey, Verified, Verifier};
 
 /// A webhook signature scheme. Every scheme signs with HMAC-SHA256 over the raw body bytes;
 /// Standard Webhooks also carries Ed25519 (`v1a`) signatures ([`SigningKey`], [`PublicKey`]).

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 /// How long a processed event id is remembered by default: 3 days, longer than the retry
 /// schedules of the common senders.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
+pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
 /// How long a claim lasts when its holder disappears, by default.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
 /// Refuses event ids that were processed before.
 ///

@@ -24,7 +24,7 @@ const H_HUB_SIGNATURE_256: HeaderName = HeaderName::from_static(header::HUB_SIGN
 const H_GITHUB_DELIVERY: HeaderName = HeaderName::from_static(header::GITHUB_DELIVERY);
 
 /// The default timestamp tolerance: 5 minutes, in the past and in the future.
-pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// An HMAC-SHA256 state keyed with `secret` as `scheme` reads it, or `None` when the secret
 /// cannot be a key of that scheme; cloning the state is cheaper than keying again.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 /// The default cap on a webhook body: 1 MiB.
-pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 
 /// Finds the event id of a verified webhook for the replay guard.
 pub type EventIdFn = dyn Fn(&Verified, &[u8]) -> Option<String> + Send + Sync;
@@ -90,7 +90,7 @@ impl<S> fmt::Debug for WebhookLayer<S> {
 }
 
 /// The default [`WebhookLayer::body_timeout`].
-pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl WebhookLayer<MemoryStore> {
     /// A layer that verifies with `verifier`, without replay protection beyond the timestamp

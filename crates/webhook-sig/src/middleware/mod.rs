@@ -8,7 +8,7 @@ mod service;
 
 pub use future::WebhookFuture;
 pub use layer::EventIdFn;
-pub use layer::{WebhookLayer, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY};
+pub use layer::WebhookLayer;
 pub use problem::PROBLEM_JSON;
 pub use service::{WebhookService, WEBHOOK_REPLAYED};
 
