@@ -150,7 +150,7 @@ async fn two_editors(router: &Router) -> Outcome {
 /// order was created each time it arrived), then delivers it: one order, and the client gets its
 /// 201 — the replay of the first.
 async fn lost_responses(api: &OrdersApi<idem_core::MemoryStore>, router: &Router) -> Outcome {
-    use retry_client::{History, Retrier, RetryLayer, RetryPolicy};
+    use retry_client::{History, Retrier, RetryPolicy, SafeRetryLayer};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
     let before = api.order_count();
@@ -169,7 +169,7 @@ async fn lost_responses(api: &OrdersApi<idem_core::MemoryStore>, router: &Router
         }
     });
     let client = tower::ServiceBuilder::new()
-        .layer(RetryLayer::new(Retrier::new(
+        .layer(SafeRetryLayer::new(Retrier::new(
             RetryPolicy::default()
                 .max_attempts(4)
                 .backoff(Duration::from_millis(1), Duration::from_millis(5)),

@@ -47,20 +47,20 @@ use idem_core::{
     IdempotencyAttempt, IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, MemoryStore,
 };
 use idem_store_postgres::sqlx;
-use loadshed_fleet::{DefaultClassifier, FleetShedder, LoadShedLayer, Shedder, SystemClock};
+use loadshed_fleet::{DefaultClassifier, FleetShedder, PriorityShedLayer, Shedder, SystemClock};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use optimistic_lock::{Conflict, Current, Expected, OptimisticLockLayer, Version, VersionSource};
 use parking_lot::Mutex;
 use ratelimit_concurrent::{
-    ConcurrencyLimitLayer, ConcurrencyLimiter, PermitSource, RedisConcurrencyLimiter,
+    ConcurrencyLimiter, KeyedConcurrencyLimitLayer, PermitSource, RedisConcurrencyLimiter,
 };
-use ratelimit_token_bucket::{KeyedLimiter, Limiter, Quota, Quotas, RateLimitLayer};
+use ratelimit_token_bucket::{KeyedLimiter, KeyedRateLimitLayer, Limiter, Quota, Quotas};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tower::ServiceBuilder;
-use trace_ctx::{Problem, TraceContext, TraceLayer};
+use trace_ctx::{Problem, TraceContext, TraceContextLayer};
 use webhook_delivery::{
     AddressPolicy, Dispatcher, Endpoint, Event, MemoryOutbox, Outbox, PostgresOutbox,
     Sender as DeliverySender,
@@ -439,8 +439,8 @@ impl<S: IdempotencyStore> OrdersApi<S> {
     fn load_shed_layer(
         &self,
         classifier: DefaultClassifier,
-    ) -> LoadShedLayer<SystemClock, DefaultClassifier> {
-        let layer = LoadShedLayer::from_shared(self.shedder.clone(), classifier);
+    ) -> PriorityShedLayer<SystemClock, DefaultClassifier> {
+        let layer = PriorityShedLayer::from_shared(self.shedder.clone(), classifier);
         match &self.fleet {
             Some(fleet) => layer.with_fleet(fleet.clone()),
             None => layer,
@@ -499,23 +499,26 @@ impl<S: IdempotencyStore> OrdersApi<S> {
             // cap.
             .layer(
                 ServiceBuilder::new()
-                    .layer(TraceLayer::new())
-                    .layer(ConcurrencyLimitLayer::new(self.per_ip.clone(), {
+                    .layer(TraceContextLayer::new())
+                    .layer(KeyedConcurrencyLimitLayer::new(self.per_ip.clone(), {
                         let ips = self.client_ip.clone();
                         move |parts: &http::request::Parts| ips.of(parts)
                     }))
                     .layer(self.load_shed_layer(classifier))
-                    .layer(RateLimitLayer::new(
+                    .layer(KeyedRateLimitLayer::new(
                         self.rate.clone(),
                         |parts: &http::request::Parts| Some(principal_key(&parts.headers)),
                     ))
-                    .layer(ConcurrencyLimitLayer::new(
+                    .layer(KeyedConcurrencyLimitLayer::new(
                         self.concurrency.clone(),
                         |parts: &http::request::Parts| Some(principal_key(&parts.headers)),
                     )),
             )
             // Scrapes are neither limited nor shed: an overloaded server must still be observable.
-            .route("/metrics", get(metrics_text).layer(TraceLayer::new()))
+            .route(
+                "/metrics",
+                get(metrics_text).layer(TraceContextLayer::new()),
+            )
     }
 
     /// The same handlers without any layer (no idempotency, limits, shedding or tracing): the

@@ -92,9 +92,9 @@ mod fingerprint;
 mod key;
 mod memory;
 #[cfg(feature = "tower")]
-pub mod middleware;
+mod middleware;
 mod policy;
-pub mod store;
+mod store;
 
 pub use attempt::{handler_completed, CompletedByHandler, IdempotencyAttempt, PendingAttempt};
 pub use fingerprint::Fingerprint;
@@ -102,14 +102,16 @@ pub use key::{IdempotencyKey, KeyError, IDEMPOTENCY_KEY, MAX_KEY_LEN};
 pub use memory::{MemoryStore, MemoryStoreConfig};
 #[cfg(feature = "tower")]
 pub use middleware::{
-    IdempotencyFuture, IdempotencyLayer, IdempotencyService, MetricsSnapshot, IDEMPOTENT_REPLAYED,
+    IdempotencyBody, IdempotencyFuture, IdempotencyLayer, IdempotencyService, MetricsSnapshot,
+    IDEMPOTENT_REPLAYED,
 };
 pub use policy::{IdempotencyPolicy, ScopeFn};
 #[cfg(feature = "tower")]
 pub use retry_safe_core::TokioClock;
 pub use retry_safe_core::{BoxError, Clock, FailMode, ManualClock, Problem, SystemClock};
 pub use store::{
-    BeginOutcome, DecodeError, Fence, IdempotencyStore, StoreError, StoredResponse, TimeOffset,
+    BackendError, BeginOutcome, DecodeError, Fence, IdempotencyStore, StoreError, StoredResponse,
+    TimeOffset,
 };
 
 /// The README's examples, compiled and run as doctests.

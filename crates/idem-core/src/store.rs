@@ -1,21 +1,4 @@
 //! The store contract: one record per (scope, key), driven by three atomic operations.
-//!
-//! | call | on no record / a record whose lease ran out | on an in-flight record | on a completed record |
-//! |---|---|---|---|
-//! | `begin` same fingerprint | `Acquired { fence }` (new, larger fence) | `InFlight { retry_after }` | `Completed(response)` |
-//! | `begin` other fingerprint | `Acquired { fence }` | `Mismatch` | `Mismatch` |
-//! | `complete(fence)` | `Err(StaleFence)` | stores the response if `fence` holds a live lease | `Err(StaleFence)` |
-//! | `release(fence)` | `Err(StaleFence)` | deletes the record if `fence` holds a live lease | `Err(StaleFence)` |
-//!
-//! Rules every store keeps (the [conformance suite] checks them):
-//! - `begin` is one atomic step: of any number of concurrent callers, at most one gets `Acquired`.
-//! - Fences of one (scope, key) strictly increase over the store's life, also across releases
-//!   and takeovers, so a holder that lost its lease can never write over its successor.
-//! - A lease that ran out is lost, whether or not someone took over: `complete` and `release`
-//!   with it fail with [`StoreError::StaleFence`].
-//! - A completed record is kept for the retention given to `complete`, then it is as if absent.
-//! - Scopes never meet: equal keys in two scopes are two records.
-//!
 #![cfg_attr(
     feature = "conformance",
     doc = "[conformance suite]: crate::conformance"
@@ -146,6 +129,25 @@ impl StoreError {
 /// Each method is one atomic operation of the backend. Time (leases, retention) is the store's
 /// own: the in-memory store reads its injected [`Clock`](crate::Clock), server stores read the
 /// server's clock, so clock skew between application servers cannot break leases.
+///
+/// The store contract: one record per (scope, key), driven by three atomic operations.
+///
+/// | call | on no record / a record whose lease ran out | on an in-flight record | on a completed record |
+/// |---|---|---|---|
+/// | `begin` same fingerprint | `Acquired { fence }` (new, larger fence) | `InFlight { retry_after }` | `Completed(response)` |
+/// | `begin` other fingerprint | `Acquired { fence }` | `Mismatch` | `Mismatch` |
+/// | `complete(fence)` | `Err(StaleFence)` | stores the response if `fence` holds a live lease | `Err(StaleFence)` |
+/// | `release(fence)` | `Err(StaleFence)` | deletes the record if `fence` holds a live lease | `Err(StaleFence)` |
+///
+/// Rules every store keeps (the [conformance suite] checks them):
+/// - `begin` is one atomic step: of any number of concurrent callers, at most one gets `Acquired`.
+/// - Fences of one (scope, key) strictly increase over the store's life, also across releases
+///   and takeovers, so a holder that lost its lease can never write over its successor.
+/// - A lease that ran out is lost, whether or not someone took over: `complete` and `release`
+///   with it fail with [`StoreError::StaleFence`].
+/// - A completed record is kept for the retention given to `complete`, then it is as if absent.
+/// - Scopes never meet: equal keys in two scopes are two records.
+///
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Looks up `(scope, key)` and, when nothing live holds it, takes a lease of `lease` on it.

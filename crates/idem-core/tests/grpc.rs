@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
-use idem_core::middleware::IdempotencyBody;
+use idem_core::IdempotencyBody;
 use idem_core::{IdempotencyLayer, IdempotencyPolicy, MemoryStore, MemoryStoreConfig, TokioClock};
 use retry_safe_core::grpc::{self, Code};
 use std::convert::Infallible;

@@ -53,7 +53,7 @@
 //!   together (see its docs).
 //!
 //! Connections come from a `sqlx` pool: after a connection is lost, the operation that used it
-//! reports [`BackendError::Unavailable`](idem_core::store::BackendError::Unavailable) (the layer fails closed, or open as configured) and the pool
+//! reports [`BackendError::Unavailable`](idem_core::BackendError::Unavailable) (the layer fails closed, or open as configured) and the pool
 //! opens a new one for the next.
 //!
 //! # With axum

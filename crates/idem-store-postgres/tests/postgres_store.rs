@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use idem_core::conformance::{self, Harness};
-use idem_core::store::BackendError;
+use idem_core::BackendError;
 use idem_core::{
     handler_completed, BeginOutcome, DecodeError, Fingerprint, IdempotencyAttempt, IdempotencyKey,
     IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, StoreError, StoredResponse, TimeOffset,

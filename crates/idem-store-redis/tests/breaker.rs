@@ -2,7 +2,7 @@
 //! freeze (SIGSTOP) must not wedge the breaker, and an error reply (Redis answered) must not
 //! open it.
 
-use idem_core::store::BackendError;
+use idem_core::BackendError;
 use idem_core::{BeginOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, ManualClock};
 use idem_store_redis::{Breaker, RedisRunner, RedisSettings, RedisStore};
 use retry_safe_core::BreakerState;

@@ -10,7 +10,7 @@ use common::RedisHarness;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use idem_core::conformance;
-use idem_core::store::BackendError;
+use idem_core::BackendError;
 use idem_core::{
     FailMode, Fingerprint, IdempotencyKey, IdempotencyLayer, IdempotencyPolicy, IdempotencyStore,
     StoreError,

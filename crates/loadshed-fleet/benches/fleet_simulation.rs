@@ -26,7 +26,7 @@
 //! count), here the same `Shedder` arithmetic shared by the four servers, so that the simulation
 //! needs no network. Its Redis round trip is charged: 0.5 ms is added to every admitted
 //! request's latency (the release is off the request path). A request is admitted by its server
-//! first, then by the fleet, as `LoadShedLayer::with_fleet` does.
+//! first, then by the fleet, as `PriorityShedLayer::with_fleet` does.
 
 use loadshed_fleet::ManualClock;
 use loadshed_fleet::{Class, ControllerConfig, Guard, Shares, Shedder};

@@ -1,21 +1,4 @@
 //! The overload controller: a pure function of latency windows, with an injected clock.
-//!
-//! The controller keeps one number, the **pressure** `p ∈ [0, 3]`. Classes below `⌊p⌋` are shed
-//! entirely; the class at `⌊p⌋` is shed with probability `p − ⌊p⌋`; classes above pass. So
-//! `p = 0.4` sheds 40 % of test-mode traffic, `p = 1.5` all test-mode and half the reads,
-//! `p = 3` everything but critical requests, which the controller never sheds.
-//!
-//! Every window (100 ms by default) it looks at the mean latency of the requests that completed:
-//!
-//! | window | pressure |
-//! |---|---|
-//! | mean latency above `target` (overloaded) | `p += step_up` (0.1): shedding rises smoothly, one class after the other, and moves to the next class only once the current one is fully shed and the overload persists |
-//! | mean latency below `recover_below × target` (healthy; 0.8) | `p −= step_down` (0.02): traffic comes back five times slower than it was shed, class by class in reverse order |
-//! | in between, or no completion | unchanged: the hysteresis band that keeps a steady load from oscillating |
-//!
-//! With the defaults, full shedding (`p = 3`) is reached after 3 s of sustained overload and undone
-//! after 15 s of health.
-
 use std::time::Duration;
 
 /// The controller's tuning.
@@ -50,6 +33,24 @@ impl Default for ControllerConfig {
 pub(crate) const MAX_PRESSURE: f64 = 3.0;
 
 /// The controller's state. Pressure is kept in thousandths, so steps add up exactly.
+///
+/// The overload controller: a pure function of latency windows, with an injected clock.
+///
+/// The controller keeps one number, the **pressure** `p ∈ [0, 3]`. Classes below `⌊p⌋` are shed
+/// entirely; the class at `⌊p⌋` is shed with probability `p − ⌊p⌋`; classes above pass. So
+/// `p = 0.4` sheds 40 % of test-mode traffic, `p = 1.5` all test-mode and half the reads,
+/// `p = 3` everything but critical requests, which the controller never sheds.
+///
+/// Every window (100 ms by default) it looks at the mean latency of the requests that completed:
+///
+/// | window | pressure |
+/// |---|---|
+/// | mean latency above `target` (overloaded) | `p += step_up` (0.1): shedding rises smoothly, one class after the other, and moves to the next class only once the current one is fully shed and the overload persists |
+/// | mean latency below `recover_below × target` (healthy; 0.8) | `p −= step_down` (0.02): traffic comes back five times slower than it was shed, class by class in reverse order |
+/// | in between, or no completion | unchanged: the hysteresis band that keeps a steady load from oscillating |
+///
+/// With the defaults, full shedding (`p = 3`) is reached after 3 s of sustained overload and undone
+/// after 15 s of health.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Controller {
     config: ControllerConfig,

@@ -10,7 +10,7 @@
 //! - **The fleet usage shedder** (`FleetShedder`, feature `redis`): the same shares applied to
 //!   the requests in flight of the whole fleet, counted in Redis with expiring leases — the top of
 //!   the *fleet's* capacity stays free for critical work even when every server is busy.
-//! - **The overload controller** ([`controller`]): when admitted requests get slower than a target,
+//! - **The overload controller** ([`Controller`]): when admitted requests get slower than a target,
 //!   it raises a *pressure* that sheds a growing fraction of test-mode traffic, then of reads, then
 //!   of writes — never critical requests — and lowers it slowly once latency is back, with a
 //!   hysteresis band so a steady load does not oscillate.
@@ -41,21 +41,21 @@
 //! ```
 //! use axum::{routing::{get, post}, Router};
 //! use http::Method;
-//! use loadshed_fleet::{DefaultClassifier, LoadShedLayer, Shedder};
+//! use loadshed_fleet::{DefaultClassifier, PriorityShedLayer, Shedder};
 //!
 //! // POSTs under /payments/ are critical: shed last, with capacity kept for them.
 //! let classifier = DefaultClassifier::new().critical(Method::POST, "/payments/");
 //! let app: Router = Router::new()
 //!     .route("/orders", get(|| async { "[]" }))
 //!     .route("/payments/{id}/capture", post(|| async { "captured" }))
-//!     .layer(LoadShedLayer::new(Shedder::new(64)?, classifier));
+//!     .layer(PriorityShedLayer::new(Shedder::new(64)?, classifier));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Features
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `tower` | yes | `LoadShedLayer` |
+//! | `tower` | yes | `PriorityShedLayer` |
 //! | `redis` | no | `FleetShedder`: the fleet usage shedder, the fleet's requests in flight counted in Redis with shares reserved per class |
 //! | `cluster` | no | `FleetShedder::connect_cluster` (Redis Cluster) |
 //! | `metrics` | no | `loadshed_requests_total`, `loadshed_level`, `loadshed_fleet_fallback_total` through the `metrics` facade |
@@ -64,20 +64,20 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod class;
-pub mod controller;
+mod controller;
 #[cfg(feature = "redis")]
 mod fleet;
 #[cfg(feature = "tower")]
-pub mod middleware;
+mod middleware;
 mod shedder;
 
 pub use class::{Class, Classify, DefaultClassifier};
-pub use controller::{Controller, ControllerConfig};
+pub use controller::{shed_probability, Controller, ControllerConfig, Step};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use fleet::{FleetError, FleetGuard, FleetShedder};
 #[cfg(feature = "tower")]
-pub use middleware::{LoadShedFuture, LoadShedLayer, LoadShedService};
+pub use middleware::{PriorityShedFuture, PriorityShedLayer, PriorityShedService};
 #[cfg(feature = "redis")]
 pub use ratelimit_concurrent::{FailMode, RedisConnection, RedisRunner, RedisSettings};
 #[cfg(feature = "redis")]

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use loadshed_fleet::{
-    Class, DefaultClassifier, FailMode, FleetError, FleetShedder, LoadShedLayer, ManualClock,
+    Class, DefaultClassifier, FailMode, FleetError, FleetShedder, ManualClock, PriorityShedLayer,
     ShedReason, Shedder,
 };
 use retry_safe_core::BackendError;
@@ -153,14 +153,14 @@ async fn redis_down_falls_back_to_the_server_or_sheds_when_closed() {
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
-    let layer =
-        LoadShedLayer::new(Shedder::new(64).unwrap(), DefaultClassifier::new()).with_fleet(open);
+    let layer = PriorityShedLayer::new(Shedder::new(64).unwrap(), DefaultClassifier::new())
+        .with_fleet(open);
     assert_eq!(
         layer.layer(handler).oneshot(post()).await.unwrap().status(),
         200
     );
-    let layer =
-        LoadShedLayer::new(Shedder::new(64).unwrap(), DefaultClassifier::new()).with_fleet(closed);
+    let layer = PriorityShedLayer::new(Shedder::new(64).unwrap(), DefaultClassifier::new())
+        .with_fleet(closed);
     let res = layer.layer(handler).oneshot(post()).await.unwrap();
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
@@ -188,10 +188,10 @@ async fn the_layer_sheds_on_the_fleet_share_and_admits_critical_on_the_reserve()
         }
     });
     let classifier = || DefaultClassifier::new().critical(http::Method::POST, "/payments/");
-    let server_a = LoadShedLayer::new(Shedder::new(64).unwrap(), classifier())
+    let server_a = PriorityShedLayer::new(Shedder::new(64).unwrap(), classifier())
         .with_fleet(fleet_at(&url(), &prefix, 10).await)
         .layer(handler.clone());
-    let server_b = LoadShedLayer::new(Shedder::new(64).unwrap(), classifier())
+    let server_b = PriorityShedLayer::new(Shedder::new(64).unwrap(), classifier())
         .with_fleet(fleet_at(&url(), &prefix, 10).await)
         .layer(handler);
     let post = |path: &str| {

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use loadshed_fleet::ManualClock;
-use loadshed_fleet::{Class, DefaultClassifier, LoadShedLayer, Shares, Shedder};
+use loadshed_fleet::{Class, DefaultClassifier, PriorityShedLayer, Shares, Shedder};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -15,7 +15,7 @@ type Body = Full<Bytes>;
 #[tokio::test]
 async fn shed_requests_get_a_503_while_critical_ones_still_pass() {
     let shedder: Shedder<ManualClock> = Shedder::with_shares(2, Shares([50, 50, 50, 100])).unwrap();
-    let layer = LoadShedLayer::new(
+    let layer = PriorityShedLayer::new(
         shedder,
         DefaultClassifier::new().critical(http::Method::POST, "/v1/payments/"),
     );

@@ -1,7 +1,7 @@
 //! Deterministic tests of reserved capacity, escalation, recovery and stability.
 
-use loadshed_fleet::controller::{shed_probability, Step};
 use loadshed_fleet::ManualClock;
+use loadshed_fleet::{shed_probability, Step};
 use loadshed_fleet::{
     Class, Classify, ConfigError, Controller, ControllerConfig, DefaultClassifier, Shares,
     ShedReason, Shedder,

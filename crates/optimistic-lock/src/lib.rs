@@ -79,7 +79,7 @@
 
 mod etag;
 #[cfg(feature = "tower")]
-pub mod middleware;
+mod middleware;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod precondition;

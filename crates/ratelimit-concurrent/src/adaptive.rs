@@ -1,31 +1,4 @@
 //! An adaptive cap on requests in flight: TCP Vegas applied to a server's concurrency.
-//!
-//! A fixed cap is either too low (wasted capacity) or too high (queueing, timeouts, and the
-//! retries they cause). Vegas infers the right one from latency alone, as Netflix's
-//! concurrency-limits library does:
-//!
-//! - `rtt_noload` is the lowest latency seen: the service's time with no queue. With
-//!   `probe_every(n)`, every n samples the limit is halved, the minimum restarts and slow start
-//!   begins again, so a service
-//!   that became slower for good gets a new baseline measured below its knee (off by default: a
-//!   probe costs a dip in admitted concurrency).
-//! - Samples are taken in windows of `limit` samples (about one round of the requests in flight,
-//!   as TCP Vegas decides once per round trip): a decision per sample would act on reports that
-//!   arrive one request-duration late, many times over, and oscillate. For a window of mean
-//!   latency `rtt`, the estimated queue is `limit × (1 − rtt_noload / rtt)`: how many of the
-//!   requests in flight are waiting rather than being served.
-//! - With `α = 3·log10(limit)`, `β = 6·log10(limit)` (log10 taken as at least 1): below `α` the
-//!   limit grows by `log10(limit)`, above `β` it shrinks by `log10(limit)`, in between it stays.
-//!   Until the first queue is seen (slow start), a queue of at most `log10(limit)` grows it by `β`
-//!   instead, so a low initial limit climbs fast; afterwards growth stays gentle, because latency
-//!   reports arrive one request-duration late and fast growth would overshoot.
-//! - Samples taken while fewer than half the limit were in flight say nothing about the limit
-//!   (the service was not pushed) and are ignored; the limit stays within `[min, max]`.
-//!
-//! At equilibrium the queue is between α and β: a service whose latency starts rising past `K`
-//! requests in flight settles a few requests above `K`, with a small standing queue that keeps
-//! it busy.
-
 use std::time::Duration;
 
 /// The Vegas controller: feed it `(latency, in flight)` samples, read the limit it settles on.
@@ -43,6 +16,34 @@ use std::time::Duration;
 /// }
 /// assert!((40..=60).contains(&vegas.limit()), "{}", vegas.limit());
 /// ```
+///
+/// An adaptive cap on requests in flight: TCP Vegas applied to a server's concurrency.
+///
+/// A fixed cap is either too low (wasted capacity) or too high (queueing, timeouts, and the
+/// retries they cause). Vegas infers the right one from latency alone, as Netflix's
+/// concurrency-limits library does:
+///
+/// - `rtt_noload` is the lowest latency seen: the service's time with no queue. With
+///   `probe_every(n)`, every n samples the limit is halved, the minimum restarts and slow start
+///   begins again, so a service
+///   that became slower for good gets a new baseline measured below its knee (off by default: a
+///   probe costs a dip in admitted concurrency).
+/// - Samples are taken in windows of `limit` samples (about one round of the requests in flight,
+///   as TCP Vegas decides once per round trip): a decision per sample would act on reports that
+///   arrive one request-duration late, many times over, and oscillate. For a window of mean
+///   latency `rtt`, the estimated queue is `limit × (1 − rtt_noload / rtt)`: how many of the
+///   requests in flight are waiting rather than being served.
+/// - With `α = 3·log10(limit)`, `β = 6·log10(limit)` (log10 taken as at least 1): below `α` the
+///   limit grows by `log10(limit)`, above `β` it shrinks by `log10(limit)`, in between it stays.
+///   Until the first queue is seen (slow start), a queue of at most `log10(limit)` grows it by `β`
+///   instead, so a low initial limit climbs fast; afterwards growth stays gentle, because latency
+///   reports arrive one request-duration late and fast growth would overshoot.
+/// - Samples taken while fewer than half the limit were in flight say nothing about the limit
+///   (the service was not pushed) and are ignored; the limit stays within `[min, max]`.
+///
+/// At equilibrium the queue is between α and β: a service whose latency starts rising past `K`
+/// requests in flight settles a few requests above `K`, with a small standing queue that keeps
+/// it busy.
 #[derive(Debug, Clone)]
 pub struct Vegas {
     limit: f64,

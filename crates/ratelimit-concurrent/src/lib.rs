@@ -25,12 +25,12 @@
 //! | [`ConcurrencyLimiter`] | sharded map of keys with requests in flight or waiting | one server |
 //! | `RedisConcurrencyLimiter` (feature `redis`) | a sorted set of leases per key | a whole fleet |
 //! | [`Vegas`] | pure controller | a cap that follows the service's latency |
-//! | `ConcurrencyLimitLayer` (feature `tower`) | — | 429 + `Retry-After` + problem+json |
+//! | `KeyedConcurrencyLimitLayer` (feature `tower`) | — | 429 + `Retry-After` + problem+json |
 //!
 //! # With axum
 //! ```
 //! use axum::{routing::get, Router};
-//! use ratelimit_concurrent::{ConcurrencyLimitLayer, ConcurrencyLimiter};
+//! use ratelimit_concurrent::{KeyedConcurrencyLimitLayer, ConcurrencyLimiter};
 //!
 //! // At most 8 requests in flight per API key; requests without one are not limited.
 //! let by_api_key = |parts: &http::request::Parts| {
@@ -38,24 +38,24 @@
 //! };
 //! let app: Router = Router::new()
 //!     .route("/reports", get(|| async { "report" }))
-//!     .layer(ConcurrencyLimitLayer::new(ConcurrencyLimiter::new(8)?, by_api_key));
+//!     .layer(KeyedConcurrencyLimitLayer::new(ConcurrencyLimiter::new(8)?, by_api_key));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Features
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `tower` | yes | `ConcurrencyLimitLayer` |
+//! | `tower` | yes | `KeyedConcurrencyLimitLayer` |
 //! | `redis` | no | `RedisConcurrencyLimiter`: leases shared by a fleet |
 //! | `metrics` | no | `concurrency_permits_total`, `concurrency_queue_wait_seconds` through the `metrics` facade |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod adaptive;
+mod adaptive;
 mod limiter;
 #[cfg(feature = "tower")]
-pub mod middleware;
+mod middleware;
 #[cfg(feature = "redis")]
 mod redis_leases;
 
@@ -63,7 +63,8 @@ pub use adaptive::Vegas;
 pub use limiter::{ConcurrencyLimiter, ConfigError, Error, Limited, OwnedPermit, Permit, Reason};
 #[cfg(feature = "tower")]
 pub use middleware::{
-    ConcurrencyLimitFuture, ConcurrencyLimitLayer, ConcurrencyLimitService, PermitSource,
+    KeyedConcurrencyLimitFuture, KeyedConcurrencyLimitLayer, KeyedConcurrencyLimitService,
+    PermitSource,
 };
 #[cfg(feature = "redis")]
 pub use redis_leases::{

@@ -212,14 +212,14 @@ async fn a_single_node_client_on_a_cluster_node_never_hands_out_local_permits() 
     );
 }
 
-/// The same `ConcurrencyLimitLayer` over a fleet limiter: on the cluster, the second request of a
+/// The same `KeyedConcurrencyLimitLayer` over a fleet limiter: on the cluster, the second request of a
 /// key at its cap gets the 429 contract (problem+json, Retry-After); a misrouted single-node
 /// client gets 500 `concurrency_misconfigured` even failing open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_layer_speaks_the_same_contract_over_the_fleet_limiter() {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
-    use ratelimit_concurrent::ConcurrencyLimitLayer;
+    use ratelimit_concurrent::KeyedConcurrencyLimitLayer;
     use std::sync::Arc;
     use tower::{Layer, ServiceExt};
 
@@ -253,7 +253,7 @@ async fn the_layer_speaks_the_same_contract_over_the_fleet_limiter() {
             .unwrap()
     };
     let req = |key: &str| req_to("/report", key);
-    let svc = ConcurrencyLimitLayer::new(on_cluster(&unique("layer"), 1).await, by_key)
+    let svc = KeyedConcurrencyLimitLayer::new(on_cluster(&unique("layer"), 1).await, by_key)
         .layer(handler.clone());
     let first = tokio::spawn(svc.clone().oneshot(req_to("/hold", "alpha")));
     // Once the first is in its handler (holding the key's one lease), the second is refused.
@@ -285,7 +285,7 @@ async fn the_layer_speaks_the_same_contract_over_the_fleet_limiter() {
         .unwrap()
         .prefix(&unique("layer-mis"))
         .fail_mode(FailMode::Open);
-    let svc = ConcurrencyLimitLayer::new(misrouted, by_key).layer(tower::service_fn(
+    let svc = KeyedConcurrencyLimitLayer::new(misrouted, by_key).layer(tower::service_fn(
         |_req: http::Request<Full<Bytes>>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
                 b"ran",

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use ratelimit_concurrent::{ConcurrencyLimitLayer, ConcurrencyLimiter};
+use ratelimit_concurrent::{ConcurrencyLimiter, KeyedConcurrencyLimitLayer};
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -43,7 +43,7 @@ async fn requests_over_the_cap_get_a_429_while_the_first_ones_run() {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"report"))))
         }
     });
-    let svc = ConcurrencyLimitLayer::new(limiter.clone(), api_key).layer(handler);
+    let svc = KeyedConcurrencyLimitLayer::new(limiter.clone(), api_key).layer(handler);
 
     let mut gates = Vec::new();
     let mut running = Vec::new();
@@ -121,8 +121,8 @@ async fn a_free_slot_is_taken_in_place_and_a_queued_request_still_waits_for_one(
 
     // No queue: the slot is taken when the request is called, held by its response future.
     let limiter = ConcurrencyLimiter::new(1).unwrap();
-    let mut svc =
-        ConcurrencyLimitLayer::new(limiter.clone(), api_key).layer(CountsClones(clones.clone()));
+    let mut svc = KeyedConcurrencyLimitLayer::new(limiter.clone(), api_key)
+        .layer(CountsClones(clones.clone()));
     let first = svc.ready().await.unwrap().call(request(Some("k")));
     assert_eq!(
         limiter.in_flight(&"k".to_owned()),
@@ -171,8 +171,8 @@ async fn a_free_slot_is_taken_in_place_and_a_queued_request_still_waits_for_one(
     let limiter = ConcurrencyLimiter::new(1)
         .unwrap()
         .queue(1, Duration::from_secs(5));
-    let mut svc =
-        ConcurrencyLimitLayer::new(limiter.clone(), api_key).layer(CountsClones(clones.clone()));
+    let mut svc = KeyedConcurrencyLimitLayer::new(limiter.clone(), api_key)
+        .layer(CountsClones(clones.clone()));
     let first = svc.ready().await.unwrap().call(request(Some("k")));
     let waiting = tokio::spawn(svc.ready().await.unwrap().call(request(Some("k"))));
     tokio::time::sleep(Duration::from_secs(1)).await;

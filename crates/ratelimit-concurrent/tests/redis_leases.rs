@@ -192,7 +192,7 @@ async fn unreachable_redis_fails_closed_or_open_as_configured() {
 async fn the_layer_answers_503_when_the_fleet_limiter_fails_closed() {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
-    use ratelimit_concurrent::ConcurrencyLimitLayer;
+    use ratelimit_concurrent::KeyedConcurrencyLimitLayer;
     use tower::{Layer, ServiceExt};
 
     let mut redis = PrivateRedis::start().await;
@@ -217,7 +217,7 @@ async fn the_layer_answers_503_when_the_fleet_limiter_fails_closed() {
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
-    let res = ConcurrencyLimitLayer::new(closed, key)
+    let res = KeyedConcurrencyLimitLayer::new(closed, key)
         .layer(handler.clone())
         .oneshot(req())
         .await
@@ -227,7 +227,7 @@ async fn the_layer_answers_503_when_the_fleet_limiter_fails_closed() {
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("concurrency_unavailable"));
     assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
-    let res = ConcurrencyLimitLayer::new(open, key)
+    let res = KeyedConcurrencyLimitLayer::new(open, key)
         .layer(handler)
         .oneshot(req())
         .await

@@ -33,14 +33,14 @@
 //! | [`DirectLimiter`] | one atomic TAT | one global limit |
 //! | [`KeyedLimiter`] | sharded map, idle keys dropped | per user, per IP, per API key |
 //! | `RedisLimiter` (feature `redis`) | one Redis key per limited key, one Lua script per decision | one limit for a whole fleet |
-//! | `RateLimitLayer` (feature `tower`) | — | 429 + `Retry-After` + `RateLimit` headers |
+//! | `KeyedRateLimitLayer` (feature `tower`) | — | 429 + `Retry-After` + `RateLimit` headers |
 //!
 //! The algorithm is described in [`gcra`]; the HTTP behaviour in the `middleware` module.
 //!
 //! # With axum
 //! ```
 //! use axum::{routing::get, Router};
-//! use ratelimit_token_bucket::{KeyedLimiter, Quota, Quotas, RateLimitLayer};
+//! use ratelimit_token_bucket::{KeyedLimiter, Quota, Quotas, KeyedRateLimitLayer};
 //!
 //! let quotas = Quotas::new([Quota::per_second(20).burst(40)])?;
 //! let by_api_key = |parts: &http::request::Parts| {
@@ -48,14 +48,14 @@
 //! };
 //! let app: Router = Router::new()
 //!     .route("/", get(|| async { "ok" }))
-//!     .layer(RateLimitLayer::new(KeyedLimiter::new(quotas), by_api_key));
+//!     .layer(KeyedRateLimitLayer::new(KeyedLimiter::new(quotas), by_api_key));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Features
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `tower` | yes | `RateLimitLayer`: 429 + `Retry-After` + `RateLimit` headers + problem+json |
+//! | `tower` | yes | `KeyedRateLimitLayer`: 429 + `Retry-After` + `RateLimit` headers + problem+json |
 //! | `redis` | no | `RedisLimiter`: one limit for a whole fleet |
 //! | `metrics` | no | `ratelimit_requests_total`, `ratelimit_fail_open_total` through the `metrics` facade |
 #![warn(missing_docs)]
@@ -66,10 +66,10 @@ mod direct;
 pub mod gcra;
 mod keyed;
 mod limiter;
-pub mod quota;
+mod quota;
 
 #[cfg(feature = "tower")]
-pub mod middleware;
+mod middleware;
 #[cfg(feature = "redis")]
 mod redis_limiter;
 
@@ -83,7 +83,9 @@ pub use retry_safe_core::{
 };
 
 #[cfg(feature = "tower")]
-pub use middleware::{RateLimitFuture, RateLimitLayer, RateLimitService};
+pub use middleware::{
+    KeyedRateLimitFuture, KeyedRateLimitLayer, KeyedRateLimitService, MetricsSnapshot,
+};
 #[cfg(feature = "redis")]
 pub use redis_limiter::{RedisConnection, RedisLimiter, RedisRunner, RedisSettings};
 

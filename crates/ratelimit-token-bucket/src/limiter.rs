@@ -21,13 +21,19 @@ pub enum Error {
     Backend(#[from] BackendError),
 }
 
-/// A keyed rate limiter the [`RateLimitLayer`] can ask.
+/// A keyed rate limiter the [`KeyedRateLimitLayer`] can ask.
 ///
 /// Implemented by [`KeyedLimiter`] (in memory) and, with the `redis` feature, by
 /// `RedisLimiter` (fleet-wide).
 ///
-#[cfg_attr(feature = "tower", doc = "[`RateLimitLayer`]: crate::RateLimitLayer")]
-#[cfg_attr(not(feature = "tower"), doc = "[`RateLimitLayer`]: crate#features")]
+#[cfg_attr(
+    feature = "tower",
+    doc = "[`KeyedRateLimitLayer`]: crate::KeyedRateLimitLayer"
+)]
+#[cfg_attr(
+    not(feature = "tower"),
+    doc = "[`KeyedRateLimitLayer`]: crate#features"
+)]
 #[async_trait]
 pub trait Limiter<K: ?Sized + Sync>: Send + Sync + 'static {
     /// Decides one request of `cost` for `key`, counting it if it passes.

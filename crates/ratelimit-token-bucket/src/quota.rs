@@ -1,5 +1,4 @@
 //! Quotas: how many requests per period, with how large a burst.
-
 use retry_safe_core::duration_to_nanos as to_nanos;
 use std::fmt;
 use std::time::Duration;
@@ -27,6 +26,8 @@ pub const MAX_WINDOW: Duration = Duration::from_nanos(1 << 52);
 /// assert_eq!(q.interval(), Duration::from_millis(100));
 /// assert_eq!(q.window(), Duration::from_secs(2)); // a full bucket refills in 2 s
 /// ```
+///
+/// Quotas: how many requests per period, with how large a burst.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     rate: u64,

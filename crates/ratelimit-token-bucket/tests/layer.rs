@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use ratelimit_token_bucket::{KeyedLimiter, ManualClock, Quota, Quotas, RateLimitLayer};
+use ratelimit_token_bucket::{KeyedLimiter, KeyedRateLimitLayer, ManualClock, Quota, Quotas};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ async fn allowed_responses_carry_the_ratelimit_headers_and_the_excess_gets_a_429
         Quotas::new([Quota::per_second(2).burst(3).named("api")]).unwrap(),
         clock.clone(),
     );
-    let layer = RateLimitLayer::new(limiter, user_key);
+    let layer = KeyedRateLimitLayer::new(limiter, user_key);
     let runs = Arc::new(AtomicUsize::new(0));
     let mut svc = layer.layer(handler(runs.clone()));
 
@@ -132,7 +132,7 @@ async fn requests_without_a_key_are_not_limited() {
         ManualClock::new(),
     );
     let runs = Arc::new(AtomicUsize::new(0));
-    let layer = RateLimitLayer::new(limiter, user_key);
+    let layer = KeyedRateLimitLayer::new(limiter, user_key);
     let svc = layer.layer(handler(runs.clone()));
     for _ in 0..5 {
         let res = svc.clone().oneshot(request(None, None)).await.unwrap();
@@ -150,7 +150,7 @@ async fn weighted_requests_spend_their_cost_and_impossible_costs_get_a_400() {
         ManualClock::new(),
     );
     let runs = Arc::new(AtomicUsize::new(0));
-    let layer = RateLimitLayer::new(limiter, user_key).cost(|parts| {
+    let layer = KeyedRateLimitLayer::new(limiter, user_key).cost(|parts| {
         parts
             .headers
             .get("x-cost")
@@ -240,7 +240,7 @@ async fn an_in_memory_decision_neither_clones_the_inner_service_nor_changes_the_
     let awaited = AwaitedOnly(KeyedLimiter::with_clock(quotas(), clock.clone()));
 
     let clones = Arc::new(AtomicUsize::new(0));
-    let mut svc = RateLimitLayer::new(in_memory, user_key).layer(CountsClones(clones.clone()));
+    let mut svc = KeyedRateLimitLayer::new(in_memory, user_key).layer(CountsClones(clones.clone()));
     let first = svc
         .ready()
         .await
@@ -270,7 +270,7 @@ async fn an_in_memory_decision_neither_clones_the_inner_service_nor_changes_the_
 
     let awaited_clones = Arc::new(AtomicUsize::new(0));
     let mut awaited_svc =
-        RateLimitLayer::new(awaited, user_key).layer(CountsClones(awaited_clones.clone()));
+        KeyedRateLimitLayer::new(awaited, user_key).layer(CountsClones(awaited_clones.clone()));
     let a_first = awaited_svc
         .ready()
         .await

@@ -360,7 +360,7 @@ async fn a_known_down_redis_is_refused_in_microseconds() {
 #[tokio::test]
 async fn the_layer_answers_503_while_a_fail_closed_redis_is_down() {
     use http_body_util::{BodyExt, Full};
-    use ratelimit_token_bucket::RateLimitLayer;
+    use ratelimit_token_bucket::KeyedRateLimitLayer;
     use tower::{Layer, ServiceExt};
 
     let proxy = Proxy::start().await;
@@ -382,7 +382,7 @@ async fn the_layer_answers_503_while_a_fail_closed_redis_is_down() {
             }
         })
     };
-    let svc = RateLimitLayer::new(limiter, |_: &http::request::Parts| {
+    let svc = KeyedRateLimitLayer::new(limiter, |_: &http::request::Parts| {
         Some("tenant-1".to_owned())
     })
     .layer(handler);

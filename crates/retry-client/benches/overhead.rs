@@ -1,12 +1,12 @@
 //! The price of a successful first attempt: a GET and a keyed POST through hyper-util's client to
-//! a loopback axum server, bare and with `RetryLayer`, in the same run. Run:
+//! a loopback axum server, bare and with `SafeRetryLayer`, in the same run. Run:
 //! `cargo xtask bench retries` (both retry benches).
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use retry_client::{Retrier, RetryLayer, RetryPolicy};
+use retry_client::{Retrier, RetryPolicy, SafeRetryLayer};
 use tower::{Service, ServiceExt};
 
 fn bench(c: &mut Criterion) {
@@ -28,10 +28,10 @@ fn bench(c: &mut Criterion) {
     let bare = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let layered = tower::ServiceBuilder::new()
-        .layer(RetryLayer::new(Retrier::new(RetryPolicy::default())))
+        .layer(SafeRetryLayer::new(Retrier::new(RetryPolicy::default())))
         .service(bare.clone());
     let no_timer = tower::ServiceBuilder::new()
-        .layer(RetryLayer::new(Retrier::new(
+        .layer(SafeRetryLayer::new(Retrier::new(
             RetryPolicy::default().deadline(None),
         )))
         .service(bare.clone());

@@ -3,7 +3,7 @@
 //! 20 % + 1/s) against a naive "3 retries" policy (4 attempts, no budget), in the same run.
 //!
 //! A seeded simulation on tokio's paused time: 10,000 logical requests at 1,000 per second through
-//! the real `RetryLayer` over a server that answers 503 with probability f, independently per
+//! the real `SafeRetryLayer` over a server that answers 503 with probability f, independently per
 //! attempt. Run: `cargo xtask bench retries` (writes `docs/retry-amplification.svg` and prints the
 //! table). Under `cargo test` it runs a smoke version and writes nothing.
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use parking_lot::Mutex;
-use retry_client::{Retrier, RetryBudget, RetryLayer, RetryPolicy};
+use retry_client::{Retrier, RetryBudget, RetryPolicy, SafeRetryLayer};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::{ServiceBuilder, ServiceExt};
@@ -41,7 +41,7 @@ async fn simulate(retrier: Retrier, failure: f64, logical: usize) -> Row {
         }
     });
     let client = ServiceBuilder::new()
-        .layer(RetryLayer::new(retrier))
+        .layer(SafeRetryLayer::new(retrier))
         .service(server);
     let mut tasks = Vec::with_capacity(logical);
     for _ in 0..logical {

@@ -10,7 +10,7 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
-//! use retry_client::{History, Retrier, RetryLayer, RetryPolicy};
+//! use retry_client::{History, Retrier, SafeRetryLayer, RetryPolicy};
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
@@ -24,7 +24,7 @@
 //!     Ok::<_, std::io::Error>(res)
 //! });
 //! let client = ServiceBuilder::new()
-//!     .layer(RetryLayer::new(Retrier::new(RetryPolicy::default().max_attempts(2))))
+//!     .layer(SafeRetryLayer::new(Retrier::new(RetryPolicy::default().max_attempts(2))))
 //!     .service(flaky);
 //! let started = tokio::time::Instant::now();
 //! let res = client.oneshot(Request::get("/orders").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
@@ -45,13 +45,13 @@
 //! # Features
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `tower` | yes | [`RetryLayer`] for any `Service<http::Request<B>>` client (hyper-util, tonic) |
+//! | `tower` | yes | [`SafeRetryLayer`] for any `Service<http::Request<B>>` client (hyper-util, tonic) |
 //! | `reqwest` | no | `RetryMiddleware` for `reqwest-middleware` |
 //! | `trace-ctx` | no | a new span id per attempt from the request's `trace_ctx::TraceContext` |
 //! | `metrics` | no | `retry_client_attempts_total`, `retry_client_retries_total`, `retry_client_give_ups_total` |
 //!
-#![cfg_attr(feature = "tower", doc = "[`RetryLayer`]: crate::RetryLayer")]
-#![cfg_attr(not(feature = "tower"), doc = "[`RetryLayer`]: crate#features")]
+#![cfg_attr(feature = "tower", doc = "[`SafeRetryLayer`]: crate::SafeRetryLayer")]
+#![cfg_attr(not(feature = "tower"), doc = "[`SafeRetryLayer`]: crate#features")]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
@@ -75,7 +75,7 @@ pub use policy::{
 pub use reqwest::RetryMiddleware;
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "tower")]
-pub use tower::{GrpcRetryLayer, GrpcRetryService, RetryLayer, RetryService, ToTransport};
+pub use tower::{GrpcRetryLayer, GrpcRetryService, SafeRetryLayer, SafeRetryService, ToTransport};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -6,7 +6,7 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
 /// The retry middleware for a `reqwest_middleware::ClientWithMiddleware`: the same rules as
-/// `RetryLayer` (feature `tower`). The response carries the [`History`] in its extensions; a
+/// `SafeRetryLayer` (feature `tower`). The response carries the [`History`] in its extensions; a
 /// request that ends without a response is a `reqwest_middleware::Error::Middleware` wrapping a
 /// [`RetryError`].
 ///

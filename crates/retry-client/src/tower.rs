@@ -1,4 +1,4 @@
-//! The tower integration (feature `tower`): [`RetryLayer`] around any client
+//! The tower integration (feature `tower`): [`SafeRetryLayer`] around any client
 //! `Service<http::Request<B>>` (hyper-util's client, a tonic channel, an axum router in tests).
 
 use crate::engine::{classify_error, History, Retrier, RetryError, Sent};
@@ -21,7 +21,7 @@ use tower_service::Service;
 /// use bytes::Bytes;
 /// use http::{Request, Response, StatusCode};
 /// use http_body_util::Full;
-/// use retry_client::{History, Retrier, RetryLayer, RetryPolicy};
+/// use retry_client::{History, Retrier, SafeRetryLayer, RetryPolicy};
 /// use std::sync::atomic::{AtomicU32, Ordering};
 /// use std::sync::Arc;
 /// use std::time::Duration;
@@ -38,7 +38,7 @@ use tower_service::Service;
 ///     async move { Ok::<_, std::io::Error>(Response::builder().status(status).body(Full::new(Bytes::new())).unwrap()) }
 /// });
 /// let client = ServiceBuilder::new()
-///     .layer(RetryLayer::new(Retrier::new(RetryPolicy::default().max_attempts(3))))
+///     .layer(SafeRetryLayer::new(Retrier::new(RetryPolicy::default().max_attempts(3))))
 ///     .service(server);
 /// let res = client.oneshot(Request::post("/orders").body(Full::new(Bytes::from("{}"))).unwrap()).await.unwrap();
 /// assert_eq!(res.status(), StatusCode::CREATED);
@@ -46,37 +46,37 @@ use tower_service::Service;
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct RetryLayer {
+pub struct SafeRetryLayer {
     retrier: Retrier,
 }
 
-impl RetryLayer {
+impl SafeRetryLayer {
     /// A layer retrying with `retrier` (clones share its budget).
     pub fn new(retrier: Retrier) -> Self {
         Self { retrier }
     }
 }
 
-impl<S> Layer<S> for RetryLayer {
-    type Service = RetryService<S>;
+impl<S> Layer<S> for SafeRetryLayer {
+    type Service = SafeRetryService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RetryService {
+        SafeRetryService {
             inner,
             retrier: self.retrier.clone(),
         }
     }
 }
 
-/// The service made by [`RetryLayer`].
+/// The service made by [`SafeRetryLayer`].
 #[derive(Debug, Clone)]
-pub struct RetryService<S> {
+pub struct SafeRetryService<S> {
     inner: S,
     retrier: Retrier,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B, RB> Service<Request<B>> for RetryService<S>
+impl<S, B, RB> Service<Request<B>> for SafeRetryService<S>
 where
     S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send,
@@ -207,7 +207,7 @@ fn effective_status<B>(res: &Response<B>) -> http::StatusCode {
 
 /// Retries for gRPC channels (tonic's `Channel`) and any other client whose request body cannot
 /// be made from bytes: the request body is read once (a unary call's one message), each attempt
-/// gets a fresh body of it from `make_body`, and the attempts run through a [`RetryLayer`] — one
+/// gets a fresh body of it from `make_body`, and the attempts run through a [`SafeRetryLayer`] — one
 /// `idempotency-key` in the metadata for all, `UNAVAILABLE` / `RESOURCE_EXHAUSTED` / `ABORTED`
 /// retried by the same rules as 503 / 429 / 409, `grpc-retry-pushback-ms` honoured.
 ///
@@ -258,7 +258,7 @@ impl<S, F: Clone> Layer<S> for GrpcRetryLayer<F> {
     type Service = GrpcRetryService<S, F>;
     fn layer(&self, inner: S) -> Self::Service {
         GrpcRetryService {
-            retry: RetryService {
+            retry: SafeRetryService {
                 inner: ToTransport {
                     inner,
                     make_body: self.make_body.clone(),
@@ -272,7 +272,7 @@ impl<S, F: Clone> Layer<S> for GrpcRetryLayer<F> {
 /// The service made by [`GrpcRetryLayer`].
 #[derive(Clone)]
 pub struct GrpcRetryService<S, F> {
-    retry: RetryService<ToTransport<S, F>>,
+    retry: SafeRetryService<ToTransport<S, F>>,
 }
 
 impl<S, F> std::fmt::Debug for GrpcRetryService<S, F> {

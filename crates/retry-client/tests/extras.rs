@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use retry_client::{AdaptiveThrottle, Retrier, RetryError, RetryLayer, RetryPolicy};
+use retry_client::{AdaptiveThrottle, Retrier, RetryError, RetryPolicy, SafeRetryLayer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ async fn adaptive_throttling_stops_sending_to_a_backend_that_refuses_everything(
         .budget(None)
         .throttle(throttle.clone());
     let client = ServiceBuilder::new()
-        .layer(RetryLayer::new(retrier))
+        .layer(SafeRetryLayer::new(retrier))
         .service(server);
     let mut throttled = 0;
     for _ in 0..1_000 {
@@ -67,7 +67,7 @@ async fn every_attempt_is_a_new_child_span_of_the_same_trace() {
         }
     });
     let client = ServiceBuilder::new()
-        .layer(RetryLayer::new(
+        .layer(SafeRetryLayer::new(
             Retrier::new(RetryPolicy::default()).budget(None),
         ))
         .service(server);

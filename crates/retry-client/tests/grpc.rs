@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use retry_client::{GrpcRetryLayer, History, Retrier, RetryLayer, RetryPolicy};
+use retry_client::{GrpcRetryLayer, History, Retrier, RetryPolicy, SafeRetryLayer};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::{ServiceBuilder, ServiceExt};
@@ -93,7 +93,7 @@ async fn invalid_argument_and_failed_precondition_are_final() {
     for code in [3, 9, 5, 16] {
         let seen = Arc::default();
         let svc = ServiceBuilder::new()
-            .layer(RetryLayer::new(Retrier::new(
+            .layer(SafeRetryLayer::new(Retrier::new(
                 RetryPolicy::default().max_attempts(5),
             )))
             .service(server(vec![(code, None), (0, None)], Arc::clone(&seen)));

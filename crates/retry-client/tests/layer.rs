@@ -6,7 +6,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use parking_lot::Mutex;
 use retry_client::{
-    History, KeyFormat, Retrier, RetryBudget, RetryError, RetryLayer, RetryPolicy, Stop,
+    History, KeyFormat, Retrier, RetryBudget, RetryError, RetryPolicy, SafeRetryLayer, Stop,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -108,7 +108,9 @@ fn client(
 ) -> impl Service<Request<Body>, Response = Response<Body>, Error = RetryError<std::io::Error>> + Clone
 {
     ServiceBuilder::new()
-        .layer(RetryLayer::new(Retrier::new(policy).budget(None).seed(7)))
+        .layer(SafeRetryLayer::new(
+            Retrier::new(policy).budget(None).seed(7),
+        ))
         .service(server.clone())
 }
 
@@ -261,7 +263,7 @@ async fn retry_after_and_ratelimit_are_honoured_exactly() {
     let date = httpdate_of(1_700_000_012);
     let server = Server::new([Script::Status(429, vec![("retry-after", date)]), st(200)]);
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(
+        .layer(SafeRetryLayer::new(
             Retrier::new(RetryPolicy::default())
                 .budget(None)
                 .clock(clock),
@@ -389,7 +391,7 @@ async fn the_shared_budget_stops_retries_when_everything_fails() {
     let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.2);
     let retrier = Retrier::new(RetryPolicy::default().max_attempts(5)).budget(Some(budget));
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(retrier))
+        .layer(SafeRetryLayer::new(retrier))
         .service(server.clone());
     for _ in 0..100 {
         svc.clone().oneshot(get()).await.unwrap();
@@ -405,7 +407,7 @@ async fn the_shared_budget_stops_retries_when_everything_fails() {
 async fn a_streaming_or_large_body_is_sent_once() {
     let server = Server::new([st(503), st(201)]);
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(
+        .layer(SafeRetryLayer::new(
             Retrier::new(RetryPolicy::default().max_body(4)).budget(None),
         ))
         .service(server.clone());
@@ -424,7 +426,7 @@ async fn a_streaming_or_large_body_is_sent_once() {
         async { Ok::<_, std::io::Error>(Response::builder().status(503).body(()).unwrap()) }
     });
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(
+        .layer(SafeRetryLayer::new(
             Retrier::new(RetryPolicy::default()).budget(None),
         ))
         .service(server);

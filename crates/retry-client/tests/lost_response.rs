@@ -11,7 +11,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use idem_core::MemoryStore;
 use ratelimit_token_bucket::Quota;
-use retry_client::{History, Retrier, RetryBudget, RetryLayer, RetryMiddleware, RetryPolicy};
+use retry_client::{History, Retrier, RetryBudget, RetryMiddleware, RetryPolicy, SafeRetryLayer};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -249,7 +249,7 @@ async fn one_order_per_logical_request_through_lost_responses_with_the_tower_lay
         .pool_max_idle_per_host(0)
         .build_http::<Full<Bytes>>();
     let client = tower::ServiceBuilder::new()
-        .layer(RetryLayer::new(retrier()))
+        .layer(SafeRetryLayer::new(retrier()))
         .service(hyper);
     let calls = drive(move |i| {
         let client = client.clone();

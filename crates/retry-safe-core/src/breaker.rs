@@ -1,18 +1,4 @@
 //! A circuit breaker for a backend (Redis, PostgreSQL): while the backend is known down, calls
-//! fail at once instead of each waiting out connection and reply timeouts.
-//!
-//! - **Closed**: calls go through; `threshold` consecutive failures open the breaker.
-//! - **Open**: calls are refused at once for `cool_down`.
-//! - **Half-open**: after the cool-down one call at a time goes through as a probe: a success
-//!   closes the breaker, a failure opens it for another cool-down.
-//!
-//! A probe whose call is dropped before it records an outcome (a client disconnect, a tower
-//! timeout, a `select!`) counts as a failed probe: the breaker opens for another cool-down and
-//! then lets the next probe through, so a lost probe can never wedge it open.
-//!
-//! Pure logic over an injected [`Clock`]; the backend crates wrap each operation in
-//! [`Breaker::try_acquire`] and [`Breaker::record`].
-
 use crate::Clock;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -37,7 +23,7 @@ struct Inner {
     probing: bool,
 }
 
-/// A circuit breaker; clones share one state (see the [module docs](self)).
+/// A circuit breaker; clones share one state.
 ///
 /// ```
 /// use retry_safe_core::{Breaker, BreakerState, ManualClock};
@@ -57,6 +43,21 @@ struct Inner {
 /// breaker.record(probe, true);
 /// assert_eq!(breaker.state(), BreakerState::Closed);
 /// ```
+///
+/// A circuit breaker for a backend (Redis, PostgreSQL): while the backend is known down, calls
+/// fail at once instead of each waiting out connection and reply timeouts.
+///
+/// - **Closed**: calls go through; `threshold` consecutive failures open the breaker.
+/// - **Open**: calls are refused at once for `cool_down`.
+/// - **Half-open**: after the cool-down one call at a time goes through as a probe: a success
+///   closes the breaker, a failure opens it for another cool-down.
+///
+/// A probe whose call is dropped before it records an outcome (a client disconnect, a tower
+/// timeout, a `select!`) counts as a failed probe: the breaker opens for another cool-down and
+/// then lets the next probe through, so a lost probe can never wedge it open.
+///
+/// Pure logic over an injected [`Clock`]; the backend crates wrap each operation in
+/// [`Breaker::try_acquire`] and [`Breaker::record`].
 #[derive(Clone)]
 pub struct Breaker {
     shared: Arc<Shared>,

@@ -1,12 +1,4 @@
 //! The client's IP address, for limits keyed by source: the peer address, or — only when the peer
-//! is a proxy you trust — the right-most untrusted address of `Forwarded` / `X-Forwarded-For`.
-//!
-//! The left-most entries of those headers are whatever the client wrote; only entries appended by
-//! your own proxies can be believed. So the list is read from the right: each trusted proxy's
-//! entry is skipped, and the first address that is not a trusted proxy is the client. A request
-//! that did not come through a trusted proxy is keyed by its peer address, whatever its headers
-//! say.
-
 use http::request::Parts;
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -16,7 +8,7 @@ use std::sync::Arc;
 /// How to find the peer address in a request's extensions.
 pub type PeerFn = Arc<dyn Fn(&Parts) -> Option<IpAddr> + Send + Sync>;
 
-/// Finds a request's client IP (see the [module docs](self)).
+/// Finds a request's client IP.
 ///
 /// ```
 /// use retry_safe_core::ClientIp;
@@ -32,6 +24,15 @@ pub type PeerFn = Arc<dyn Fn(&Parts) -> Option<IpAddr> + Send + Sync>;
 /// let (parts, ()) = req.into_parts();
 /// assert_eq!(ips.of(&parts), Some("198.51.100.7".parse::<IpAddr>().unwrap()));
 /// ```
+///
+/// The client's IP address, for limits keyed by source: the peer address, or — only when the peer
+/// is a proxy you trust — the right-most untrusted address of `Forwarded` / `X-Forwarded-For`.
+///
+/// The left-most entries of those headers are whatever the client wrote; only entries appended by
+/// your own proxies can be believed. So the list is read from the right: each trusted proxy's
+/// entry is skipped, and the first address that is not a trusted proxy is the client. A request
+/// that did not come through a trusted proxy is keyed by its peer address, whatever its headers
+/// say.
 #[derive(Clone)]
 pub struct ClientIp {
     trusted: Vec<IpNet>,

@@ -1,21 +1,4 @@
 //! Time as an injected dependency: the one [`Clock`] seam of the workspace.
-//!
-//! Every decision that depends on time (a GCRA arrival time, a lease expiry, a webhook timestamp,
-//! a retry backoff) reads it through a [`Clock`], so tests move time by hand and never sleep.
-//! A clock answers two questions:
-//!
-//! - [`Clock::now_nanos`]: **monotonic** time, whole nanoseconds since the clock's own origin.
-//!   Only differences between two readings of the same clock carry meaning. Limiters, leases and
-//!   timeouts use it.
-//! - [`Clock::unix_time`]: **wall** time since the Unix epoch. Webhook timestamps and HTTP dates
-//!   use it.
-//!
-//! | clock | monotonic time | wall time | for |
-//! |---|---|---|---|
-//! | [`SystemClock`] | the TSC where reliable, else the OS monotonic clock (`quanta`) | [`SystemTime`] | production |
-//! | [`ManualClock`] | moved by hand; clones share it | moved by hand | unit tests, simulations |
-//! | [`TokioClock`] (feature `tokio`) | `tokio::time::Instant` | wall time at construction + tokio's elapsed time | tests under `tokio::time::pause` |
-//!
 #![cfg_attr(feature = "tokio", doc = "[`TokioClock`]: crate::TokioClock")]
 #![cfg_attr(not(feature = "tokio"), doc = "[`TokioClock`]: crate#features")]
 
@@ -38,6 +21,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// assert_eq!(seen_by_a_limiter.now(), Duration::from_millis(1500));
 /// assert_eq!(seen_by_a_limiter.unix_secs(), 1_700_000_001);
 /// ```
+///
+/// Time as an injected dependency: the one [`Clock`] seam of the workspace.
+///
+/// Every decision that depends on time (a GCRA arrival time, a lease expiry, a webhook timestamp,
+/// a retry backoff) reads it through a [`Clock`], so tests move time by hand and never sleep.
+/// A clock answers two questions:
+///
+/// - [`Clock::now_nanos`]: **monotonic** time, whole nanoseconds since the clock's own origin.
+///   Only differences between two readings of the same clock carry meaning. Limiters, leases and
+///   timeouts use it.
+/// - [`Clock::unix_time`]: **wall** time since the Unix epoch. Webhook timestamps and HTTP dates
+///   use it.
+///
+/// | clock | monotonic time | wall time | for |
+/// |---|---|---|---|
+/// | [`SystemClock`] | the TSC where reliable, else the OS monotonic clock (`quanta`) | [`SystemTime`] | production |
+/// | [`ManualClock`] | moved by hand; clones share it | moved by hand | unit tests, simulations |
+/// | [`TokioClock`] (feature `tokio`) | `tokio::time::Instant` | wall time at construction + tokio's elapsed time | tests under `tokio::time::pause` |
+///
 pub trait Clock: Send + Sync + 'static {
     /// Monotonic time: nanoseconds since this clock's origin. Never decreases (but for a
     /// [`ManualClock`] a test sets back on purpose).

@@ -69,14 +69,14 @@ mod backend;
 #[cfg(feature = "body")]
 #[cfg_attr(docsrs, doc(cfg(feature = "body")))]
 pub mod body;
-pub mod breaker;
-pub mod client_ip;
-pub mod clock;
+mod breaker;
+mod client_ip;
+mod clock;
 mod fail;
 pub mod future;
 pub mod grpc;
 pub mod headers;
-pub mod problem;
+mod problem;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
@@ -115,7 +115,9 @@ pub use clock::{
 };
 pub use fail::{BoxError, FailMode};
 pub use ipnet::IpNet;
-pub use problem::{ceil_secs, is_problem, retry_after_secs, Problem, PROBLEM_JSON};
+pub use problem::{
+    ceil_secs, is_problem, retry_after_secs, Problem, PROBLEM_JSON, RESERVED_MEMBERS,
+};
 pub use shards::Shards;
 
 /// The README's examples, compiled and run as doctests.

@@ -1,22 +1,4 @@
 //! RFC 9457 problem details: the one error body of every layer.
-//!
-//! Every rejection a layer of this workspace produces is an [`application/problem+json`](PROBLEM_JSON)
-//! body with the RFC's members and a stable machine-readable `code`:
-//!
-//! ```json
-//! {"type":"urn:problem-type:rate_limited","title":"Too many requests","status":429,
-//!  "detail":"…","code":"rate_limited","error_code":"rate_limited","retry_after_ms":1500}
-//! ```
-//!
-//! - `type` is `urn:problem-type:<code>` unless set with [`Problem::with_type`];
-//! - `code` and `error_code` both carry the code (`code` is what the layers always sent,
-//!   `error_code` is the member of the workspace's error envelope), so clients switch on either;
-//! - extension members come after the standard ones, in insertion order; an extension may not
-//!   replace a standard member (it is left out of the body).
-//!
-//! When a problem carries a wait ([`Problem::with_retry_after`]), the response also has a
-//! `Retry-After` header in whole seconds, rounded up, at least 1 ([`retry_after_secs`]).
-
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -60,6 +42,25 @@ pub const RESERVED_MEMBERS: [&str; 7] = [
 /// assert_eq!(body["error_code"], "rate_limited");
 /// assert_eq!(body["retry_after_ms"], 1500);
 /// ```
+///
+/// RFC 9457 problem details: the one error body of every layer.
+///
+/// Every rejection a layer of this workspace produces is an [`application/problem+json`](PROBLEM_JSON)
+/// body with the RFC's members and a stable machine-readable `code`:
+///
+/// ```json
+/// {"type":"urn:problem-type:rate_limited","title":"Too many requests","status":429,
+///  "detail":"…","code":"rate_limited","error_code":"rate_limited","retry_after_ms":1500}
+/// ```
+///
+/// - `type` is `urn:problem-type:<code>` unless set with [`Problem::with_type`];
+/// - `code` and `error_code` both carry the code (`code` is what the layers always sent,
+///   `error_code` is the member of the workspace's error envelope), so clients switch on either;
+/// - extension members come after the standard ones, in insertion order; an extension may not
+///   replace a standard member (it is left out of the body).
+///
+/// When a problem carries a wait ([`Problem::with_retry_after`]), the response also has a
+/// `Retry-After` header in whole seconds, rounded up, at least 1 ([`retry_after_secs`]).
 #[derive(Debug, Clone, PartialEq)]
 #[must_use]
 pub struct Problem {

@@ -95,9 +95,9 @@ impl RedisSettings {
 ///   master owning its key's hash slot and follows `MOVED` / `ASK` redirects.
 ///
 /// ```no_run
-/// use retry_safe_core::redis::RedisConnection;
+/// use retry_safe_core::redis::{RedisConnection, RedisSettings};
 /// # async fn run() -> redis::RedisResult<()> {
-/// let conn = RedisConnection::connect("redis://127.0.0.1:6379").await?;
+/// let conn = RedisConnection::connect("redis://127.0.0.1:6379", &RedisSettings::default()).await?;
 /// assert!(!conn.is_cluster());
 /// # Ok(()) }
 /// ```

@@ -86,7 +86,7 @@ proptest! {
             .into_response();
         let v = json(&res);
         prop_assert_eq!(v["detail"].as_str(), Some(detail.as_str()));
-        if !retry_safe_core::problem::RESERVED_MEMBERS.contains(&name.as_str()) {
+        if !retry_safe_core::RESERVED_MEMBERS.contains(&name.as_str()) {
             prop_assert_eq!(v[name.as_str()].as_str(), Some(value.as_str()));
         }
     }

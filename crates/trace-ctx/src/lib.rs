@@ -1,7 +1,7 @@
 //! W3C Trace Context, request ids and the problem+json error envelope.
 //!
 //! "Attach request ids, trace ids, latency and error tags so teams can debug distributed systems
-//! quickly": the [`TraceLayer`], outermost in a service, gives every request a
+//! quickly": the [`TraceContextLayer`], outermost in a service, gives every request a
 //! [`TraceContext`] (its trace from `traceparent`/`tracestate`, or a new one; its request id from
 //! `X-Request-Id`, or a new one), echoes the request id, and turns every RFC 9457 problem body
 //! produced inside it into the envelope below. Outgoing calls carry the trace on with
@@ -31,7 +31,7 @@
 //! ```
 //! use axum::{response::Response, routing::get, Router};
 //! use http::StatusCode;
-//! use trace_ctx::{Problem, TraceLayer};
+//! use trace_ctx::{Problem, TraceContextLayer};
 //!
 //! async fn charge() -> Response {
 //!     Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "Upstream timed out")
@@ -39,17 +39,20 @@
 //!         .into_response()
 //! }
 //! // Outermost: every problem body inside gets request_id, trace_id and latency_ms.
-//! let app: Router = Router::new().route("/charges", get(charge)).layer(TraceLayer::new());
+//! let app: Router = Router::new().route("/charges", get(charge)).layer(TraceContextLayer::new());
 //! ```
 //!
 //! # Features
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `tower` | yes | [`TraceLayer`] |
+//! | `tower` | yes | [`TraceContextLayer`] |
 //! | `opentelemetry` | no | conversions to and from OpenTelemetry's `SpanContext` |
 //!
-#![cfg_attr(feature = "tower", doc = "[`TraceLayer`]: crate::TraceLayer")]
-#![cfg_attr(not(feature = "tower"), doc = "[`TraceLayer`]: crate#features")]
+#![cfg_attr(
+    feature = "tower",
+    doc = "[`TraceContextLayer`]: crate::TraceContextLayer"
+)]
+#![cfg_attr(not(feature = "tower"), doc = "[`TraceContextLayer`]: crate#features")]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -57,18 +60,18 @@
 mod context;
 mod ids;
 #[cfg(feature = "tower")]
-pub mod middleware;
+mod middleware;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 pub mod problem;
 pub mod request_id;
-pub mod traceparent;
-pub mod tracestate;
+mod traceparent;
+mod tracestate;
 
 pub use context::{TraceContext, TRACEPARENT, TRACESTATE};
 pub use ids::{SpanId, TraceId};
 #[cfg(feature = "tower")]
-pub use middleware::{TraceFuture, TraceLayer, TraceService};
+pub use middleware::{TraceContextFuture, TraceContextLayer, TraceContextService};
 pub use problem::{is_problem, Problem, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use traceparent::{TraceFlags, TraceParent, TraceParentError};

@@ -7,11 +7,14 @@
 //!  "error_code":"upstream_timeout","request_id":"9f2c…","trace_id":"4bf92f35…","latency_ms":1432}
 //! ```
 //!
-//! A handler returns a [`Problem`]; the [`TraceLayer`], outermost, adds the
+//! A handler returns a [`Problem`]; the [`TraceContextLayer`], outermost, adds the
 //! request's ids and latency to it and to every other problem+json body produced inside it.
 //!
-#![cfg_attr(feature = "tower", doc = "[`TraceLayer`]: crate::TraceLayer")]
-#![cfg_attr(not(feature = "tower"), doc = "[`TraceLayer`]: crate#features")]
+#![cfg_attr(
+    feature = "tower",
+    doc = "[`TraceContextLayer`]: crate::TraceContextLayer"
+)]
+#![cfg_attr(not(feature = "tower"), doc = "[`TraceContextLayer`]: crate#features")]
 
 use http::StatusCode;
 use serde_json::Value;

@@ -1,12 +1,4 @@
 //! The `traceparent` header (W3C Trace Context Level 1 §3.2, with the Level 2 `random` flag).
-//!
-//! `version "-" trace-id "-" parent-id "-" trace-flags`, all lowercase hex:
-//! `00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`. Parsing follows the specification:
-//! version `ff` is invalid; version `00` is exactly 55 characters; a higher version is read by the
-//! version-00 layout of its first 55 characters, and anything after them must start with `-`;
-//! all-zero ids are invalid; upper-case hex is invalid. Leading and trailing spaces or tabs (HTTP
-//! optional whitespace) are ignored.
-
 use crate::ids::{write_hex, SpanId, TraceId};
 use std::fmt;
 
@@ -48,6 +40,15 @@ impl fmt::Debug for TraceFlags {
 }
 
 /// A parsed `traceparent`: which trace a request belongs to and which span called it.
+///
+/// The `traceparent` header (W3C Trace Context Level 1 §3.2, with the Level 2 `random` flag).
+///
+/// `version "-" trace-id "-" parent-id "-" trace-flags`, all lowercase hex:
+/// `00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`. Parsing follows the specification:
+/// version `ff` is invalid; version `00` is exactly 55 characters; a higher version is read by the
+/// version-00 layout of its first 55 characters, and anything after them must start with `-`;
+/// all-zero ids are invalid; upper-case hex is invalid. Leading and trailing spaces or tabs (HTTP
+/// optional whitespace) are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceParent {
     /// The version read (this crate always writes `00`).

@@ -1,17 +1,4 @@
 //! The `tracestate` header (W3C Trace Context Level 2 §3.3).
-//!
-//! A list of up to 32 `key=value` members, comma-separated with optional whitespace, left-most
-//! most recent. Keys are `(lcalpha / DIGIT) 0*255(keychar)` with keychar = `lcalpha / DIGIT / "_"
-//! / "-" / "*" / "/" / "@"` (Level 2 folds Level 1's `tenant@system` form into this grammar).
-//! Values are 1–256 printable ASCII characters without `,` or `=`, not ending in a space. Empty
-//! members are skipped; several `tracestate` fields are one list.
-//!
-//! Received lists are read with [`TraceState::parse_lossy`], as the propagation layer does: an
-//! invalid member is dropped and the valid ones are kept, a repeated key keeps its first
-//! occurrence, members beyond 32 are dropped from the right — so one vendor's bad entry never wipes
-//! the others' — and every drop comes back with its reason for logging. [`TraceState::parse`] is
-//! the strict check (any of those is an error).
-
 use std::fmt;
 
 /// The most members a list may have.
@@ -42,6 +29,20 @@ pub enum TraceStateError {
 }
 
 /// An ordered `tracestate` list, most recent first.
+///
+/// The `tracestate` header (W3C Trace Context Level 2 §3.3).
+///
+/// A list of up to 32 `key=value` members, comma-separated with optional whitespace, left-most
+/// most recent. Keys are `(lcalpha / DIGIT) 0*255(keychar)` with keychar = `lcalpha / DIGIT / "_"
+/// / "-" / "*" / "/" / "@"` (Level 2 folds Level 1's `tenant@system` form into this grammar).
+/// Values are 1–256 printable ASCII characters without `,` or `=`, not ending in a space. Empty
+/// members are skipped; several `tracestate` fields are one list.
+///
+/// Received lists are read with [`TraceState::parse_lossy`], as the propagation layer does: an
+/// invalid member is dropped and the valid ones are kept, a repeated key keeps its first
+/// occurrence, members beyond 32 are dropped from the right — so one vendor's bad entry never wipes
+/// the others' — and every drop comes back with its reason for logging. [`TraceState::parse`] is
+/// the strict check (any of those is an error).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TraceState {
     members: Vec<(String, String)>,

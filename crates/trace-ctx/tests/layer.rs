@@ -3,11 +3,11 @@
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use ratelimit_token_bucket::{KeyedLimiter, ManualClock, Quota, Quotas, RateLimitLayer};
+use ratelimit_token_bucket::{KeyedLimiter, KeyedRateLimitLayer, ManualClock, Quota, Quotas};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use tower::{ServiceBuilder, ServiceExt};
-use trace_ctx::{Problem, TraceContext, TraceLayer};
+use trace_ctx::{Problem, TraceContext, TraceContextLayer};
 
 type Body = Full<Bytes>;
 
@@ -33,10 +33,11 @@ async fn a_429_from_an_inner_layer_carries_the_request_and_trace_ids() {
         })
     };
     let svc = ServiceBuilder::new()
-        .layer(TraceLayer::new())
-        .layer(RateLimitLayer::new(limiter, |_: &http::request::Parts| {
-            Some("client".to_owned())
-        }))
+        .layer(TraceContextLayer::new())
+        .layer(KeyedRateLimitLayer::new(
+            limiter,
+            |_: &http::request::Parts| Some("client".to_owned()),
+        ))
         .service(handler);
     let req = || {
         Request::post("/v1/orders")
@@ -114,20 +115,19 @@ async fn json_or_text(res: Response<Body>) -> String {
 
 #[tokio::test]
 async fn a_valid_request_id_is_kept_and_an_unsafe_one_replaced() {
-    let svc =
-        ServiceBuilder::new()
-            .layer(TraceLayer::new())
-            .service_fn(|_req: Request<Body>| async {
-                Ok::<_, Infallible>(
-                    Problem::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        "Upstream timed out",
-                    )
-                    .with_detail("the payment provider did not answer")
-                    .into_response::<Body>(),
+    let svc = ServiceBuilder::new()
+        .layer(TraceContextLayer::new())
+        .service_fn(|_req: Request<Body>| async {
+            Ok::<_, Infallible>(
+                Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "Upstream timed out",
                 )
-            });
+                .with_detail("the payment provider did not answer")
+                .into_response::<Body>(),
+            )
+        });
     let res = svc
         .clone()
         .oneshot(
@@ -232,7 +232,7 @@ async fn bare_error_responses_become_problems() {
     let app = axum::Router::new()
         .route("/reports/slow", get(|_q: Query<Slow>| async { "ok" }))
         .route("/webhooks/psp", axum::routing::post(|| async { "ok" }))
-        .layer(TraceLayer::new());
+        .layer(TraceContextLayer::new());
     let send = |method: &str, uri: &str| {
         let req = Request::builder()
             .method(method)
@@ -270,7 +270,7 @@ async fn bare_error_responses_become_problems() {
     // Switched off, the bare answer passes as it was.
     let plain = axum::Router::new()
         .route("/x", get(|| async { "ok" }))
-        .layer(TraceLayer::new().problem_for_bare_errors(false));
+        .layer(TraceContextLayer::new().problem_for_bare_errors(false));
     let res = plain
         .oneshot(
             Request::get("/nope")

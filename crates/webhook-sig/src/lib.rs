@@ -77,7 +77,7 @@ mod asymmetric;
 mod error;
 pub mod header;
 #[cfg(feature = "tower")]
-pub mod middleware;
+mod middleware;
 mod replay;
 mod secret;
 mod sign;
@@ -86,7 +86,9 @@ mod verify;
 pub use asymmetric::{PublicKey, SigningKey};
 pub use error::VerifyError;
 #[cfg(feature = "tower")]
-pub use middleware::{VerifiedWebhook, WebhookFuture, WebhookLayer, WebhookService};
+pub use middleware::{
+    EventIdFn, VerifiedWebhook, WebhookFuture, WebhookLayer, WebhookService, WEBHOOK_REPLAYED,
+};
 pub use replay::{Claim, ReplayGuard, ReplayTicket};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
 pub use secret::{Secret, SecretError};

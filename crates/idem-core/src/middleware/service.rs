@@ -1,6 +1,6 @@
 use super::future::IdempotencyFuture;
 use super::layer::{Event, Metrics};
-use super::{CompletedByHandler, IdempotencyAttempt, IdempotencyBody, IDEMPOTENT_REPLAYED};
+use super::{IdempotencyBody, IDEMPOTENT_REPLAYED};
 use crate::key::IDEMPOTENCY_KEY;
 use crate::store::{BoxError, StoreError};
 use crate::Problem;
@@ -8,6 +8,7 @@ use crate::{
     BeginOutcome, FailMode, Fence, Fingerprint, IdempotencyKey, IdempotencyPolicy,
     IdempotencyStore, StoredResponse,
 };
+use crate::{CompletedByHandler, IdempotencyAttempt};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response, StatusCode};

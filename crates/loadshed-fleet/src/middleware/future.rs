@@ -1,4 +1,4 @@
-//! The response future of [`LoadShedService`](super::LoadShedService).
+//! The response future of [`PriorityShedService`](super::PriorityShedService).
 
 use crate::Clock;
 use http::Response;
@@ -8,10 +8,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pin_project_lite::pin_project! {
-    /// The response future of [`LoadShedService`]: a refusal at once, or the inner service's
+    /// The response future of [`PriorityShedService`]: a refusal at once, or the inner service's
     /// future holding the request's slot until it completes (the slot is freed when the future
     /// completes or is dropped). Only the fleet shedder's network admission is boxed.
-    pub struct LoadShedFuture<F, B, E, C: Clock> {
+    pub struct PriorityShedFuture<F, B, E, C: Clock> {
         #[pin]
         inner: LayerFuture<F, Admitted<C>, B, E>,
     }
@@ -26,7 +26,7 @@ impl<C: Clock, B> OnResponse<B> for Admitted<C> {
     }
 }
 
-impl<F, B, E, C: Clock> LoadShedFuture<F, B, E, C> {
+impl<F, B, E, C: Clock> PriorityShedFuture<F, B, E, C> {
     pub(crate) fn ready(res: Response<B>) -> Self {
         Self {
             inner: LayerFuture::ready(res),
@@ -47,13 +47,13 @@ impl<F, B, E, C: Clock> LoadShedFuture<F, B, E, C> {
     }
 }
 
-impl<F, B, E, C: Clock> std::fmt::Debug for LoadShedFuture<F, B, E, C> {
+impl<F, B, E, C: Clock> std::fmt::Debug for PriorityShedFuture<F, B, E, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadShedFuture").finish_non_exhaustive()
+        f.debug_struct("PriorityShedFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, B, E, C> Future for LoadShedFuture<F, B, E, C>
+impl<F, B, E, C> Future for PriorityShedFuture<F, B, E, C>
 where
     F: Future<Output = Result<Response<B>, E>>,
     C: Clock,

@@ -1,4 +1,4 @@
-use super::service::LoadShedService;
+use super::service::PriorityShedService;
 use crate::{Classify, Clock, Shedder};
 use std::sync::Arc;
 use tower_layer::Layer;
@@ -6,7 +6,7 @@ use tower_layer::Layer;
 /// Sheds low-priority requests in front of an HTTP service.
 ///
 /// ```
-/// use loadshed_fleet::{DefaultClassifier, LoadShedLayer, Shedder};
+/// use loadshed_fleet::{DefaultClassifier, PriorityShedLayer, Shedder};
 /// use tower::ServiceBuilder;
 /// # use bytes::Bytes; use http_body_util::Full;
 /// # let handler = tower::service_fn(|_req: http::Request<Full<Bytes>>| async {
@@ -14,10 +14,24 @@ use tower_layer::Layer;
 /// # });
 ///
 /// let classifier = DefaultClassifier::new().critical(http::Method::POST, "/v1/payments/");
-/// let layer = LoadShedLayer::new(Shedder::new(64).unwrap(), classifier);
+/// let layer = PriorityShedLayer::new(Shedder::new(64).unwrap(), classifier);
 /// let service = ServiceBuilder::new().layer(layer).service(handler);
 /// ```
-pub struct LoadShedLayer<C, K> {
+///
+/// The tower layer (feature `tower`): [`PriorityShedLayer`].
+///
+/// Classifies each request ([`Classify`](crate::Classify)), asks the [`Shedder`](crate::Shedder) for a slot, and holds it until
+/// the inner service's response future completes. A shed request gets 503 `overloaded` with
+/// `Retry-After` and an RFC 9457 problem+json body naming its class and the reason
+/// (`capacity`: its class's share is full; `overload`: the controller is shedding its class).
+/// Counters per class: [`Shedder::snapshot`](crate::Shedder::snapshot); pressure changes are logged as `tracing` events.
+///
+/// With a fleet shedder (`PriorityShedLayer::with_fleet`, feature `redis`) a request the server
+/// admits must also find room in the fleet's share for its class (`fleet_capacity`); the
+/// per-server shedder stays the last line of defence. When the fleet's Redis is down the server
+/// decides alone (or, failing closed, answers 503 `fleet_shedder_unavailable`); a misconfigured
+/// fleet shedder answers 500 `fleet_shedder_misconfigured`.
+pub struct PriorityShedLayer<C, K> {
     pub(crate) shedder: Arc<Shedder<C>>,
     pub(crate) classifier: Arc<K>,
     #[cfg(feature = "redis")]
@@ -26,7 +40,7 @@ pub struct LoadShedLayer<C, K> {
     pub(crate) hot: Arc<HotMetrics>,
 }
 
-impl<C: Clock, K: Classify> LoadShedLayer<C, K> {
+impl<C: Clock, K: Classify> PriorityShedLayer<C, K> {
     /// A layer admitting through `shedder`, classifying with `classifier`.
     pub fn new(shedder: Shedder<C>, classifier: K) -> Self {
         Self::from_shared(Arc::new(shedder), classifier)
@@ -59,7 +73,7 @@ impl<C: Clock, K: Classify> LoadShedLayer<C, K> {
     }
 }
 
-impl<C, K> Clone for LoadShedLayer<C, K> {
+impl<C, K> Clone for PriorityShedLayer<C, K> {
     fn clone(&self) -> Self {
         Self {
             shedder: self.shedder.clone(),
@@ -72,17 +86,17 @@ impl<C, K> Clone for LoadShedLayer<C, K> {
     }
 }
 
-impl<C, K> std::fmt::Debug for LoadShedLayer<C, K> {
+impl<C, K> std::fmt::Debug for PriorityShedLayer<C, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadShedLayer").finish_non_exhaustive()
+        f.debug_struct("PriorityShedLayer").finish_non_exhaustive()
     }
 }
 
-impl<C, K, S> Layer<S> for LoadShedLayer<C, K> {
-    type Service = LoadShedService<S, C, K>;
+impl<C, K, S> Layer<S> for PriorityShedLayer<C, K> {
+    type Service = PriorityShedService<S, C, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        LoadShedService {
+        PriorityShedService {
             inner,
             layer: self.clone(),
         }

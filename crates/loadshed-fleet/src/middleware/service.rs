@@ -1,5 +1,5 @@
-use super::future::LoadShedFuture;
-use super::layer::LoadShedLayer;
+use super::future::PriorityShedFuture;
+use super::layer::PriorityShedLayer;
 use crate::Clock;
 use crate::{Class, Classify, ShedReason};
 use bytes::Bytes;
@@ -8,13 +8,13 @@ use retry_safe_core::Problem;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-/// The service made by [`LoadShedLayer`].
-pub struct LoadShedService<S, C, K> {
+/// The service made by [`PriorityShedLayer`].
+pub struct PriorityShedService<S, C, K> {
     pub(crate) inner: S,
-    pub(crate) layer: LoadShedLayer<C, K>,
+    pub(crate) layer: PriorityShedLayer<C, K>,
 }
 
-impl<S: Clone, C, K> Clone for LoadShedService<S, C, K> {
+impl<S: Clone, C, K> Clone for PriorityShedService<S, C, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -23,13 +23,14 @@ impl<S: Clone, C, K> Clone for LoadShedService<S, C, K> {
     }
 }
 
-impl<S, C, K> std::fmt::Debug for LoadShedService<S, C, K> {
+impl<S, C, K> std::fmt::Debug for PriorityShedService<S, C, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadShedService").finish_non_exhaustive()
+        f.debug_struct("PriorityShedService")
+            .finish_non_exhaustive()
     }
 }
 
-impl<S, C, K, ReqB, ResB> Service<Request<ReqB>> for LoadShedService<S, C, K>
+impl<S, C, K, ReqB, ResB> Service<Request<ReqB>> for PriorityShedService<S, C, K>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
@@ -40,7 +41,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = LoadShedFuture<S::Future, ResB, S::Error, C>;
+    type Future = PriorityShedFuture<S::Future, ResB, S::Error, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -63,7 +64,7 @@ where
         let guard = match admitted {
             Ok(guard) => guard,
             Err(shed) => {
-                return LoadShedFuture::ready(refusal(
+                return PriorityShedFuture::ready(refusal(
                     class,
                     shed.reason,
                     shed.retry_after,
@@ -79,7 +80,7 @@ where
             let mut inner = std::mem::replace(&mut self.inner, clone);
             #[cfg(feature = "metrics")]
             let (shedder, hot) = (shedder.clone(), self.layer.hot.clone());
-            return LoadShedFuture::boxed(Box::pin(async move {
+            return PriorityShedFuture::boxed(Box::pin(async move {
                 let fleet_guard = match fleet.admit(class).await {
                     Ok(g) => g,
                     Err(crate::FleetError::Shed(shed)) => {
@@ -95,7 +96,7 @@ where
                 res
             }));
         }
-        LoadShedFuture::admitted(self.inner.call(req), guard)
+        PriorityShedFuture::admitted(self.inner.call(req), guard)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The response future of [`ConcurrencyLimitService`](super::ConcurrencyLimitService).
+//! The response future of [`KeyedConcurrencyLimitService`](super::KeyedConcurrencyLimitService).
 
 use http::Response;
 use retry_safe_core::future::{BoxResponseFuture, LayerFuture, OnResponse};
@@ -7,11 +7,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pin_project_lite::pin_project! {
-    /// The response future of [`ConcurrencyLimitService`](super::ConcurrencyLimitService): a
+    /// The response future of [`KeyedConcurrencyLimitService`](super::KeyedConcurrencyLimitService): a
     /// refusal at once, or the inner service's future holding the request's permit until it
     /// completes (the slot is freed when the future completes or is dropped). Only a request that
     /// waits in the queue or asks a fleet limiter over the network is boxed.
-    pub struct ConcurrencyLimitFuture<F, P, B, E> {
+    pub struct KeyedConcurrencyLimitFuture<F, P, B, E> {
         #[pin]
         inner: LayerFuture<F, Held<P>, B, E>,
     }
@@ -26,7 +26,7 @@ impl<P, B> OnResponse<B> for Held<P> {
     }
 }
 
-impl<F, P, B, E> ConcurrencyLimitFuture<F, P, B, E> {
+impl<F, P, B, E> KeyedConcurrencyLimitFuture<F, P, B, E> {
     pub(crate) fn ready(res: Response<B>) -> Self {
         Self {
             inner: LayerFuture::ready(res),
@@ -47,14 +47,14 @@ impl<F, P, B, E> ConcurrencyLimitFuture<F, P, B, E> {
     }
 }
 
-impl<F, P, B, E> std::fmt::Debug for ConcurrencyLimitFuture<F, P, B, E> {
+impl<F, P, B, E> std::fmt::Debug for KeyedConcurrencyLimitFuture<F, P, B, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConcurrencyLimitFuture")
+        f.debug_struct("KeyedConcurrencyLimitFuture")
             .finish_non_exhaustive()
     }
 }
 
-impl<F, P, B, E> Future for ConcurrencyLimitFuture<F, P, B, E>
+impl<F, P, B, E> Future for KeyedConcurrencyLimitFuture<F, P, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {

@@ -1,4 +1,4 @@
-use super::service::ConcurrencyLimitService;
+use super::service::KeyedConcurrencyLimitService;
 use super::PermitSource;
 use crate::ConcurrencyLimiter;
 use http::request::Parts;
@@ -8,7 +8,7 @@ use tower_layer::Layer;
 /// Caps each key's requests in flight in front of an HTTP service.
 ///
 /// ```
-/// use ratelimit_concurrent::{ConcurrencyLimitLayer, ConcurrencyLimiter};
+/// use ratelimit_concurrent::{KeyedConcurrencyLimitLayer, ConcurrencyLimiter};
 /// use tower::ServiceBuilder;
 /// # use bytes::Bytes; use http_body_util::Full;
 /// # let handler = tower::service_fn(|_req: http::Request<Full<Bytes>>| async {
@@ -16,7 +16,7 @@ use tower_layer::Layer;
 /// # });
 ///
 /// let limiter = ConcurrencyLimiter::new(20).unwrap();
-/// let layer = ConcurrencyLimitLayer::new(limiter, |parts: &http::request::Parts| {
+/// let layer = KeyedConcurrencyLimitLayer::new(limiter, |parts: &http::request::Parts| {
 ///     parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
 /// });
 /// let service = ServiceBuilder::new().layer(layer).service(handler);
@@ -27,14 +27,29 @@ use tower_layer::Layer;
 /// ```no_run
 /// # #[cfg(feature = "redis")]
 /// # async fn fleet() -> Result<(), Box<dyn std::error::Error>> {
-/// use ratelimit_concurrent::{ConcurrencyLimitLayer, RedisConcurrencyLimiter};
+/// use ratelimit_concurrent::{KeyedConcurrencyLimitLayer, RedisConcurrencyLimiter};
 /// let limiter = RedisConcurrencyLimiter::connect("redis://127.0.0.1:6379", 20).await?;
-/// let layer = ConcurrencyLimitLayer::new(limiter, |parts: &http::request::Parts| {
+/// let layer = KeyedConcurrencyLimitLayer::new(limiter, |parts: &http::request::Parts| {
 ///     parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
 /// });
 /// # let _ = layer; Ok(()) }
 /// ```
-pub struct ConcurrencyLimitLayer<K, F, L = ConcurrencyLimiter<K>> {
+///
+/// The tower integration (feature `tower`): [`KeyedConcurrencyLimitLayer`].
+///
+/// The application supplies the key extractor (API key, principal, client IP); a request without
+/// a key is not limited. A request of a key at its cap waits in the limiter's bounded queue if one
+/// is configured, else — or when the wait ends without a slot — it gets 429
+/// `concurrency_limited` with `Retry-After` and an RFC 9457 problem+json body. The permit is held
+/// until the inner service's response future completes (or is dropped).
+///
+/// The permits come from a [`PermitSource`]: the in-memory [`ConcurrencyLimiter`] (per server)
+/// or, with the `redis` feature, a `RedisConcurrencyLimiter` (fleet-wide, on one Redis or a
+/// Redis Cluster) — the same layer and the same 429 contract. A fleet limiter whose Redis is
+/// unreachable answers 503 `concurrency_unavailable` when failing closed (or hands out a local
+/// permit when failing open); a misconfigured one (a single-node client on a cluster) 500
+/// `concurrency_misconfigured` under any fail mode.
+pub struct KeyedConcurrencyLimitLayer<K, F, L = ConcurrencyLimiter<K>> {
     pub(crate) limiter: L,
     pub(crate) key: Arc<F>,
     #[cfg(feature = "metrics")]
@@ -53,7 +68,7 @@ pub(crate) struct HotMetrics {
     pub(crate) wait: std::sync::OnceLock<metrics::Histogram>,
 }
 
-impl<K, F, L> ConcurrencyLimitLayer<K, F, L>
+impl<K, F, L> KeyedConcurrencyLimitLayer<K, F, L>
 where
     F: Fn(&Parts) -> Option<K> + Send + Sync + 'static,
     L: PermitSource<K>,
@@ -70,7 +85,7 @@ where
     }
 }
 
-impl<K, F, L: Clone> Clone for ConcurrencyLimitLayer<K, F, L> {
+impl<K, F, L: Clone> Clone for KeyedConcurrencyLimitLayer<K, F, L> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
@@ -82,19 +97,19 @@ impl<K, F, L: Clone> Clone for ConcurrencyLimitLayer<K, F, L> {
     }
 }
 
-impl<K, F, L: std::fmt::Debug> std::fmt::Debug for ConcurrencyLimitLayer<K, F, L> {
+impl<K, F, L: std::fmt::Debug> std::fmt::Debug for KeyedConcurrencyLimitLayer<K, F, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConcurrencyLimitLayer")
+        f.debug_struct("KeyedConcurrencyLimitLayer")
             .field("limiter", &self.limiter)
             .finish_non_exhaustive()
     }
 }
 
-impl<K, F, L: Clone, S> Layer<S> for ConcurrencyLimitLayer<K, F, L> {
-    type Service = ConcurrencyLimitService<S, K, F, L>;
+impl<K, F, L: Clone, S> Layer<S> for KeyedConcurrencyLimitLayer<K, F, L> {
+    type Service = KeyedConcurrencyLimitService<S, K, F, L>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConcurrencyLimitService {
+        KeyedConcurrencyLimitService {
             inner,
             layer: self.clone(),
         }

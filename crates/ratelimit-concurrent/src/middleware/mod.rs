@@ -1,18 +1,4 @@
-//! The tower integration (feature `tower`): [`ConcurrencyLimitLayer`].
-//!
-//! The application supplies the key extractor (API key, principal, client IP); a request without
-//! a key is not limited. A request of a key at its cap waits in the limiter's bounded queue if one
-//! is configured, else — or when the wait ends without a slot — it gets 429
-//! `concurrency_limited` with `Retry-After` and an RFC 9457 problem+json body. The permit is held
-//! until the inner service's response future completes (or is dropped).
-//!
-//! The permits come from a [`PermitSource`]: the in-memory [`ConcurrencyLimiter`] (per server)
-//! or, with the `redis` feature, a `RedisConcurrencyLimiter` (fleet-wide, on one Redis or a
-//! Redis Cluster) — the same layer and the same 429 contract. A fleet limiter whose Redis is
-//! unreachable answers 503 `concurrency_unavailable` when failing closed (or hands out a local
-//! permit when failing open); a misconfigured one (a single-node client on a cluster) 500
-//! `concurrency_misconfigured` under any fail mode.
-
+//! The tower integration (feature `tower`): [`KeyedConcurrencyLimitLayer`].
 use crate::{ConcurrencyLimiter, Error};
 use std::future::Future;
 use std::hash::Hash;
@@ -21,11 +7,11 @@ mod future;
 mod layer;
 mod service;
 
-pub use self::future::ConcurrencyLimitFuture;
-pub use self::layer::ConcurrencyLimitLayer;
-pub use self::service::ConcurrencyLimitService;
+pub use self::future::KeyedConcurrencyLimitFuture;
+pub use self::layer::KeyedConcurrencyLimitLayer;
+pub use self::service::KeyedConcurrencyLimitService;
 
-/// Where a [`ConcurrencyLimitLayer`] takes its permits: a permit is held while the request runs
+/// Where a [`KeyedConcurrencyLimitLayer`] takes its permits: a permit is held while the request runs
 /// and frees its slot when dropped.
 pub trait PermitSource<K>: Clone + Send + Sync + 'static {
     /// The slot held while a request runs.

@@ -1,5 +1,5 @@
-use super::future::ConcurrencyLimitFuture;
-use super::layer::ConcurrencyLimitLayer;
+use super::future::KeyedConcurrencyLimitFuture;
+use super::layer::KeyedConcurrencyLimitLayer;
 use super::PermitSource;
 use crate::Error;
 use crate::{ConcurrencyLimiter, Limited, Reason};
@@ -10,13 +10,13 @@ use retry_safe_core::Problem;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-/// The service made by [`ConcurrencyLimitLayer`].
-pub struct ConcurrencyLimitService<S, K, F, L = ConcurrencyLimiter<K>> {
+/// The service made by [`KeyedConcurrencyLimitLayer`].
+pub struct KeyedConcurrencyLimitService<S, K, F, L = ConcurrencyLimiter<K>> {
     pub(crate) inner: S,
-    pub(crate) layer: ConcurrencyLimitLayer<K, F, L>,
+    pub(crate) layer: KeyedConcurrencyLimitLayer<K, F, L>,
 }
 
-impl<S: Clone, K, F, L: Clone> Clone for ConcurrencyLimitService<S, K, F, L> {
+impl<S: Clone, K, F, L: Clone> Clone for KeyedConcurrencyLimitService<S, K, F, L> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -25,15 +25,15 @@ impl<S: Clone, K, F, L: Clone> Clone for ConcurrencyLimitService<S, K, F, L> {
     }
 }
 
-impl<S, K, F, L: std::fmt::Debug> std::fmt::Debug for ConcurrencyLimitService<S, K, F, L> {
+impl<S, K, F, L: std::fmt::Debug> std::fmt::Debug for KeyedConcurrencyLimitService<S, K, F, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConcurrencyLimitService")
+        f.debug_struct("KeyedConcurrencyLimitService")
             .field("layer", &self.layer)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, K, F, L, ReqB, ResB> Service<Request<ReqB>> for ConcurrencyLimitService<S, K, F, L>
+impl<S, K, F, L, ReqB, ResB> Service<Request<ReqB>> for KeyedConcurrencyLimitService<S, K, F, L>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
@@ -45,7 +45,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = ConcurrencyLimitFuture<S::Future, L::Permit, ResB, S::Error>;
+    type Future = KeyedConcurrencyLimitFuture<S::Future, L::Permit, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -54,7 +54,7 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let Some(key) = (self.layer.key)(&parts) else {
-            return ConcurrencyLimitFuture::running(
+            return KeyedConcurrencyLimitFuture::running(
                 self.inner.call(Request::from_parts(parts, body)),
                 None,
             );
@@ -68,8 +68,10 @@ where
             #[cfg(feature = "metrics")]
             record(&self.layer.hot, &acquired, std::time::Duration::ZERO);
             return match acquired {
-                Ok(permit) => ConcurrencyLimitFuture::running(self.inner.call(req), Some(permit)),
-                Err(refused) => ConcurrencyLimitFuture::ready(answer(&refused, grpc(&req))),
+                Ok(permit) => {
+                    KeyedConcurrencyLimitFuture::running(self.inner.call(req), Some(permit))
+                }
+                Err(refused) => KeyedConcurrencyLimitFuture::ready(answer(&refused, grpc(&req))),
             };
         }
         // Waiting in the queue or asking the fleet: the inner service is called later, so the
@@ -79,7 +81,7 @@ where
         let limiter = self.layer.limiter.clone();
         #[cfg(feature = "metrics")]
         let hot = self.layer.hot.clone();
-        ConcurrencyLimitFuture::boxed(Box::pin(async move {
+        KeyedConcurrencyLimitFuture::boxed(Box::pin(async move {
             #[cfg(feature = "metrics")]
             let started = std::time::Instant::now();
             let acquired = limiter.acquire_permit(&key).await;

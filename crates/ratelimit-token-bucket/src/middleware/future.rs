@@ -1,4 +1,4 @@
-//! The response future of [`RateLimitService`](super::RateLimitService).
+//! The response future of [`KeyedRateLimitService`](super::KeyedRateLimitService).
 
 use super::{RATELIMIT, RATELIMIT_POLICY};
 use http::{HeaderValue, Response};
@@ -8,11 +8,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pin_project_lite::pin_project! {
-    /// The response future of [`RateLimitService`](super::RateLimitService): a refusal at once, or
+    /// The response future of [`KeyedRateLimitService`](super::KeyedRateLimitService): a refusal at once, or
     /// the inner service's future whose response gets the `RateLimit-Policy` and `RateLimit`
     /// headers. Only a decision that must be awaited (a shared limiter on Redis) is boxed; an
     /// in-memory limiter's request costs no allocation here.
-    pub struct RateLimitFuture<F, B, E> {
+    pub struct KeyedRateLimitFuture<F, B, E> {
         #[pin]
         inner: LayerFuture<F, Headers, B, E>,
     }
@@ -31,7 +31,7 @@ impl<B> OnResponse<B> for Headers {
     }
 }
 
-impl<F, B, E> RateLimitFuture<F, B, E> {
+impl<F, B, E> KeyedRateLimitFuture<F, B, E> {
     pub(crate) fn ready(res: Response<B>) -> Self {
         Self {
             inner: LayerFuture::ready(res),
@@ -52,13 +52,14 @@ impl<F, B, E> RateLimitFuture<F, B, E> {
     }
 }
 
-impl<F, B, E> std::fmt::Debug for RateLimitFuture<F, B, E> {
+impl<F, B, E> std::fmt::Debug for KeyedRateLimitFuture<F, B, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitFuture").finish_non_exhaustive()
+        f.debug_struct("KeyedRateLimitFuture")
+            .finish_non_exhaustive()
     }
 }
 
-impl<F, B, E> Future for RateLimitFuture<F, B, E>
+impl<F, B, E> Future for KeyedRateLimitFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {

@@ -1,4 +1,4 @@
-use super::service::RateLimitService;
+use super::service::KeyedRateLimitService;
 use crate::Limiter;
 use http::request::Parts;
 use http::HeaderValue;
@@ -12,7 +12,7 @@ pub(crate) type CostFn = dyn Fn(&Parts) -> u32 + Send + Sync;
 /// Limits each key's request rate in front of an HTTP service.
 ///
 /// ```
-/// use ratelimit_token_bucket::{KeyedLimiter, Quota, Quotas, RateLimitLayer};
+/// use ratelimit_token_bucket::{KeyedLimiter, Quota, Quotas, KeyedRateLimitLayer};
 /// use tower::ServiceBuilder;
 /// # use bytes::Bytes; use http_body_util::Full;
 /// # let handler = tower::service_fn(|_req: http::Request<Full<Bytes>>| async {
@@ -20,12 +20,30 @@ pub(crate) type CostFn = dyn Fn(&Parts) -> u32 + Send + Sync;
 /// # });
 ///
 /// let limiter = KeyedLimiter::new(Quotas::new([Quota::per_second(10).burst(20)]).unwrap());
-/// let layer = RateLimitLayer::new(limiter, |parts: &http::request::Parts| {
+/// let layer = KeyedRateLimitLayer::new(limiter, |parts: &http::request::Parts| {
 ///     parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
 /// });
 /// let service = ServiceBuilder::new().layer(layer).service(handler);
 /// ```
-pub struct RateLimitLayer<L, K, F> {
+///
+/// The tower integration (feature `tower`): [`KeyedRateLimitLayer`] and its service.
+///
+/// The application supplies a key extractor (header, client IP, authenticated principal) and,
+/// optionally, a cost per request. A request without a key is not limited. Then:
+///
+/// | outcome | response |
+/// |---|---|
+/// | allowed | the inner service's response + `RateLimit-Policy` + `RateLimit` |
+/// | limited | 429 `rate_limited` + `Retry-After` + `RateLimit-Policy` + `RateLimit` (`r=0`) |
+/// | cost larger than a quota's burst | 400 `rate_limit_cost_exceeds_burst` (it could never pass) |
+/// | backend unreachable (fail-closed) | 503 `rate_limit_unavailable` + `Retry-After: 1` |
+/// | backend state unreadable | 500 `rate_limit_state_corrupt` |
+///
+/// The headers follow the IETF draft *RateLimit header fields for HTTP*
+/// (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy` lists every quota as
+/// `"name";q=<burst>;w=<seconds to refill the burst>`, and `RateLimit` reports the tightest quota
+/// as `"name";r=<remaining>;t=<seconds until full>`. Bodies are RFC 9457 problem+json.
+pub struct KeyedRateLimitLayer<L, K, F> {
     pub(crate) limiter: Arc<L>,
     pub(crate) key: Arc<F>,
     pub(crate) cost: Arc<CostFn>,
@@ -34,7 +52,7 @@ pub struct RateLimitLayer<L, K, F> {
     _key: PhantomData<fn() -> K>,
 }
 
-impl<L, K, F> RateLimitLayer<L, K, F>
+impl<L, K, F> KeyedRateLimitLayer<L, K, F>
 where
     L: Limiter<K>,
     K: Send + Sync + 'static,
@@ -71,7 +89,7 @@ where
     }
 }
 
-impl<L, K, F> Clone for RateLimitLayer<L, K, F> {
+impl<L, K, F> Clone for KeyedRateLimitLayer<L, K, F> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
@@ -84,19 +102,19 @@ impl<L, K, F> Clone for RateLimitLayer<L, K, F> {
     }
 }
 
-impl<L, K, F> std::fmt::Debug for RateLimitLayer<L, K, F> {
+impl<L, K, F> std::fmt::Debug for KeyedRateLimitLayer<L, K, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitLayer")
+        f.debug_struct("KeyedRateLimitLayer")
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
 
-impl<L, K, F, S> Layer<S> for RateLimitLayer<L, K, F> {
-    type Service = RateLimitService<S, L, K, F>;
+impl<L, K, F, S> Layer<S> for KeyedRateLimitLayer<L, K, F> {
+    type Service = KeyedRateLimitService<S, L, K, F>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
+        KeyedRateLimitService {
             inner,
             layer: self.clone(),
         }
@@ -136,7 +154,7 @@ impl Metrics {
     }
 }
 
-/// Counters of a [`RateLimitLayer`].
+/// Counters of a [`KeyedRateLimitLayer`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MetricsSnapshot {

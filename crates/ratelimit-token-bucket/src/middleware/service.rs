@@ -1,5 +1,5 @@
-use super::future::RateLimitFuture;
-use super::layer::{Metrics, RateLimitLayer};
+use super::future::KeyedRateLimitFuture;
+use super::layer::{KeyedRateLimitLayer, Metrics};
 use super::{RATELIMIT, RATELIMIT_POLICY};
 use crate::{Decision, Error, Limiter};
 use bytes::Bytes;
@@ -11,13 +11,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tower_service::Service;
 
-/// The service made by [`RateLimitLayer`].
-pub struct RateLimitService<S, L, K, F> {
+/// The service made by [`KeyedRateLimitLayer`].
+pub struct KeyedRateLimitService<S, L, K, F> {
     pub(crate) inner: S,
-    pub(crate) layer: RateLimitLayer<L, K, F>,
+    pub(crate) layer: KeyedRateLimitLayer<L, K, F>,
 }
 
-impl<S: Clone, L, K, F> Clone for RateLimitService<S, L, K, F> {
+impl<S: Clone, L, K, F> Clone for KeyedRateLimitService<S, L, K, F> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -26,15 +26,15 @@ impl<S: Clone, L, K, F> Clone for RateLimitService<S, L, K, F> {
     }
 }
 
-impl<S, L, K, F> std::fmt::Debug for RateLimitService<S, L, K, F> {
+impl<S, L, K, F> std::fmt::Debug for KeyedRateLimitService<S, L, K, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitService")
+        f.debug_struct("KeyedRateLimitService")
             .field("layer", &self.layer)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, L, K, F, ReqB, ResB> Service<Request<ReqB>> for RateLimitService<S, L, K, F>
+impl<S, L, K, F, ReqB, ResB> Service<Request<ReqB>> for KeyedRateLimitService<S, L, K, F>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
@@ -46,7 +46,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = RateLimitFuture<S::Future, ResB, S::Error>;
+    type Future = KeyedRateLimitFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -64,7 +64,10 @@ where
                 .unkeyed
                 .get_or_init(|| metrics::counter!("ratelimit_requests_total", "outcome" => "unkeyed", "quota" => ""))
                 .increment(1);
-            return RateLimitFuture::inner(self.inner.call(Request::from_parts(parts, body)), None);
+            return KeyedRateLimitFuture::inner(
+                self.inner.call(Request::from_parts(parts, body)),
+                None,
+            );
         };
         let cost = (self.layer.cost)(&parts);
         let req = Request::from_parts(parts, body);
@@ -80,11 +83,11 @@ where
                 metrics,
                 req.headers(),
             ) {
-                Answer::Allowed(state) => RateLimitFuture::inner(
+                Answer::Allowed(state) => KeyedRateLimitFuture::inner(
                     self.inner.call(req),
                     Some((self.layer.policy.clone(), state)),
                 ),
-                Answer::Refused(res) => RateLimitFuture::ready(res),
+                Answer::Refused(res) => KeyedRateLimitFuture::ready(res),
             };
         }
         // A shared limiter is asked over the network: the inner service is called later, so the
@@ -94,7 +97,7 @@ where
         let limiter = self.layer.limiter.clone();
         let policy = self.layer.policy.clone();
         let metrics = self.layer.metrics.clone();
-        RateLimitFuture::boxed(Box::pin(async move {
+        KeyedRateLimitFuture::boxed(Box::pin(async move {
             let decision = limiter.check(&key, cost).await;
             match answer(decision, &*limiter, &policy, &metrics, req.headers()) {
                 Answer::Allowed(state) => {

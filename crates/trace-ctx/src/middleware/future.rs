@@ -1,4 +1,4 @@
-//! The response future of [`TraceService`](super::TraceService) and the work on the bodies it
+//! The response future of [`TraceContextService`](super::TraceContextService) and the work on the bodies it
 //! rewrites.
 
 use super::service::Pending;
@@ -15,10 +15,10 @@ use std::task::{Context, Poll};
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project_lite::pin_project! {
-    /// The response future of [`TraceService`](super::TraceService): the inner service's future, then — only for a
+    /// The response future of [`TraceContextService`](super::TraceContextService): the inner service's future, then — only for a
     /// problem body to enrich, a bare error to rewrite or an HTTP error to a gRPC request — the
     /// work on the body. A response that needs none (most of them) costs no allocation here.
-    pub struct TraceFuture<F, B> {
+    pub struct TraceContextFuture<F, B> {
         #[pin]
         state: State<F, B>,
     }
@@ -38,7 +38,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, B> TraceFuture<F, B> {
+impl<F, B> TraceContextFuture<F, B> {
     pub(crate) fn new(fut: tracing::instrument::Instrumented<F>, pending: Pending) -> Self {
         Self {
             state: State::Inner {
@@ -49,13 +49,13 @@ impl<F, B> TraceFuture<F, B> {
     }
 }
 
-impl<F, B> std::fmt::Debug for TraceFuture<F, B> {
+impl<F, B> std::fmt::Debug for TraceContextFuture<F, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TraceFuture").finish_non_exhaustive()
+        f.debug_struct("TraceContextFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, B, E> Future for TraceFuture<F, B>
+impl<F, B, E> Future for TraceContextFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body<Data = Bytes> + From<Bytes> + Send + 'static,
@@ -246,7 +246,7 @@ where
     rendered
 }
 
-/// Rewrites a bare error response as a problem (see [`TraceLayer::problem_for_bare_errors`]).
+/// Rewrites a bare error response as a problem (see [`TraceContextLayer::problem_for_bare_errors`]).
 async fn to_problem<B>(res: Response<B>) -> Response<B>
 where
     B: Body<Data = Bytes> + From<Bytes>,

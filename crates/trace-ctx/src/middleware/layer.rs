@@ -1,4 +1,4 @@
-use super::service::TraceService;
+use super::service::TraceContextService;
 use tower_layer::Layer;
 
 /// Request ids, trace context, latency and problem+json enrichment for an HTTP service.
@@ -7,12 +7,12 @@ use tower_layer::Layer;
 /// use bytes::Bytes;
 /// use http::StatusCode;
 /// use http_body_util::{BodyExt, Full};
-/// use trace_ctx::{Problem, TraceContext, TraceLayer};
+/// use trace_ctx::{Problem, TraceContext, TraceContextLayer};
 /// use tower::{ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let svc = ServiceBuilder::new()
-///     .layer(TraceLayer::new())
+///     .layer(TraceContextLayer::new())
 ///     .service_fn(|req: http::Request<Full<Bytes>>| async move {
 ///         assert!(req.extensions().get::<TraceContext>().is_some());
 ///         let problem = Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "Upstream timed out");
@@ -26,15 +26,28 @@ use tower_layer::Layer;
 /// assert!(body["latency_ms"].is_u64());
 /// # }
 /// ```
+///
+/// The tower layer (feature `tower`): [`TraceContextLayer`].
+///
+/// Placed outermost, for each request it:
+/// 1. reads the trace context and request id ([`TraceContext::from_headers`](crate::TraceContext::from_headers); never fails) and
+///    inserts the [`TraceContext`](crate::TraceContext) into the request's extensions for handlers and inner layers;
+/// 2. runs the inner service inside a `tracing` span `request` carrying `request_id`, `trace_id`,
+///    `span_id`, method and path;
+/// 3. echoes `X-Request-Id` on the response;
+/// 4. measures the latency and, when the response is `application/problem+json` (up to
+///    [`max_problem_bytes`](TraceContextLayer::max_problem_bytes)), adds `request_id`, `trace_id`,
+///    `latency_ms`, `error_code` and `instance` to its body (see [`crate::problem::enrich`]).
+///    Other responses stream through untouched.
 #[derive(Debug, Clone)]
-pub struct TraceLayer {
+pub struct TraceContextLayer {
     pub(crate) max_problem_bytes: usize,
     pub(crate) bare_errors: bool,
 }
 
-impl TraceLayer {
+impl TraceContextLayer {
     /// A layer enriching problem bodies up to 64 KiB, and turning bare error responses into
-    /// problems (see [`TraceLayer::problem_for_bare_errors`]).
+    /// problems (see [`TraceContextLayer::problem_for_bare_errors`]).
     pub fn new() -> Self {
         Self {
             max_problem_bytes: 64 * 1024,
@@ -60,17 +73,17 @@ impl TraceLayer {
     }
 }
 
-impl Default for TraceLayer {
+impl Default for TraceContextLayer {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<S> Layer<S> for TraceLayer {
-    type Service = TraceService<S>;
+impl<S> Layer<S> for TraceContextLayer {
+    type Service = TraceContextService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TraceService {
+        TraceContextService {
             inner,
             max_problem_bytes: self.max_problem_bytes,
             bare_errors: self.bare_errors,

@@ -1,4 +1,4 @@
-use super::future::TraceFuture;
+use super::future::TraceContextFuture;
 use crate::TraceContext;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -8,15 +8,15 @@ use std::time::Instant;
 use tower_service::Service;
 use tracing::Instrument;
 
-/// The service made by [`TraceLayer`](super::TraceLayer).
+/// The service made by [`TraceContextLayer`](super::TraceContextLayer).
 #[derive(Debug, Clone)]
-pub struct TraceService<S> {
+pub struct TraceContextService<S> {
     pub(crate) inner: S,
     pub(crate) max_problem_bytes: usize,
     pub(crate) bare_errors: bool,
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for TraceService<S>
+impl<S, ReqB, ResB> Service<Request<ReqB>> for TraceContextService<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send,
@@ -25,7 +25,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = TraceFuture<S::Future, ResB>;
+    type Future = TraceContextFuture<S::Future, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -46,7 +46,7 @@ where
         let uri = req.uri().clone();
         let grpc = retry_safe_core::grpc::is_grpc(req.headers());
         req.extensions_mut().insert(ctx.clone());
-        TraceFuture::new(
+        TraceContextFuture::new(
             self.inner.call(req).instrument(span),
             Pending {
                 ctx,

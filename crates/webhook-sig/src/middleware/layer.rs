@@ -57,6 +57,9 @@ pub type EventIdFn = dyn Fn(&Verified, &[u8]) -> Option<String> + Send + Sync;
 /// assert_eq!(again.headers()["webhook-replayed"], "true");
 /// # });
 /// ```
+///
+/// The receiving side as a tower layer: buffer, verify, dedupe, then hand the handler the
+/// verified payload.
 pub struct WebhookLayer<S = MemoryStore> {
     pub(crate) shared: Arc<Shared<S>>,
 }

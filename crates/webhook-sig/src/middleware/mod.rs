@@ -1,6 +1,4 @@
 //! The receiving side as a tower layer: buffer, verify, dedupe, then hand the handler the
-//! verified payload.
-
 mod future;
 mod layer;
 mod problem;
@@ -9,7 +7,6 @@ mod service;
 pub use future::WebhookFuture;
 pub use layer::EventIdFn;
 pub use layer::WebhookLayer;
-pub use problem::PROBLEM_JSON;
 pub use service::{WebhookService, WEBHOOK_REPLAYED};
 
 use crate::{Scheme, Verified};

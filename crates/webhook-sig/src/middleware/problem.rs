@@ -6,8 +6,6 @@ use http::{Response, StatusCode};
 use retry_safe_core::Problem;
 use std::time::Duration;
 
-pub use retry_safe_core::PROBLEM_JSON;
-
 /// The response for a refused webhook. The detail names what failed, never the secret, the
 /// expected signature or the body.
 pub(crate) fn refused<B: From<Bytes>>(error: &VerifyError) -> Response<B> {
