@@ -157,3 +157,116 @@ pub fn signal(pid: u32, name: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// The error codes the crate at `crate_dir` emits: every snake_case string literal that follows a
+/// `StatusCode::…,` argument in its `src/` (the `Problem::new(status, code, …)` calls and the
+/// helpers of the same shape), and the fields of its `BackendCodes` / `BodyCodes` tables. Code
+/// under `#[cfg(test)] mod tests` is left out.
+pub fn emitted_codes(crate_dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let mut codes = std::collections::BTreeSet::new();
+    let mut dirs = vec![crate_dir.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("the crate's sources") {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+                codes.extend(codes_in(text));
+            }
+        }
+    }
+    codes
+}
+
+/// The codes in one source text (see [`emitted_codes`]).
+fn codes_in(text: &str) -> Vec<String> {
+    const FIELDS: [&str; 6] = [
+        "unavailable:",
+        "misconfigured:",
+        "corrupt:",
+        "too_large:",
+        "timeout:",
+        "unreadable:",
+    ];
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('"') {
+        let before = rest[..at].trim_end();
+        let after = &rest[at + 1..];
+        let Some(end) = after.find('"') else { break };
+        let literal = &after[..end];
+        let after_status = before.ends_with(',')
+            && before[..before.len() - 1]
+                .rsplit(|c: char| c.is_whitespace() || c == '(')
+                .next()
+                .is_some_and(|t| t.starts_with("StatusCode::"));
+        let in_table = FIELDS.iter().any(|f| before.ends_with(f));
+        let snake = !literal.is_empty()
+            && literal
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if snake && (after_status || in_table) {
+            found.push(literal.to_owned());
+        }
+        rest = &after[end + 1..];
+    }
+    found
+}
+
+/// The codes a documentation text lists in its tables: every `` `code` `` inside a line that
+/// starts with `|` (after an optional `///` or `//!`).
+pub fn documented_codes(doc: &str) -> std::collections::BTreeSet<String> {
+    doc.lines()
+        .map(|l| {
+            l.trim_start()
+                .trim_start_matches("///")
+                .trim_start_matches("//!")
+                .trim_start()
+        })
+        .filter(|l| l.starts_with('|'))
+        .flat_map(|l| l.split('`').skip(1).step_by(2).map(str::to_owned))
+        .collect()
+}
+
+/// Asserts that the outcome table in `doc_file` (relative to `crate_dir`) lists every code the
+/// crate emits, so the documentation cannot drift from the code.
+pub fn assert_codes_documented(crate_dir: &str, doc_file: &str) {
+    let dir = std::path::Path::new(crate_dir);
+    let doc = std::fs::read_to_string(dir.join(doc_file)).expect("the documented table");
+    let missing: Vec<String> = emitted_codes(dir)
+        .difference(&documented_codes(&doc))
+        .cloned()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{doc_file} does not list the codes {missing:?} that {crate_dir} emits"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn codes_are_found_after_a_status_and_in_code_tables() {
+        let src = r#"
+            Problem::new(StatusCode::CONFLICT, "key_in_flight", "Busy");
+            problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+            );
+            const C: BackendCodes = BackendCodes { name: "x store", unavailable: "x_unavailable" };
+            let not_a_code = "plain_text";
+            tracing::info!("some_message");
+        "#;
+        assert_eq!(
+            super::codes_in(src),
+            ["key_in_flight", "rate_limited", "x_unavailable"]
+        );
+        let doc = "/// | a | 409 `key_in_flight` |\n/// outside `rate_limited`\n";
+        assert_eq!(
+            super::documented_codes(doc).into_iter().collect::<Vec<_>>(),
+            ["key_in_flight"]
+        );
+    }
+}

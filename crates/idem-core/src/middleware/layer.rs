@@ -19,8 +19,6 @@ use tower_layer::Layer;
 ///     .service(handler);
 /// ```
 ///
-/// The tower integration (feature `tower`): [`IdempotencyLayer`] and its service.
-///
 /// For each request of a covered method that carries an `Idempotency-Key`:
 /// 1. the body is buffered (up to [`max_request_bytes`](crate::IdempotencyPolicy::max_request_bytes))
 ///    and fingerprinted with the method and path;
@@ -31,12 +29,18 @@ use tower_layer::Layer;
 /// | outcome | response |
 /// |---|---|
 /// | key missing on a route that requires one, or invalid | 400 `idempotency_key_missing` / `idempotency_key_invalid` |
-/// | request body over the limit | 413 `request_body_too_large` |
+/// | request body over the limit (declared or sent) | 413 `request_body_too_large` |
+/// | request body slower than the body timeout | 408 `request_body_timeout` |
+/// | request body ended with an error | 400 `request_body_unreadable` |
+/// | this scope holds its whole share of the store | 429 `idempotency_scope_full` + `Retry-After` |
 /// | another attempt in flight | 409 `idempotency_request_in_flight` + `Retry-After` |
 /// | same key, other request | 422 `idempotency_key_reused` |
 /// | already completed | the stored response, byte for byte, + `Idempotent-Replayed: true` |
 /// | store unreachable, fail-closed | 503 `idempotency_store_unavailable` + `Retry-After` |
-/// | the handler panicked | 500 `internal_error` (the key is released) |
+/// | store misconfigured (a single-node client on a cluster), any fail mode | 500 `idempotency_store_misconfigured` |
+/// | the stored record cannot be read, any fail mode | 500 `idempotency_record_corrupt` |
+/// | completed, but the answer was over the size limit and not stored | 409 `idempotency_response_not_stored` (the replay of such a key) |
+/// | the handler panicked, or its response could not be read | 500 `internal_error` (the key is released) |
 ///
 /// Every rejection is an RFC 9457 `application/problem+json` body; see [`Problem`](crate::Problem).
 ///

@@ -18,7 +18,13 @@ use tower_layer::Layer;
 /// let service = ServiceBuilder::new().layer(layer).service(handler);
 /// ```
 ///
-/// The tower layer (feature `tower`): [`PriorityShedLayer`].
+/// | outcome | response |
+/// |---|---|
+/// | admitted (by the server, and by the fleet when there is one) | the inner service's response |
+/// | shed: its class's share is full, or the controller sheds its class | 503 `overloaded` + `Retry-After`, `class` and `reason` in the body |
+/// | the fleet's Redis unreachable, fleet failing closed | 503 `fleet_shedder_unavailable` + `Retry-After: 1` |
+/// | fleet shedder misconfigured, any fail mode | 500 `fleet_shedder_misconfigured` |
+/// | the fleet's lease set unreadable, any fail mode | 500 `fleet_shedder_state_corrupt` |
 ///
 /// Classifies each request ([`Classify`](crate::Classify)), asks the [`Shedder`](crate::Shedder) for a slot, and holds it until
 /// the inner service's response future completes. A shed request gets 503 `overloaded` with

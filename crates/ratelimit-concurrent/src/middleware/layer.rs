@@ -35,7 +35,13 @@ use tower_layer::Layer;
 /// # let _ = layer; Ok(()) }
 /// ```
 ///
-/// The tower integration (feature `tower`): [`KeyedConcurrencyLimitLayer`].
+/// | outcome | response |
+/// |---|---|
+/// | a slot free (at once or after a wait in the queue) | the inner service's response |
+/// | the key at its cap, the queue full or the wait over | 429 `concurrency_limited` + `Retry-After` |
+/// | fleet limiter's Redis unreachable, fail-closed | 503 `concurrency_unavailable` + `Retry-After: 1` |
+/// | fleet limiter misconfigured, any fail mode | 500 `concurrency_misconfigured` |
+/// | fleet limiter's state unreadable, any fail mode | 500 `concurrency_state_corrupt` |
 ///
 /// The application supplies the key extractor (API key, principal, client IP); a request without
 /// a key is not limited. A request of a key at its cap waits in the limiter's bounded queue if one

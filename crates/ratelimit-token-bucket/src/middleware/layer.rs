@@ -37,6 +37,7 @@ pub(crate) type CostFn = dyn Fn(&Parts) -> u32 + Send + Sync;
 /// | limited | 429 `rate_limited` + `Retry-After` + `RateLimit-Policy` + `RateLimit` (`r=0`) |
 /// | cost larger than a quota's burst | 400 `rate_limit_cost_exceeds_burst` (it could never pass) |
 /// | backend unreachable (fail-closed) | 503 `rate_limit_unavailable` + `Retry-After: 1` |
+/// | backend misconfigured (a single-node client on a cluster), any fail mode | 500 `rate_limit_misconfigured` |
 /// | backend state unreadable | 500 `rate_limit_state_corrupt` |
 ///
 /// The headers follow the IETF draft *RateLimit header fields for HTTP*

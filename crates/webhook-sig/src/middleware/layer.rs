@@ -24,6 +24,20 @@ pub type EventIdFn = dyn Fn(&Verified, &[u8]) -> Option<String> + Send + Sync;
 /// extension. A claimed id is marked processed when the inner service answers 2xx and released
 /// otherwise (and on panic or cancellation), so the sender's retry runs.
 ///
+/// | outcome | response |
+/// |---|---|
+/// | verified, new event | the inner service's response |
+/// | duplicate of an event already handled | its first answer + `Webhook-Replayed: true` |
+/// | body over the limit (declared or sent) | 413 `webhook_body_too_large` |
+/// | body slower than the body timeout | 408 `webhook_body_timeout` |
+/// | body ended with an error | 400 `webhook_body_unreadable` |
+/// | signature header missing / malformed | 401 `webhook_signature_missing` / `webhook_signature_malformed` |
+/// | timestamp unreadable, too old, too new | 401 `webhook_timestamp_invalid` / `webhook_timestamp_too_old` / `webhook_timestamp_too_new` |
+/// | no signature matches | 401 `webhook_signature_invalid` |
+/// | event id already handled (replays not acknowledged) | 409 `webhook_replayed` |
+/// | the same event being handled by another delivery | 409 `webhook_in_flight` + `Retry-After` |
+/// | replay store unreachable | 503 `webhook_replay_store_unavailable` |
+///
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response, StatusCode};
