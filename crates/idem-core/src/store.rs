@@ -124,7 +124,7 @@ impl StoreError {
     }
 }
 
-/// The store contract of DESIGN.md: `begin`, `complete`, `release`, `purge_expired`.
+/// The store contract: `begin`, `complete`, `release`, `purge_expired`.
 ///
 /// Each method is one atomic operation of the backend. Time (leases, retention) is the store's
 /// own: the in-memory store reads its injected [`Clock`](crate::Clock), server stores read the

@@ -59,23 +59,25 @@
 mod budget;
 mod engine;
 pub mod hints;
+#[cfg(feature = "tower")]
+mod middleware;
 mod policy;
 #[cfg(feature = "reqwest")]
-mod reqwest;
-#[cfg(feature = "tower")]
-mod tower;
+mod reqwest_retry;
 
 pub use budget::{AdaptiveThrottle, RetryBudget};
 pub use engine::{classify_error, Attempt, History, Retrier, RetryError, Stop};
+#[cfg(feature = "tower")]
+pub use middleware::{
+    GrpcRetryLayer, GrpcRetryService, SafeRetryLayer, SafeRetryService, ToTransport,
+};
 pub use policy::{
     default_classification, is_idempotent, Classifier, Failure, KeyFormat, Outcome, Reason,
     RetryPolicy,
 };
 #[cfg(feature = "reqwest")]
-pub use reqwest::RetryMiddleware;
+pub use reqwest_retry::RetryMiddleware;
 pub use retry_safe_core::{Clock, ManualClock, SystemClock};
-#[cfg(feature = "tower")]
-pub use tower::{GrpcRetryLayer, GrpcRetryService, SafeRetryLayer, SafeRetryService, ToTransport};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
