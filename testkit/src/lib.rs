@@ -6,8 +6,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-#[allow(dead_code)]
-#[path = "../../xtask/src/cluster.rs"]
 pub mod cluster;
 
 /// `REDIS_URL`, or the local default.

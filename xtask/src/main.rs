@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `test` | every test of the workspace, all features (the README's test command) |
 //! | `proptest [--cases N] [--seed S]` | the test suite with N proptest cases per property (default 4096), from seed S |
-//! | `bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | redis-server | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e | e2e-postgres | e2e-inprocess]` | the criterion benchmarks (all, or one group) |
+//! | `bench [GROUP]` | the benchmarks: all, or one group of [`BENCHES`] (`cargo xtask help` lists them) |
 //! | `ci` | `fmt --check`, `clippy -D warnings`, `doc` with warnings denied, `features`, `msrv`, `instructions` (CI runs `test` and then `ci`) |
 //! | `instructions [--update]` | instructions per request through the stack vs bare (callgrind); fails when the stack grows > 10 % over `xtask/instructions-baseline.txt`, then checks that a deliberately slower layer trips that gate |
 //! | `features` | each published crate in each feature set: `check --all-targets` and `doc`, warnings denied |
@@ -16,13 +16,14 @@
 //! A private Redis Cluster is started for the tests ([`cluster`]) unless `REDIS_CLUSTER_URLS`
 //! names one, and stopped when they end.
 
-mod cluster;
 mod e2e;
 mod features;
 mod instructions;
 mod msrv;
 mod redis_server;
 mod services;
+
+use testkit::cluster;
 
 use std::process::{Command, ExitCode};
 
@@ -39,15 +40,16 @@ fn main() -> ExitCode {
         Some("cluster") => cluster::serve(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [idem | webhook | redis | postgres | ratelimit | ratelimit-redis | concurrency | concurrency-redis | redis-server | trace | loadshed | loadshed-decision | optimistic | retries | outbox | cluster | e2e | e2e-postgres | e2e-inprocess] | ci | features | msrv | instructions [--update]>\n\
+                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [{}] | ci | features | msrv | instructions [--update] | cluster>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
-                 bench     run the benchmarks\n\
+                 bench     run the benchmarks (all, or one group)\n\
                  ci        fmt, clippy, docs, the feature matrix, the MSRV check and the instructions gate (CI runs test, then ci)\n\
                  features  each crate in each feature set: check --all-targets and doc, warnings denied\n\
                  msrv      each crate's rust-version covers its dependencies\n\
                  instructions  instructions per request (callgrind), stack vs bare; fails over the baseline + 10 %\n\
-                 cluster   a private Redis Cluster until end of input (prints REDIS_CLUSTER_URLS)"
+                 cluster   a private Redis Cluster until end of input (prints REDIS_CLUSTER_URLS)",
+                bench_names()
             );
             return ExitCode::from(2);
         }
@@ -131,68 +133,104 @@ fn proptest(args: &[String]) -> Result {
     test(&env)
 }
 
-fn bench(which: Option<&str>) -> Result {
-    match which {
-        None => {
-            services::ensure_all()?;
-            cargo(&["bench", "--workspace", "--all-features"], &[])
-        }
-        Some("idem") => cargo(
-            &["bench", "-p", "idem-core", "--bench", "memory_store"],
-            &[],
-        ),
-        Some("webhook") => cargo(&["bench", "-p", "webhook-sig", "--bench", "verify"], &[]),
-        Some("retries") => cargo(&["bench", "-p", "retry-client"], &[]),
-        Some("cluster") => {
-            services::ensure_all()?;
-            let cluster = cluster::start()?;
-            let env: Vec<(&str, &str)> = cluster
-                .iter()
-                .map(|c| ("REDIS_CLUSTER_URLS", c.urls.as_str()))
-                .collect();
-            cargo(&["bench", "-p", "examples", "--bench", "redis_fleet"], &env)
-        }
-        Some("outbox") => {
-            services::ensure_all()?;
-            cargo(
-                &["bench", "-p", "webhook-delivery", "--features", "postgres", "--bench", "outbox"],
-                &[],
-            )
-        }
-        Some("optimistic") => cargo(
-            &["bench", "-p", "optimistic-lock", "--bench", "precondition"],
-            &[],
-        ),
-        Some("postgres") => {
-            services::ensure_all()?;
-            cargo(
-                &[
-                    "bench",
-                    "-p",
-                    "idem-store-postgres",
-                    "--bench",
-                    "postgres_store",
-                ],
-                &[],
-            )
-        }
-        Some("redis") => {
-            services::ensure_all()?;
-            cargo(
-                &["bench", "-p", "idem-store-redis", "--bench", "redis_store"],
-                &[],
-            )
-        }
-        Some("e2e") => e2e::run(false),
-        Some("e2e-postgres") => e2e::run(true),
-        Some("redis-server") => redis_server::run(),
-        Some("e2e-inprocess") => {
-            services::ensure_all()?;
-            cargo(&["bench", "-p", "examples", "--bench", "e2e"], &[])
-        }
-        Some("loadshed") => cargo(
-            &[
-                "bench",
+/// How a benchmark group runs.
+enum Run {
+    /// `cargo bench` with these arguments; `services`: the backing services must be up first.
+    Cargo {
+        args: &'static [&'static str],
+        services: bool,
+    },
+    /// On a private Redis Cluster (its `REDIS_CLUSTER_URLS` in the environment).
+    OnCluster(&'static [&'static str]),
+    /// A driver of the xtask's own.
+    Driver(fn() -> Result),
+}
+
+/// Every benchmark group: `cargo xtask bench <name>`. The usage text and the error for an unknown
+/// name are made from this one list.
+const BENCHES: &[(&str, Run)] = &[
+    (
+        "idem",
+        Run::Cargo {
+            args: &["-p", "idem-core", "--bench", "memory_store"],
+            services: false,
+        },
+    ),
+    (
+        "webhook",
+        Run::Cargo {
+            args: &["-p", "webhook-sig", "--bench", "verify"],
+            services: false,
+        },
+    ),
+    (
+        "redis",
+        Run::Cargo {
+            args: &["-p", "idem-store-redis", "--bench", "redis_store"],
+            services: true,
+        },
+    ),
+    (
+        "postgres",
+        Run::Cargo {
+            args: &["-p", "idem-store-postgres", "--bench", "postgres_store"],
+            services: true,
+        },
+    ),
+    (
+        "ratelimit",
+        Run::Cargo {
+            args: &["-p", "ratelimit-token-bucket", "--bench", "limiter"],
+            services: false,
+        },
+    ),
+    (
+        "ratelimit-redis",
+        Run::Cargo {
+            args: &[
+                "-p",
+                "ratelimit-token-bucket",
+                "--features",
+                "redis",
+                "--bench",
+                "redis_limiter",
+            ],
+            services: true,
+        },
+    ),
+    (
+        "concurrency",
+        Run::Cargo {
+            args: &["-p", "ratelimit-concurrent", "--bench", "permits"],
+            services: false,
+        },
+    ),
+    (
+        "concurrency-redis",
+        Run::Cargo {
+            args: &[
+                "-p",
+                "ratelimit-concurrent",
+                "--features",
+                "redis",
+                "--bench",
+                "redis_leases",
+            ],
+            services: true,
+        },
+    ),
+    ("redis-server", Run::Driver(redis_server::run)),
+    (
+        "trace",
+        Run::Cargo {
+            args: &["-p", "trace-ctx", "--bench", "propagation"],
+            services: false,
+        },
+    ),
+    (
+        "loadshed",
+        Run::Cargo {
+            args: &[
                 "-p",
                 "loadshed-fleet",
                 "--bench",
@@ -200,54 +238,96 @@ fn bench(which: Option<&str>) -> Result {
                 "--bench",
                 "fleet_simulation",
             ],
-            &[],
-        ),
-        Some("loadshed-decision") => cargo(&["bench", "-p", "loadshed-fleet", "--bench", "admit"], &[]),
-        Some("trace") => cargo(
-            &["bench", "-p", "trace-ctx", "--bench", "propagation"],
-            &[],
-        ),
-        Some("concurrency") => cargo(
-            &["bench", "-p", "ratelimit-concurrent", "--bench", "permits"],
-            &[],
-        ),
-        Some("concurrency-redis") => {
-            services::ensure_all()?;
-            cargo(
-                &[
-                    "bench",
-                    "-p",
-                    "ratelimit-concurrent",
-                    "--features",
-                    "redis",
-                    "--bench",
-                    "redis_leases",
-                ],
-                &[],
-            )
+            services: false,
+        },
+    ),
+    (
+        "loadshed-decision",
+        Run::Cargo {
+            args: &["-p", "loadshed-fleet", "--bench", "admit"],
+            services: false,
+        },
+    ),
+    (
+        "optimistic",
+        Run::Cargo {
+            args: &["-p", "optimistic-lock", "--bench", "precondition"],
+            services: false,
+        },
+    ),
+    (
+        "retries",
+        Run::Cargo {
+            args: &["-p", "retry-client"],
+            services: false,
+        },
+    ),
+    (
+        "outbox",
+        Run::Cargo {
+            args: &[
+                "-p",
+                "webhook-delivery",
+                "--features",
+                "postgres",
+                "--bench",
+                "outbox",
+            ],
+            services: true,
+        },
+    ),
+    (
+        "cluster",
+        Run::OnCluster(&["-p", "examples", "--bench", "redis_fleet"]),
+    ),
+    ("e2e", Run::Driver(|| e2e::run(false))),
+    ("e2e-postgres", Run::Driver(|| e2e::run(true))),
+    (
+        "e2e-inprocess",
+        Run::Cargo {
+            args: &["-p", "examples", "--bench", "e2e"],
+            services: true,
+        },
+    ),
+];
+
+/// The benchmark group names, `a | b | c`.
+fn bench_names() -> String {
+    BENCHES
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn bench(which: Option<&str>) -> Result {
+    let Some(which) = which else {
+        services::ensure_all()?;
+        return cargo(&["bench", "--workspace", "--all-features"], &[]);
+    };
+    let Some((_, run)) = BENCHES.iter().find(|(name, _)| *name == which) else {
+        return Err(format!(
+            "no benchmark group `{which}`; known: {}",
+            bench_names()
+        ));
+    };
+    match run {
+        Run::Cargo { args, services } => {
+            if *services {
+                services::ensure_all()?;
+            }
+            cargo(&[&["bench"], *args].concat(), &[])
         }
-        Some("ratelimit") => cargo(
-            &["bench", "-p", "ratelimit-token-bucket", "--bench", "limiter"],
-            &[],
-        ),
-        Some("ratelimit-redis") => {
+        Run::OnCluster(args) => {
             services::ensure_all()?;
-            cargo(
-                &[
-                    "bench",
-                    "-p",
-                    "ratelimit-token-bucket",
-                    "--features",
-                    "redis",
-                    "--bench",
-                    "redis_limiter",
-                ],
-                &[],
-            )
+            let cluster = cluster::start()?;
+            let env: Vec<(&str, &str)> = cluster
+                .iter()
+                .map(|c| ("REDIS_CLUSTER_URLS", c.urls.as_str()))
+                .collect();
+            cargo(&[&["bench"], *args].concat(), &env)
         }
-        Some(other) => Err(format!(
-            "no benchmark group `{other}`; known: idem, webhook, redis, postgres, ratelimit, ratelimit-redis, concurrency, concurrency-redis, trace, loadshed, loadshed-decision, optimistic, retries, outbox, cluster, e2e, e2e-postgres, e2e-inprocess"
-        )),
+        Run::Driver(run) => run(),
     }
 }
 

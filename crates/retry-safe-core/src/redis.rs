@@ -536,6 +536,8 @@ impl Breakers {
     }
 
     fn for_key(&self, key: &str, conn: &RedisConnection) -> Breaker {
+        #[cfg(not(feature = "cluster"))]
+        let _ = (key, conn);
         match self {
             Self::Single(b) => b.clone(),
             #[cfg(feature = "cluster")]

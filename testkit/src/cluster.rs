@@ -3,8 +3,8 @@
 //! `redis-cli --cluster create`. Started unless `REDIS_CLUSTER_URLS` names a cluster already;
 //! stopped (exactly the processes started here, by PID) when the [`Cluster`] is dropped.
 //!
-//! The fault tests that kill a master include this file (`#[path]`) to own a cluster of their
-//! own ([`start_private`], [`Cluster::kill`]).
+//! The fault tests that kill a master own a cluster of their own ([`start_private`],
+//! [`Cluster::kill`]); `cargo xtask test` and `cargo xtask cluster` start the shared one.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -70,8 +70,6 @@ fn cli(port: u16, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-// Used by the fault tests that include this file, not by the xtask itself.
-#[allow(dead_code)]
 impl Cluster {
     /// The nodes' ports.
     pub fn ports(&self) -> Vec<u16> {
