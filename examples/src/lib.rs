@@ -62,8 +62,8 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 use trace_ctx::{Problem, TraceContext, TraceContextLayer};
 use webhook_delivery::{
-    AddressPolicy, Dispatcher, Endpoint, Event, MemoryOutbox, Outbox, PostgresOutbox,
-    Sender as DeliverySender,
+    AddressPolicy, Dispatcher, Endpoint, MemoryOutbox, Outbox, PostgresOutbox,
+    Sender as DeliverySender, WebhookEvent,
 };
 use webhook_sig::{ReplayGuard, Scheme, Secret, Signer, VerifiedWebhook, Verifier, WebhookLayer};
 
@@ -190,9 +190,9 @@ pub const MERCHANT_WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7o
 
 /// The `order.created` event of `order`: id `evt_<order id>` (so the event of one order is
 /// queued once, whatever retries its creation sees), body `{"type":"order.created","data":…}`.
-pub fn order_created_event(order: &Order) -> Event {
+pub fn order_created_event(order: &Order) -> WebhookEvent {
     let body = serde_json::json!({ "type": "order.created", "data": order }).to_string();
-    Event::new(MERCHANT_ENDPOINT, format!("evt_{}", order.id), body)
+    WebhookEvent::new(MERCHANT_ENDPOINT, format!("evt_{}", order.id), body)
         .expect("order ids are printable ASCII")
 }
 

@@ -131,6 +131,16 @@ impl PrivateRedis {
         cmd.query_async(&mut conn).await.unwrap()
     }
 
+    /// Started and made a read-only replica of a master that is not there: every write is
+    /// answered with the error reply `READONLY`, at once (reads still answer).
+    pub async fn start_read_only() -> Self {
+        let redis = Self::start().await;
+        let _: () = redis
+            .command(redis::cmd("REPLICAOF").arg("127.0.0.1").arg("1"))
+            .await;
+        redis
+    }
+
     /// SIGKILLs it.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -144,6 +154,17 @@ impl Drop for PrivateRedis {
         let _ = signal(self.pid(), "CONT");
         self.stop();
     }
+}
+
+/// Asserts that `error` is an outage caused by an error reply of Redis (the server answered).
+pub fn assert_error_reply(error: &retry_safe_core::BackendError) {
+    let retry_safe_core::BackendError::Unavailable(cause) = error else {
+        panic!("an error reply is an outage for the caller, got {error:?}");
+    };
+    let reply = cause
+        .downcast_ref::<redis::RedisError>()
+        .expect("Redis's reply as the cause");
+    assert!(reply.code().is_some(), "an error reply: {reply}");
 }
 
 /// Sends `SIG<name>` to the process `pid` (one this test started); whether it was delivered.

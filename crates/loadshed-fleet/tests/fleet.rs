@@ -278,10 +278,7 @@ async fn a_misrouted_fleet_shedder_is_misconfigured_not_a_fallback() {
 /// falls back to the server, fail-closed refuses), and its breaker stays closed.
 #[tokio::test]
 async fn an_error_reply_falls_back_but_does_not_open_the_breaker() {
-    let redis = PrivateRedis::start().await;
-    let _: () = redis
-        .command(redis::cmd("REPLICAOF").arg("127.0.0.1").arg("1"))
-        .await;
+    let redis = PrivateRedis::start_read_only().await;
     let breaker = loadshed_fleet::Breaker::new(1, Duration::from_secs(1), ManualClock::new());
     let open = FleetShedder::connect(&redis.url, 10)
         .await

@@ -18,7 +18,7 @@ use axum::Router;
 use std::time::{Duration, Instant};
 use webhook_delivery::sqlx::{self, PgPool};
 use webhook_delivery::{
-    AddressPolicy, Dispatcher, Endpoint, Event, Outbox, PostgresOutbox, Sender,
+    AddressPolicy, Dispatcher, Endpoint, Outbox, PostgresOutbox, Sender, WebhookEvent,
 };
 use webhook_sig::{Scheme, Secret, Signer};
 
@@ -113,7 +113,7 @@ async fn run(pairs: usize, events: usize, report: bool) {
                 .execute(&mut *tx)
                 .await
                 .unwrap();
-            let event = Event::new("hook", format!("evt_{seq}"), &payload[..]).unwrap();
+            let event = WebhookEvent::new("hook", format!("evt_{seq}"), &payload[..]).unwrap();
             outbox.enqueue_in(&mut *tx, &event).await.unwrap();
             tx.commit().await.unwrap();
         }

@@ -1,6 +1,6 @@
 //! The dispatcher: workers that claim due events, deliver them and settle each attempt.
 
-use crate::outbox::{Attempt, Claimed, Next, Outbox, OutboxError};
+use crate::outbox::{Claimed, DeliveryAttempt, NextStep, Outbox, OutboxError};
 use crate::{Delivery, DeliveryError, Endpoint, Schedule, Sender};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// What one claim-deliver-settle round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Round {
+pub struct DispatchRound {
     /// Events claimed.
     pub claimed: usize,
     /// Delivered (2xx).
@@ -31,17 +31,17 @@ pub struct Round {
     pub lost: usize,
 }
 
-impl Round {
-    fn add(&mut self, next: Next, settled: bool) {
+impl DispatchRound {
+    fn add(&mut self, next: NextStep, settled: bool) {
         if !settled {
             self.lost += 1;
             return;
         }
         match next {
-            Next::Delivered => self.delivered += 1,
-            Next::RetryIn(_) => self.retried += 1,
-            Next::Exhausted => self.exhausted += 1,
-            Next::DisableEndpoint => self.disabled += 1,
+            NextStep::Delivered => self.delivered += 1,
+            NextStep::RetryIn(_) => self.retried += 1,
+            NextStep::Exhausted => self.exhausted += 1,
+            NextStep::DisableEndpoint => self.disabled += 1,
         }
     }
 }
@@ -157,11 +157,11 @@ impl<O: Outbox> Dispatcher<O> {
     }
 
     /// One round: claims up to `batch` due events, delivers them concurrently and settles each.
-    pub async fn run_once(&self) -> Result<Round, OutboxError> {
+    pub async fn run_once(&self) -> Result<DispatchRound, OutboxError> {
         let claimed = self.outbox.claim(self.batch, self.lease).await?;
-        let mut round = Round {
+        let mut round = DispatchRound {
             claimed: claimed.len(),
-            ..Round::default()
+            ..DispatchRound::default()
         };
         let outcomes =
             futures_util::future::join_all(claimed.iter().map(|c| self.attempt(c))).await;
@@ -216,7 +216,7 @@ impl<O: Outbox> Dispatcher<O> {
     }
 
     /// Delivers one claimed event and settles it: `(what follows, whether the claim held)`.
-    async fn attempt(&self, claimed: &Claimed) -> Result<(Next, bool), OutboxError> {
+    async fn attempt(&self, claimed: &Claimed) -> Result<(NextStep, bool), OutboxError> {
         let event = &claimed.event;
         let number = claimed.attempts.saturating_add(1);
         let delivery = match self.endpoints.get(&event.endpoint) {
@@ -225,7 +225,7 @@ impl<O: Outbox> Dispatcher<O> {
         };
         let unit = self.rng.lock().f64();
         let next = delivery.next(number, &self.schedule, unit);
-        let attempt = Attempt::new(
+        let attempt = DeliveryAttempt::new(
             number,
             delivery.status,
             delivery.latency,
@@ -237,7 +237,7 @@ impl<O: Outbox> Dispatcher<O> {
     }
 }
 
-fn report(claimed: &Claimed, attempt: &Attempt, next: Next, settled: bool) {
+fn report(claimed: &Claimed, attempt: &DeliveryAttempt, next: NextStep, settled: bool) {
     let (endpoint, id) = (&claimed.event.endpoint, &claimed.event.id);
     let (number, status) = (attempt.number, attempt.status);
     let latency_ms = attempt.latency.as_millis() as u64;
@@ -252,7 +252,7 @@ fn report(claimed: &Claimed, attempt: &Attempt, next: Next, settled: bool) {
         return;
     }
     let outcome = match next {
-        Next::Delivered => {
+        NextStep::Delivered => {
             tracing::info!(
                 endpoint,
                 id,
@@ -263,7 +263,7 @@ fn report(claimed: &Claimed, attempt: &Attempt, next: Next, settled: bool) {
             );
             "delivered"
         }
-        Next::RetryIn(delay) => {
+        NextStep::RetryIn(delay) => {
             let retry_in_ms = delay.as_millis() as u64;
             tracing::warn!(
                 endpoint,
@@ -277,7 +277,7 @@ fn report(claimed: &Claimed, attempt: &Attempt, next: Next, settled: bool) {
             );
             "retried"
         }
-        Next::Exhausted => {
+        NextStep::Exhausted => {
             tracing::error!(
                 endpoint,
                 id,
@@ -288,7 +288,7 @@ fn report(claimed: &Claimed, attempt: &Attempt, next: Next, settled: bool) {
             );
             "exhausted"
         }
-        Next::DisableEndpoint => {
+        NextStep::DisableEndpoint => {
             tracing::error!(
                 endpoint,
                 id,

@@ -1,4 +1,4 @@
-//! What is sent (an [`Event`]) and where (an [`Endpoint`]).
+//! What is sent (a [`WebhookEvent`]) and where (an [`Endpoint`]).
 
 use bytes::Bytes;
 use std::fmt;
@@ -30,15 +30,15 @@ pub enum EventError {
 /// same on every attempt), the endpoint's name and the raw payload.
 ///
 /// ```
-/// use webhook_delivery::Event;
+/// use webhook_delivery::WebhookEvent;
 ///
-/// let event = Event::new("orders-hook", "evt_ord_42", r#"{"type":"order.created"}"#).unwrap();
+/// let event = WebhookEvent::new("orders-hook", "evt_ord_42", r#"{"type":"order.created"}"#).unwrap();
 /// assert_eq!(event.content_type, "application/json");
-/// assert!(Event::new("orders-hook", "", "{}").is_err());
+/// assert!(WebhookEvent::new("orders-hook", "", "{}").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Event {
+pub struct WebhookEvent {
     /// The event id, sent as `webhook-id` (visible ASCII, 1–255 bytes). Enqueuing the same id for
     /// the same endpoint twice queues it once.
     pub id: String,
@@ -50,7 +50,7 @@ pub struct Event {
     pub content_type: String,
 }
 
-impl Event {
+impl WebhookEvent {
     /// An `application/json` event `id` for `endpoint`.
     pub fn new(
         endpoint: impl Into<String>,

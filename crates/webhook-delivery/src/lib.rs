@@ -5,7 +5,7 @@
 //! ```
 //! use axum::{routing::post, Router};
 //! use std::time::Duration;
-//! use webhook_delivery::{AddressPolicy, Dispatcher, Endpoint, Event, MemoryOutbox, Outbox, Sender, State};
+//! use webhook_delivery::{AddressPolicy, Dispatcher, Endpoint, WebhookEvent, MemoryOutbox, Outbox, Sender, EventState};
 //! use webhook_sig::{Scheme, Secret, Signer, Verifier, WebhookLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -29,17 +29,17 @@
 //! let dispatcher = Dispatcher::new(outbox.clone(), sender)
 //!     .endpoint(Endpoint::new("orders-hook", &url, Signer::new(Scheme::StandardWebhooks, &secret))?);
 //!
-//! outbox.enqueue(&Event::new("orders-hook", "evt_1", r#"{"type":"order.created"}"#)?).await?;
+//! outbox.enqueue(&WebhookEvent::new("orders-hook", "evt_1", r#"{"type":"order.created"}"#)?).await?;
 //! let round = dispatcher.run_once().await?;
 //! assert_eq!(round.delivered, 1);
 //! let status = outbox.status("orders-hook", "evt_1").await?.unwrap();
-//! assert_eq!(status.state, State::Delivered);
+//! assert_eq!(status.state, EventState::Delivered);
 //! assert_eq!(status.attempts[0].attempt.status, Some(200));
 //! # Ok(()) }
 //! ```
 //!
 //! The pieces:
-//! - [`Event`] (the `webhook-id` receivers deduplicate on, the payload) and [`Endpoint`] (a name,
+//! - [`WebhookEvent`] (the `webhook-id` receivers deduplicate on, the payload) and [`Endpoint`] (a name,
 //!   a URL, a [`webhook_sig::Signer`]: Standard Webhooks `v1`/`v1a`, Stripe- or GitHub-style).
 //! - [`Sender`]: one attempt — signed afresh (same id, new timestamp), 10 s to connect and 15 s
 //!   in all by default, redirects not followed (3xx is a failure), only 2xx a success, the
@@ -72,12 +72,13 @@ mod postgres;
 mod schedule;
 mod sender;
 
-pub use dispatcher::{Dispatcher, Round};
-pub use event::{Endpoint, Event, EventError};
+pub use dispatcher::{DispatchRound, Dispatcher};
+pub use event::{Endpoint, EventError, WebhookEvent};
 pub use guard::{AddressClass, AddressPolicy, Blocked};
 pub use memory::MemoryOutbox;
 pub use outbox::{
-    Attempt, AttemptRecord, Claimed, EventStatus, Next, Outbox, OutboxError, OutboxStats, State,
+    AttemptRecord, Claimed, DeliveryAttempt, EventState, EventStatus, NextStep, Outbox,
+    OutboxError, OutboxStats,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -1,9 +1,10 @@
 //! The embedded outbox: in this process's memory, bounded, not durable.
 
 use crate::outbox::{
-    Attempt, AttemptRecord, Claimed, EventStatus, Next, Outbox, OutboxError, OutboxStats, State,
+    AttemptRecord, Claimed, DeliveryAttempt, EventState, EventStatus, NextStep, Outbox,
+    OutboxError, OutboxStats,
 };
-use crate::Event;
+use crate::WebhookEvent;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use retry_safe_core::{duration_to_nanos, Clock, SystemClock};
@@ -22,11 +23,11 @@ pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
 ///
 /// ```
 /// use std::time::Duration;
-/// use webhook_delivery::{Event, MemoryOutbox, Outbox};
+/// use webhook_delivery::{WebhookEvent, MemoryOutbox, Outbox};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let outbox = MemoryOutbox::new();
-/// let event = Event::new("hook", "evt_1", "{}").unwrap();
+/// let event = WebhookEvent::new("hook", "evt_1", "{}").unwrap();
 /// assert!(outbox.enqueue(&event).await.unwrap());
 /// assert!(!outbox.enqueue(&event).await.unwrap()); // the same id is queued once
 /// let claimed = outbox.claim(10, Duration::from_secs(60)).await.unwrap();
@@ -63,8 +64,8 @@ struct Inner {
 }
 
 struct Row {
-    event: Event,
-    state: State,
+    event: WebhookEvent,
+    state: EventState,
     due: u64,
     claim: i64,
     created: u64,
@@ -111,14 +112,14 @@ fn state_counts(inner: &Inner, now: u64) -> OutboxStats {
     let mut stats = OutboxStats::default();
     for row in inner.rows.values() {
         match row.state {
-            State::Pending => {
+            EventState::Pending => {
                 stats.pending += 1;
                 let age = Duration::from_nanos(now.saturating_sub(row.created));
                 stats.oldest_pending = Some(stats.oldest_pending.map_or(age, |o| o.max(age)));
             }
-            State::Delivered => stats.delivered += 1,
-            State::Exhausted => stats.exhausted += 1,
-            State::EndpointDisabled => stats.disabled += 1,
+            EventState::Delivered => stats.delivered += 1,
+            EventState::Exhausted => stats.exhausted += 1,
+            EventState::EndpointDisabled => stats.disabled += 1,
         }
     }
     stats
@@ -126,7 +127,7 @@ fn state_counts(inner: &Inner, now: u64) -> OutboxStats {
 
 #[async_trait]
 impl Outbox for MemoryOutbox {
-    async fn enqueue(&self, event: &Event) -> Result<bool, OutboxError> {
+    async fn enqueue(&self, event: &WebhookEvent) -> Result<bool, OutboxError> {
         let now = self.now();
         let mut inner = self.inner.lock();
         let key = (event.endpoint.clone(), event.id.clone());
@@ -146,7 +147,7 @@ impl Outbox for MemoryOutbox {
             row,
             Row {
                 event: event.clone(),
-                state: State::Pending,
+                state: EventState::Pending,
                 due: now,
                 claim: 0,
                 created: now,
@@ -200,8 +201,8 @@ impl Outbox for MemoryOutbox {
     async fn settle(
         &self,
         claimed: &Claimed,
-        attempt: &Attempt,
-        next: Next,
+        attempt: &DeliveryAttempt,
+        next: NextStep,
     ) -> Result<bool, OutboxError> {
         let now = self.now();
         let at = UNIX_EPOCH + self.clock.unix_time();
@@ -210,7 +211,7 @@ impl Outbox for MemoryOutbox {
         let Some(row) = inner.rows.get_mut(&claimed.row) else {
             return Ok(false);
         };
-        if row.claim != claimed.claim || row.state != State::Pending {
+        if row.claim != claimed.claim || row.state != EventState::Pending {
             return Ok(false);
         }
         row.attempts.push(AttemptRecord {
@@ -219,18 +220,18 @@ impl Outbox for MemoryOutbox {
         });
         inner.due.remove(&(row.due, claimed.row));
         match next {
-            Next::RetryIn(delay) => {
+            NextStep::RetryIn(delay) => {
                 row.due = now.saturating_add(duration_to_nanos(delay));
                 inner.due.insert((row.due, claimed.row));
             }
-            Next::Delivered | Next::Exhausted | Next::DisableEndpoint => {
+            NextStep::Delivered | NextStep::Exhausted | NextStep::DisableEndpoint => {
                 row.state = match next {
-                    Next::Delivered => State::Delivered,
-                    Next::Exhausted => State::Exhausted,
-                    _ => State::EndpointDisabled,
+                    NextStep::Delivered => EventState::Delivered,
+                    NextStep::Exhausted => EventState::Exhausted,
+                    _ => EventState::EndpointDisabled,
                 };
                 row.finished = Some(now);
-                if next == Next::DisableEndpoint {
+                if next == NextStep::DisableEndpoint {
                     let reason = attempt.error.clone().unwrap_or_else(|| "410 Gone".into());
                     inner.disabled.insert(row.event.endpoint.clone(), reason);
                 }

@@ -1,6 +1,6 @@
 //! The queue seam: what a dispatcher needs of an outbox, whichever store keeps it.
 
-use crate::Event;
+use crate::WebhookEvent;
 use async_trait::async_trait;
 use retry_safe_core::BackendError;
 use std::time::{Duration, SystemTime};
@@ -27,7 +27,7 @@ pub enum OutboxError {
 #[non_exhaustive]
 pub struct Claimed {
     /// The event.
-    pub event: Event,
+    pub event: WebhookEvent,
     /// Attempts made before this one.
     pub attempts: u32,
     /// The outbox's row id.
@@ -41,7 +41,7 @@ pub struct Claimed {
 /// What one attempt found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Attempt {
+pub struct DeliveryAttempt {
     /// Its number (1 = the first).
     pub number: u32,
     /// The receiver's status, when it answered.
@@ -52,7 +52,7 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-impl Attempt {
+impl DeliveryAttempt {
     /// An attempt record.
     pub fn new(number: u32, status: Option<u16>, latency: Duration, error: Option<String>) -> Self {
         Self {
@@ -69,7 +69,7 @@ impl Attempt {
 #[non_exhaustive]
 pub struct AttemptRecord {
     /// What the attempt found.
-    pub attempt: Attempt,
+    pub attempt: DeliveryAttempt,
     /// When the outbox recorded it (its own clock).
     pub at: SystemTime,
 }
@@ -77,7 +77,7 @@ pub struct AttemptRecord {
 /// What happens to a claimed event after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Next {
+pub enum NextStep {
     /// The receiver answered 2xx: done.
     Delivered,
     /// Attempt again after this delay.
@@ -92,7 +92,7 @@ pub enum Next {
 /// Where an event stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum State {
+pub enum EventState {
     /// Waiting for its next attempt (or being attempted).
     Pending,
     /// A 2xx answer was received.
@@ -108,7 +108,7 @@ pub enum State {
 #[non_exhaustive]
 pub struct EventStatus {
     /// Its state.
-    pub state: State,
+    pub state: EventState,
     /// Every attempt made, oldest first.
     pub attempts: Vec<AttemptRecord>,
 }
@@ -140,12 +140,12 @@ pub struct OutboxStats {
 ///   (so a dispatcher that dies leaves its events to the next one: at-least-once delivery);
 /// - `settle` records the attempt and moves the event on, but only for the newest claim of its
 ///   row (`false` otherwise: the lease ran out and someone else holds it now);
-/// - [`Next::DisableEndpoint`] marks the event and disables the endpoint in one step: `claim`
+/// - [`NextStep::DisableEndpoint`] marks the event and disables the endpoint in one step: `claim`
 ///   skips its events until [`enable_endpoint`](Outbox::enable_endpoint).
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
     /// Queues `event`, due at once. `false` when the same (endpoint, id) is already queued.
-    async fn enqueue(&self, event: &Event) -> Result<bool, OutboxError>;
+    async fn enqueue(&self, event: &WebhookEvent) -> Result<bool, OutboxError>;
 
     /// Claims up to `max` due events for `lease`.
     async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Claimed>, OutboxError>;
@@ -154,8 +154,8 @@ pub trait Outbox: Send + Sync + 'static {
     async fn settle(
         &self,
         claimed: &Claimed,
-        attempt: &Attempt,
-        next: Next,
+        attempt: &DeliveryAttempt,
+        next: NextStep,
     ) -> Result<bool, OutboxError>;
 
     /// Lets the events of `endpoint` be claimed again; `false` when it was not disabled.

@@ -1,9 +1,10 @@
 //! The transactional outbox on PostgreSQL.
 
 use crate::outbox::{
-    Attempt, AttemptRecord, Claimed, EventStatus, Next, Outbox, OutboxError, OutboxStats, State,
+    AttemptRecord, Claimed, DeliveryAttempt, EventState, EventStatus, NextStep, Outbox,
+    OutboxError, OutboxStats,
 };
-use crate::Event;
+use crate::WebhookEvent;
 use async_trait::async_trait;
 use retry_safe_core::{BackendError, TimeOffset};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -195,17 +196,21 @@ impl PostgresOutbox {
     /// `false` when the same (endpoint, id) is already queued.
     ///
     /// ```no_run
-    /// # use webhook_delivery::{Event, PostgresOutbox};
+    /// # use webhook_delivery::{WebhookEvent, PostgresOutbox};
     /// # async fn run(outbox: PostgresOutbox) -> Result<(), Box<dyn std::error::Error>> {
     /// let mut tx = outbox.pool().begin().await?;
     /// sqlx::query("INSERT INTO orders (id) VALUES ('ord_1')").execute(&mut *tx).await?;
     /// outbox
-    ///     .enqueue_in(&mut *tx, &Event::new("orders-hook", "evt_ord_1", r#"{"id":"ord_1"}"#)?)
+    ///     .enqueue_in(&mut *tx, &WebhookEvent::new("orders-hook", "evt_ord_1", r#"{"id":"ord_1"}"#)?)
     ///     .await?;
     /// tx.commit().await?; // the order and its event, or neither
     /// # Ok(()) }
     /// ```
-    pub async fn enqueue_in<'c, E>(&self, executor: E, event: &Event) -> Result<bool, OutboxError>
+    pub async fn enqueue_in<'c, E>(
+        &self,
+        executor: E,
+        event: &WebhookEvent,
+    ) -> Result<bool, OutboxError>
     where
         E: sqlx::PgExecutor<'c>,
     {
@@ -229,7 +234,7 @@ fn claimed_of(row: &PgRow) -> Result<Claimed, OutboxError> {
     let attempts: i32 = row.try_get("attempts").map_err(get)?;
     let age_us: Option<i64> = row.try_get("age_us").map_err(get)?;
     Ok(Claimed {
-        event: Event {
+        event: WebhookEvent {
             id: row.try_get("event_id").map_err(get)?,
             endpoint: row.try_get("endpoint").map_err(get)?,
             payload: payload.into(),
@@ -243,12 +248,12 @@ fn claimed_of(row: &PgRow) -> Result<Claimed, OutboxError> {
     })
 }
 
-fn state_of(code: i16) -> Result<State, OutboxError> {
+fn state_of(code: i16) -> Result<EventState, OutboxError> {
     Ok(match code {
-        1 => State::Pending,
-        2 => State::Delivered,
-        3 => State::Exhausted,
-        4 => State::EndpointDisabled,
+        1 => EventState::Pending,
+        2 => EventState::Delivered,
+        3 => EventState::Exhausted,
+        4 => EventState::EndpointDisabled,
         other => return Err(corrupt_row(format!("state {other}"))),
     })
 }
@@ -262,7 +267,7 @@ fn count(row: &PgRow, column: &str) -> Result<u64, OutboxError> {
 
 #[async_trait]
 impl Outbox for PostgresOutbox {
-    async fn enqueue(&self, event: &Event) -> Result<bool, OutboxError> {
+    async fn enqueue(&self, event: &WebhookEvent) -> Result<bool, OutboxError> {
         self.enqueue_in(&self.pool, event).await
     }
 
@@ -282,14 +287,14 @@ impl Outbox for PostgresOutbox {
     async fn settle(
         &self,
         claimed: &Claimed,
-        attempt: &Attempt,
-        next: Next,
+        attempt: &DeliveryAttempt,
+        next: NextStep,
     ) -> Result<bool, OutboxError> {
         let (state, delay): (i16, i64) = match next {
-            Next::RetryIn(delay) => (1, micros(delay)),
-            Next::Delivered => (2, 0),
-            Next::Exhausted => (3, 0),
-            Next::DisableEndpoint => (4, 0),
+            NextStep::RetryIn(delay) => (1, micros(delay)),
+            NextStep::Delivered => (2, 0),
+            NextStep::Exhausted => (3, 0),
+            NextStep::DisableEndpoint => (4, 0),
         };
         let row = sqlx::query(SETTLE)
             .bind(claimed.row)
@@ -350,7 +355,7 @@ impl Outbox for PostgresOutbox {
             let latency_us: i64 = row.try_get("latency_us").map_err(corrupt)?;
             let at_us: i64 = row.try_get("at_us").map_err(corrupt)?;
             attempts.push(AttemptRecord {
-                attempt: Attempt::new(
+                attempt: DeliveryAttempt::new(
                     u32::try_from(number).unwrap_or(0),
                     status.and_then(|s| u16::try_from(s).ok()),
                     Duration::from_micros(latency_us.max(0).unsigned_abs()),

@@ -1,8 +1,8 @@
 //! One delivery attempt over HTTP.
 
 use crate::guard::{AddressPolicy, Blocked, GuardedResolver};
-use crate::outbox::Next;
-use crate::{Endpoint, Event, Schedule};
+use crate::outbox::NextStep;
+use crate::{Endpoint, Schedule, WebhookEvent};
 use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -67,16 +67,16 @@ impl Delivery {
     /// the endpoint is disabled; anything else → the next scheduled attempt (not before a
     /// `Retry-After`), or exhausted after the last. `unit` (uniform in `[0, 1)`) draws the
     /// jitter.
-    pub fn next(&self, number: u32, schedule: &Schedule, unit: f64) -> Next {
+    pub fn next(&self, number: u32, schedule: &Schedule, unit: f64) -> NextStep {
         if self.is_success() {
-            return Next::Delivered;
+            return NextStep::Delivered;
         }
         if self.status == Some(410) {
-            return Next::DisableEndpoint;
+            return NextStep::DisableEndpoint;
         }
         match schedule.delay_after(number.saturating_add(1), unit, self.retry_after) {
-            Some(delay) => Next::RetryIn(delay),
-            None => Next::Exhausted,
+            Some(delay) => NextStep::RetryIn(delay),
+            None => NextStep::Exhausted,
         }
     }
 
@@ -186,7 +186,7 @@ impl Sender {
     }
 
     /// Makes one attempt to deliver `event` to `endpoint`, signed now by the endpoint's signer.
-    pub async fn send(&self, endpoint: &Endpoint, event: &Event) -> Delivery {
+    pub async fn send(&self, endpoint: &Endpoint, event: &WebhookEvent) -> Delivery {
         // An address in the URL itself is never resolved: check it here.
         let literal: Option<IpAddr> = match endpoint.url().host() {
             Some(url::Host::Ipv4(ip)) => Some(ip.into()),

@@ -6,7 +6,8 @@ mod common;
 use common::{loopback_sender, Answer, Receiver};
 use std::time::Duration;
 use webhook_delivery::{
-    Dispatcher, Endpoint, Event, ManualClock, MemoryOutbox, Outbox, Schedule, Sender, State,
+    Dispatcher, Endpoint, EventState, ManualClock, MemoryOutbox, Outbox, Schedule, Sender,
+    WebhookEvent,
 };
 use webhook_sig::{Scheme, Secret, Signer, Verifier};
 
@@ -35,8 +36,8 @@ fn rig(receiver: &Receiver, sender: Sender, schedule: Schedule) -> Rig {
     }
 }
 
-fn event(id: &str) -> Event {
-    Event::new("hook", id, format!(r#"{{"id":"{id}"}}"#)).unwrap()
+fn event(id: &str) -> WebhookEvent {
+    WebhookEvent::new("hook", id, format!(r#"{{"id":"{id}"}}"#)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +70,7 @@ async fn fails_twice_then_is_delivered_when_the_schedule_allows() {
 
     assert_eq!(receiver.count(), 3);
     let status = r.outbox.status("hook", "evt_1").await.unwrap().unwrap();
-    assert_eq!(status.state, State::Delivered);
+    assert_eq!(status.state, EventState::Delivered);
     let codes: Vec<_> = status.attempts.iter().map(|a| a.attempt.status).collect();
     assert_eq!(codes, [Some(500), Some(502), Some(200)]);
 
@@ -124,7 +125,7 @@ async fn gone_disables_the_endpoint_and_no_more_attempts_are_made() {
             .unwrap()
             .unwrap()
             .state,
-        State::EndpointDisabled
+        EventState::EndpointDisabled
     );
     // The endpoint's other event waits, and goes once it is enabled again.
     assert_eq!(
@@ -134,7 +135,7 @@ async fn gone_disables_the_endpoint_and_no_more_attempts_are_made() {
             .unwrap()
             .unwrap()
             .state,
-        State::Pending
+        EventState::Pending
     );
     r.outbox.enable_endpoint("hook").await.unwrap();
     assert_eq!(r.dispatcher.run_once().await.unwrap().delivered, 1);
@@ -210,7 +211,7 @@ async fn a_redirect_is_a_failure_and_is_not_followed() {
     assert_eq!(receiver.count(), 1, "the redirect target was not called");
     let status = r.outbox.status("hook", "evt_1").await.unwrap().unwrap();
     assert_eq!(status.attempts[0].attempt.status, Some(302));
-    assert_eq!(status.state, State::Pending);
+    assert_eq!(status.state, EventState::Pending);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +232,7 @@ async fn the_last_failed_attempt_exhausts_the_event() {
             .unwrap()
             .unwrap()
             .state,
-        State::Exhausted
+        EventState::Exhausted
     );
     assert_eq!(receiver.count(), 2);
 }
@@ -285,7 +286,7 @@ async fn an_unknown_endpoint_is_retried_not_lost() {
         Schedule::default().jitter(0.0),
     );
     r.outbox
-        .enqueue(&Event::new("nobody", "evt_1", "{}").unwrap())
+        .enqueue(&WebhookEvent::new("nobody", "evt_1", "{}").unwrap())
         .await
         .unwrap();
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
@@ -316,11 +317,11 @@ async fn each_endpoint_signs_with_its_own_scheme() {
             .unwrap(),
         );
     outbox
-        .enqueue(&Event::new("ed", "evt_1", "{}").unwrap())
+        .enqueue(&WebhookEvent::new("ed", "evt_1", "{}").unwrap())
         .await
         .unwrap();
     outbox
-        .enqueue(&Event::new("stripe", "evt_1", "{}").unwrap())
+        .enqueue(&WebhookEvent::new("stripe", "evt_1", "{}").unwrap())
         .await
         .unwrap();
     assert_eq!(dispatcher.run_once().await.unwrap().delivered, 2);

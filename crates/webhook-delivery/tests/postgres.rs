@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use webhook_delivery::sqlx::{self, PgPool};
-use webhook_delivery::{Dispatcher, Endpoint, Event, Outbox, PostgresOutbox, State, TimeOffset};
+use webhook_delivery::{
+    Dispatcher, Endpoint, EventState, Outbox, PostgresOutbox, TimeOffset, WebhookEvent,
+};
 use webhook_sig::{ReplayGuard, Scheme, Secret, Signer, VerifiedWebhook, Verifier, WebhookLayer};
 
 fn url() -> String {
@@ -112,7 +114,10 @@ async fn enqueue_commits_and_rolls_back_with_the_business_transaction() {
         .unwrap();
     assert!(db
         .outbox
-        .enqueue_in(&mut *tx, &Event::new("hook", "evt_ord_1", "{}").unwrap())
+        .enqueue_in(
+            &mut *tx,
+            &WebhookEvent::new("hook", "evt_ord_1", "{}").unwrap()
+        )
         .await
         .unwrap());
     tx.rollback().await.unwrap();
@@ -136,7 +141,10 @@ async fn enqueue_commits_and_rolls_back_with_the_business_transaction() {
         .await
         .unwrap();
     db.outbox
-        .enqueue_in(&mut *tx, &Event::new("hook", "evt_ord_2", "{}").unwrap())
+        .enqueue_in(
+            &mut *tx,
+            &WebhookEvent::new("hook", "evt_ord_2", "{}").unwrap(),
+        )
         .await
         .unwrap();
     assert!(db
@@ -157,7 +165,7 @@ async fn concurrent_claimants_take_disjoint_events() {
     let db = TestDb::new("disjoint").await;
     for i in 0..300 {
         db.outbox
-            .enqueue(&Event::new("hook", format!("evt_{i}"), "{}").unwrap())
+            .enqueue(&WebhookEvent::new("hook", format!("evt_{i}"), "{}").unwrap())
             .await
             .unwrap();
     }
@@ -264,7 +272,7 @@ async fn crash_mid_run_then_restart_delivers_every_event_and_each_is_processed_o
     for i in 0..EVENTS {
         let payload = format!(r#"{{"type":"order.created","n":{i}}}"#);
         db.outbox
-            .enqueue(&Event::new("hook", format!("evt_{i:04}"), payload).unwrap())
+            .enqueue(&WebhookEvent::new("hook", format!("evt_{i:04}"), payload).unwrap())
             .await
             .unwrap();
     }
@@ -344,7 +352,7 @@ async fn crash_mid_run_then_restart_delivers_every_event_and_each_is_processed_o
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(status.state, State::Delivered);
+        assert_eq!(status.state, EventState::Delivered);
     }
     db.drop().await;
 }

@@ -11,7 +11,9 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use webhook_delivery::{AddressPolicy, Attempt, Event, Next, Outbox, Sender, State};
+use webhook_delivery::{
+    AddressPolicy, DeliveryAttempt, EventState, NextStep, Outbox, Sender, WebhookEvent,
+};
 
 /// What the receiver answers to one request.
 #[derive(Clone)]
@@ -92,16 +94,16 @@ pub fn loopback_sender(timeout: Duration) -> Sender {
         .unwrap()
 }
 
-fn attempt(n: u32, status: u16) -> Attempt {
-    Attempt::new(n, Some(status), Duration::from_millis(3), None)
+fn attempt(n: u32, status: u16) -> DeliveryAttempt {
+    DeliveryAttempt::new(n, Some(status), Duration::from_millis(3), None)
 }
 
 /// The outbox contract. `advance` moves the outbox's clock.
 pub async fn contract<O: Outbox>(outbox: &O, advance: &(dyn Fn(Duration) + Sync)) {
     let lease = Duration::from_secs(30);
-    let e1 = Event::new("a", "evt_1", "one").unwrap();
-    let e2 = Event::new("a", "evt_2", "two").unwrap();
-    let e3 = Event::new("b", "evt_1", "three").unwrap(); // same id, other endpoint
+    let e1 = WebhookEvent::new("a", "evt_1", "one").unwrap();
+    let e2 = WebhookEvent::new("a", "evt_2", "two").unwrap();
+    let e3 = WebhookEvent::new("b", "evt_1", "three").unwrap(); // same id, other endpoint
 
     // Enqueue is idempotent per (endpoint, id).
     assert!(outbox.enqueue(&e1).await.unwrap());
@@ -134,7 +136,7 @@ pub async fn contract<O: Outbox>(outbox: &O, advance: &(dyn Fn(Duration) + Sync)
         .settle(
             &first[0],
             &attempt(1, 500),
-            Next::RetryIn(Duration::from_secs(5))
+            NextStep::RetryIn(Duration::from_secs(5))
         )
         .await
         .unwrap());
@@ -147,21 +149,21 @@ pub async fn contract<O: Outbox>(outbox: &O, advance: &(dyn Fn(Duration) + Sync)
     assert_ne!(again[0].claim, first[0].claim);
     // A settle with the old claim is refused.
     assert!(!outbox
-        .settle(&first[0], &attempt(2, 200), Next::Delivered)
+        .settle(&first[0], &attempt(2, 200), NextStep::Delivered)
         .await
         .unwrap());
     assert!(outbox
-        .settle(&again[0], &attempt(2, 200), Next::Delivered)
+        .settle(&again[0], &attempt(2, 200), NextStep::Delivered)
         .await
         .unwrap());
     let status = outbox.status("a", "evt_1").await.unwrap().unwrap();
-    assert_eq!(status.state, State::Delivered);
+    assert_eq!(status.state, EventState::Delivered);
     let statuses: Vec<_> = status.attempts.iter().map(|a| a.attempt.status).collect();
     assert_eq!(statuses, [Some(500), Some(200)]);
     assert_eq!(status.attempts[1].attempt.number, 2);
     // Settled once, never again.
     assert!(!outbox
-        .settle(&again[0], &attempt(3, 200), Next::Delivered)
+        .settle(&again[0], &attempt(3, 200), NextStep::Delivered)
         .await
         .unwrap());
 
@@ -173,22 +175,22 @@ pub async fn contract<O: Outbox>(outbox: &O, advance: &(dyn Fn(Duration) + Sync)
     let a2 = orphans.iter().find(|c| c.event.endpoint == "a").unwrap();
     for stale in &rest {
         assert!(!outbox
-            .settle(stale, &attempt(1, 200), Next::Delivered)
+            .settle(stale, &attempt(1, 200), NextStep::Delivered)
             .await
             .unwrap());
     }
 
     // 410: the event is marked, the endpoint disabled, its other events held.
-    let e4 = Event::new("b", "evt_4", "four").unwrap();
+    let e4 = WebhookEvent::new("b", "evt_4", "four").unwrap();
     assert!(outbox.enqueue(&e4).await.unwrap());
     assert!(outbox
-        .settle(b, &attempt(1, 410), Next::DisableEndpoint)
+        .settle(b, &attempt(1, 410), NextStep::DisableEndpoint)
         .await
         .unwrap());
     assert_eq!(outbox.disabled_endpoints().await.unwrap(), ["b"]);
     assert_eq!(
         outbox.status("b", "evt_1").await.unwrap().unwrap().state,
-        State::EndpointDisabled
+        EventState::EndpointDisabled
     );
     assert!(
         outbox.claim(10, lease).await.unwrap().is_empty(),
@@ -202,12 +204,12 @@ pub async fn contract<O: Outbox>(outbox: &O, advance: &(dyn Fn(Duration) + Sync)
 
     // Exhausted.
     assert!(outbox
-        .settle(a2, &attempt(1, 500), Next::Exhausted)
+        .settle(a2, &attempt(1, 500), NextStep::Exhausted)
         .await
         .unwrap());
     assert_eq!(
         outbox.status("a", "evt_2").await.unwrap().unwrap().state,
-        State::Exhausted
+        EventState::Exhausted
     );
 
     let stats = outbox.stats().await.unwrap();
