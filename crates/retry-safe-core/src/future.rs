@@ -126,3 +126,36 @@ where
         }
     }
 }
+
+/// The accessors tower's middleware give their services — `get_ref`, `get_mut`, `into_inner` —
+/// for a service whose wrapped service is its field `inner` of type `$inner`; expands inside the
+/// service's `impl` block.
+///
+/// ```
+/// struct Counted<S> { inner: S, calls: u64 }
+/// impl<S> Counted<S> {
+///     retry_safe_core::inner_service!(S);
+/// }
+/// let c = Counted { inner: "svc", calls: 0 };
+/// assert_eq!((*c.get_ref(), c.calls), ("svc", 0));
+/// assert_eq!(c.into_inner(), "svc");
+/// ```
+#[macro_export]
+macro_rules! inner_service {
+    ($inner:ty) => {
+        /// The wrapped service.
+        pub fn get_ref(&self) -> &$inner {
+            &self.inner
+        }
+
+        /// The wrapped service, mutably.
+        pub fn get_mut(&mut self) -> &mut $inner {
+            &mut self.inner
+        }
+
+        /// The wrapped service, this one dropped.
+        pub fn into_inner(self) -> $inner {
+            self.inner
+        }
+    };
+}

@@ -32,6 +32,10 @@ pub struct IdempotencyService<Inner, S> {
     pub(crate) metrics: Arc<Metrics>,
 }
 
+impl<Inner, S> IdempotencyService<Inner, S> {
+    retry_safe_core::inner_service!(Inner);
+}
+
 impl<Inner: Clone, S> Clone for IdempotencyService<Inner, S> {
     fn clone(&self) -> Self {
         Self {

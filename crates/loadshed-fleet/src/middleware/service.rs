@@ -14,6 +14,10 @@ pub struct PriorityShedService<S, C, K> {
     pub(crate) layer: PriorityShedLayer<C, K>,
 }
 
+impl<S, C, K> PriorityShedService<S, C, K> {
+    retry_safe_core::inner_service!(S);
+}
+
 impl<S: Clone, C, K> Clone for PriorityShedService<S, C, K> {
     fn clone(&self) -> Self {
         Self {

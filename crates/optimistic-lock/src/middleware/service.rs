@@ -17,6 +17,10 @@ pub struct OptimisticLockService<S, V> {
     pub(crate) layer: OptimisticLockLayer<V>,
 }
 
+impl<S, V> OptimisticLockService<S, V> {
+    retry_safe_core::inner_service!(S);
+}
+
 impl<S: Clone, V> Clone for OptimisticLockService<S, V> {
     fn clone(&self) -> Self {
         Self {

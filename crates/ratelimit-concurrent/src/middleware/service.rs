@@ -16,6 +16,10 @@ pub struct KeyedConcurrencyLimitService<S, K, F, L = ConcurrencyLimiter<K>> {
     pub(crate) layer: KeyedConcurrencyLimitLayer<K, F, L>,
 }
 
+impl<S, K, F, L> KeyedConcurrencyLimitService<S, K, F, L> {
+    retry_safe_core::inner_service!(S);
+}
+
 impl<S: Clone, K, F, L: Clone> Clone for KeyedConcurrencyLimitService<S, K, F, L> {
     fn clone(&self) -> Self {
         Self {

@@ -17,6 +17,10 @@ pub struct KeyedRateLimitService<S, L, K, F> {
     pub(crate) layer: KeyedRateLimitLayer<L, K, F>,
 }
 
+impl<S, L, K, F> KeyedRateLimitService<S, L, K, F> {
+    retry_safe_core::inner_service!(S);
+}
+
 impl<S: Clone, L, K, F> Clone for KeyedRateLimitService<S, L, K, F> {
     fn clone(&self) -> Self {
         Self {

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 /// Retries for gRPC channels (tonic's `Channel`) and any other client whose request body cannot
 /// be made from bytes: the request body is read once (a unary call's one message), each attempt
-/// gets a fresh body of it from `make_body`, and the attempts run through a [`SafeRetryLayer`] — one
+/// gets a fresh body of it from `make_body`, and the attempts run through a [`SafeRetryLayer`](crate::SafeRetryLayer) — one
 /// `idempotency-key` in the metadata for all, `UNAVAILABLE` / `RESOURCE_EXHAUSTED` / `ABORTED`
 /// retried by the same rules as 503 / 429 / 409, `grpc-retry-pushback-ms` honoured.
 ///

@@ -73,6 +73,10 @@ pub struct SafeRetryService<S> {
     pub(super) retrier: Retrier,
 }
 
+impl<S> SafeRetryService<S> {
+    retry_safe_core::inner_service!(S);
+}
+
 pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B, RB> Service<Request<B>> for SafeRetryService<S>

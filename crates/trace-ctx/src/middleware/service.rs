@@ -16,6 +16,10 @@ pub struct TraceContextService<S> {
     pub(crate) bare_errors: bool,
 }
 
+impl<S> TraceContextService<S> {
+    retry_safe_core::inner_service!(S);
+}
+
 impl<S, ReqB, ResB> Service<Request<ReqB>> for TraceContextService<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,

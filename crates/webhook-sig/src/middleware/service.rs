@@ -28,6 +28,10 @@ pub struct WebhookService<Inner, S> {
     pub(crate) shared: Arc<Shared<S>>,
 }
 
+impl<Inner, S> WebhookService<Inner, S> {
+    retry_safe_core::inner_service!(Inner);
+}
+
 impl<Inner: Clone, S> Clone for WebhookService<Inner, S> {
     fn clone(&self) -> Self {
         Self {
