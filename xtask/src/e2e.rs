@@ -89,7 +89,7 @@ struct Run {
 pub fn run(postgres_only: bool) -> Result {
     ensure_wrk()?;
     crate::services::ensure_all()?;
-    let binary = crate::release_binary("orders-api")?;
+    let binary = crate::release_binary("examples", "orders-api")?;
     let script = std::env::temp_dir().join(format!("retry-safe-e2e-{}.lua", std::process::id()));
     let lua = format!("{PRELUDE}{}", if postgres_only { POSTS } else { MIXED });
     std::fs::write(&script, lua).map_err(|e| format!("{}: {e}", script.display()))?;

@@ -109,7 +109,7 @@ fn per_request(binary: &Path, mode: &str, kind: &str) -> Result<u64> {
 }
 
 pub fn run(update: bool) -> Result {
-    let binary = crate::release_binary("stack-instructions")?;
+    let binary = crate::release_binary("benchmarks", "stack-instructions")?;
     let mut measured = Vec::new();
     for kind in ["post", "get"] {
         for mode in ["bare", "stack"] {

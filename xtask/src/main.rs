@@ -65,9 +65,9 @@ fn main() -> ExitCode {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
-/// Builds the `examples` binary `bin` in release mode and gives its path.
-fn release_binary(bin: &str) -> Result<std::path::PathBuf> {
-    cargo(&["build", "--release", "-p", "examples", "--bin", bin], &[])?;
+/// Builds the binary `bin` of `package` in release mode and gives its path.
+fn release_binary(package: &str, bin: &str) -> Result<std::path::PathBuf> {
+    cargo(&["build", "--release", "-p", package, "--bin", bin], &[])?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -278,14 +278,14 @@ const BENCHES: &[(&str, Run)] = &[
     ),
     (
         "cluster",
-        Run::OnCluster(&["-p", "examples", "--bench", "redis_fleet"]),
+        Run::OnCluster(&["-p", "benchmarks", "--bench", "redis_fleet"]),
     ),
     ("e2e", Run::Driver(|| e2e::run(false))),
     ("e2e-postgres", Run::Driver(|| e2e::run(true))),
     (
         "e2e-inprocess",
         Run::Cargo {
-            args: &["-p", "examples", "--bench", "e2e"],
+            args: &["-p", "benchmarks", "--bench", "e2e"],
             services: true,
         },
     ),

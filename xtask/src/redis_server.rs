@@ -35,7 +35,7 @@ pub fn run() -> Result {
         }
     }
     let calls = std::env::var("REDIS_INSTR_CALLS").unwrap_or_else(|_| "2000".into());
-    let binary = crate::release_binary("redis-instructions")?;
+    let binary = crate::release_binary("benchmarks", "redis-instructions")?;
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("no free loopback port: {e}"))?

@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// |---|---|---|---|
 /// | [`SystemClock`] | the TSC where reliable, else the OS monotonic clock (`quanta`) | [`SystemTime`] | production |
 /// | [`ManualClock`] | moved by hand; clones share it | moved by hand | unit tests, simulations |
-/// | [`TokioClock`] (feature `tokio`) | `tokio::time::Instant` | wall time at construction + tokio's elapsed time | tests under `tokio::time::pause` |
+/// | `TokioClock` (feature `tokio`) | `tokio::time::Instant` | wall time at construction + tokio's elapsed time | tests under `tokio::time::pause` |
 ///
 pub trait Clock: Send + Sync + 'static {
     /// Monotonic time: nanoseconds since this clock's origin. Never decreases (but for a

@@ -39,10 +39,10 @@
 //! # Features
 //! | feature | adds |
 //! |---|---|
-//! | `body` | [`body::read_body`]: a request body read whole within a size and a time limit, as every body-reading layer does |
+//! | `body` | `body::read_body`: a request body read whole within a size and a time limit, as every body-reading layer does |
 //! | `tokio` | [`TokioClock`], which follows `tokio::time::pause` / `advance` |
 //! | `axum` | `axum_core::response::IntoResponse` for [`Problem`] |
-//! | `redis` | [`redis::RedisRunner`]: the connection, breakers and failure rule every Redis-backed crate shares; [`BackendError`] is always there |
+//! | `redis` | `redis::RedisRunner`: the connection, breakers and failure rule every Redis-backed crate shares; [`BackendError`] is always there |
 //! | `cluster` | the same runner on a Redis Cluster, a breaker per master |
 //!
 //! # With axum

@@ -2,7 +2,7 @@
 
 use crate::Clock;
 use http::Response;
-use retry_safe_core::future::{BoxResponseFuture, LayerFuture, OnResponse};
+use retry_safe_core::future::{LayerFuture, OnResponse};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -40,7 +40,7 @@ impl<F, B, E, C: Clock> PriorityShedFuture<F, B, E, C> {
     }
 
     #[cfg(feature = "redis")]
-    pub(crate) fn boxed(fut: BoxResponseFuture<B, E>) -> Self {
+    pub(crate) fn boxed(fut: retry_safe_core::future::BoxResponseFuture<B, E>) -> Self {
         Self {
             inner: LayerFuture::boxed(fut),
         }

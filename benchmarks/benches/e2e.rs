@@ -1,6 +1,6 @@
 //! End-to-end load on loopback: the orders API with every layer vs the same handlers bare.
 //!
-//! Run: `cargo xtask bench e2e` (or `cargo bench -p examples --bench e2e`); `E2E_SECONDS`
+//! Run: `cargo xtask bench e2e` (or `cargo bench -p benchmarks --bench e2e`); `E2E_SECONDS`
 //! (default 5) sets each run's length. A Rust load generator opens 32 keep-alive HTTP/1.1
 //! connections (one principal each) and sends, back to back, 80 % `GET /orders/ord_1` and 20 %
 //! `POST /orders` with a fresh `Idempotency-Key`; it reports requests per second and the p50/p99

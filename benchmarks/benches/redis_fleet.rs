@@ -9,7 +9,7 @@
 //! per-operation latency of each side, and the median and spread of the per-round ratios.
 //!
 //! Run: `cargo xtask bench cluster` (it starts a private cluster), or
-//! `taskset -c 1 cargo bench -p examples --bench redis_fleet` with both variables set. Without
+//! `taskset -c 1 cargo bench -p benchmarks --bench redis_fleet` with both variables set. Without
 //! `--bench` (under `cargo test --all-targets`) one short round runs as a smoke test.
 
 use idem_core::{BeginOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse};
