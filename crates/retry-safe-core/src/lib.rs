@@ -106,7 +106,7 @@ macro_rules! postgres_now {
 
 pub use backend::{BackendCodes, BackendError};
 pub use breaker::{Breaker, BreakerOpen, BreakerPermit, BreakerState};
-pub use client_ip::ClientIp;
+pub use client_ip::{ClientIp, PeerFn};
 #[cfg(feature = "tokio")]
 pub use clock::TokioClock;
 pub use clock::{

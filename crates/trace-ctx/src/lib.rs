@@ -75,7 +75,9 @@ pub use middleware::{TraceContextFuture, TraceContextLayer, TraceContextService}
 pub use problem::{is_problem, Problem, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use traceparent::{TraceFlags, TraceParent, TraceParentError};
-pub use tracestate::{Dropped, TraceState, TraceStateError};
+pub use tracestate::{
+    valid_tracestate_key, valid_tracestate_value, Dropped, TraceState, TraceStateError,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -53,7 +53,7 @@ fn key_char(c: u8) -> bool {
 }
 
 /// Whether `key` is a valid key (Level 2: `(lcalpha / DIGIT) 0*255(keychar)`).
-pub fn valid_key(key: &str) -> bool {
+pub fn valid_tracestate_key(key: &str) -> bool {
     let k = key.as_bytes();
     (1..=256).contains(&k.len())
         && (k[0].is_ascii_lowercase() || k[0].is_ascii_digit())
@@ -82,7 +82,7 @@ fn dropped(member: &str, reason: TraceStateError) -> Dropped {
 }
 
 /// Whether `value` is a valid member value.
-pub fn valid_value(value: &str) -> bool {
+pub fn valid_tracestate_value(value: &str) -> bool {
     let v = value.as_bytes();
     let nblk = |c: u8| matches!(c, 0x21..=0x2B | 0x2D..=0x3C | 0x3E..=0x7E);
     (1..=256).contains(&v.len())
@@ -127,9 +127,9 @@ impl TraceState {
                     out.push(dropped(member, TraceStateError::MissingEquals));
                     continue;
                 };
-                let reason = if !valid_key(key) {
+                let reason = if !valid_tracestate_key(key) {
                     Some(TraceStateError::InvalidKey)
-                } else if !valid_value(value) {
+                } else if !valid_tracestate_value(value) {
                     Some(TraceStateError::InvalidValue)
                 } else if members.iter().any(|(k, _)| k == key) {
                     Some(TraceStateError::DuplicateKey)
@@ -161,10 +161,10 @@ impl TraceState {
                 let (key, value) = member
                     .split_once('=')
                     .ok_or(TraceStateError::MissingEquals)?;
-                if !valid_key(key) {
+                if !valid_tracestate_key(key) {
                     return Err(TraceStateError::InvalidKey);
                 }
-                if !valid_value(value) {
+                if !valid_tracestate_value(value) {
                     return Err(TraceStateError::InvalidValue);
                 }
                 if members.iter().any(|(k, _)| k == key) {
@@ -190,10 +190,10 @@ impl TraceState {
     /// Sets `key` (this vendor's member) and moves it to the front, as the specification asks of a
     /// vendor that updates its entry; the right-most member is dropped beyond 32.
     pub fn insert(&mut self, key: &str, value: &str) -> Result<(), TraceStateError> {
-        if !valid_key(key) {
+        if !valid_tracestate_key(key) {
             return Err(TraceStateError::InvalidKey);
         }
-        if !valid_value(value) {
+        if !valid_tracestate_value(value) {
             return Err(TraceStateError::InvalidValue);
         }
         self.members.retain(|(k, _)| k != key);
