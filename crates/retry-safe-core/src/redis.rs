@@ -564,7 +564,7 @@ mod cluster {
     use parking_lot::{Mutex, RwLock};
     use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
     use redis::Value;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -583,11 +583,14 @@ mod cluster {
         template: Breaker,
         /// For calls whose slot the map does not know yet.
         unmapped: Breaker,
-        table: RwLock<Arc<Table>>,
+        table: RwLock<Table>,
         /// The breaker of each master seen, by `host:port`, kept across refreshes.
         by_node: Mutex<Vec<(String, Breaker)>>,
         refreshing: AtomicBool,
-        refreshed_at: Mutex<Option<Instant>>,
+        /// When the last read of the slot map began: milliseconds since `origin`, plus one
+        /// (0: never). An atomic, so the calls that find the map fresh take no lock for it.
+        refreshed_at: AtomicU64,
+        origin: Instant,
     }
 
     impl NodeBreakers {
@@ -595,23 +598,30 @@ mod cluster {
             Self(Arc::new(State {
                 unmapped: template.fresh(),
                 template,
-                table: RwLock::new(Arc::new(Vec::new())),
+                table: RwLock::new(Vec::new()),
                 by_node: Mutex::new(Vec::new()),
                 refreshing: AtomicBool::new(false),
-                refreshed_at: Mutex::new(None),
+                refreshed_at: AtomicU64::new(0),
+                origin: Instant::now(),
             }))
         }
 
         pub(super) fn for_key(&self, key: &str, conn: &RedisConnection) -> Breaker {
             let slot = slot_of(key.as_bytes());
-            let table = Arc::clone(&self.0.table.read());
-            let i = table.partition_point(|(_, end, _)| *end < slot);
-            match table.get(i) {
-                Some((start, _, breaker)) if *start <= slot => {
+            let mapped = {
+                let table = self.0.table.read();
+                let i = table.partition_point(|(_, end, _)| *end < slot);
+                table
+                    .get(i)
+                    .filter(|(start, _, _)| *start <= slot)
+                    .map(|(_, _, breaker)| breaker.clone())
+            };
+            match mapped {
+                Some(breaker) => {
                     self.refresh_soon(conn, MAX_AGE);
-                    breaker.clone()
+                    breaker
                 }
-                _ => {
+                None => {
                     self.refresh_soon(conn, Duration::from_millis(200));
                     self.0.unmapped.clone()
                 }
@@ -621,11 +631,10 @@ mod cluster {
         /// Reads the slot map in the background unless it was read less than `age` ago or a
         /// read is under way (nothing happens outside a tokio runtime).
         pub(super) fn refresh_soon(&self, conn: &RedisConnection, age: Duration) {
-            if self
-                .0
-                .refreshed_at
-                .lock()
-                .is_some_and(|t| t.elapsed() < age)
+            let now = self.millis();
+            let at = self.0.refreshed_at.load(Ordering::Relaxed);
+            if at > 0
+                && now.saturating_sub(at - 1) < u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
             {
                 return;
             }
@@ -638,7 +647,7 @@ mod cluster {
             if self.0.refreshing.swap(true, Ordering::AcqRel) {
                 return;
             }
-            *self.0.refreshed_at.lock() = Some(Instant::now());
+            self.0.refreshed_at.store(now + 1, Ordering::Relaxed);
             let (this, mut c) = (self.clone(), c.clone());
             rt.spawn(async move {
                 let mut cmd = redis::cmd("CLUSTER");
@@ -674,7 +683,12 @@ mod cluster {
                     (start, end, breaker)
                 })
                 .collect();
-            *self.0.table.write() = Arc::new(table);
+            *self.0.table.write() = table;
+        }
+
+        /// Milliseconds since the breakers were made.
+        fn millis(&self) -> u64 {
+            u64::try_from(self.0.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
         }
     }
 
