@@ -52,7 +52,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use optimistic_lock::{Conflict, Current, Expected, OptimisticLockLayer, Version, VersionSource};
 use parking_lot::Mutex;
 use ratelimit_concurrent::{
-    ConcurrencyLimiter, KeyedConcurrencyLimitLayer, PermitSource, RedisConcurrencyLimiter,
+    Caps, ConcurrencyLimiter, KeyedConcurrencyLimitLayer, RedisConcurrencyLimiter,
 };
 use ratelimit_token_bucket::{KeyedLimiter, KeyedRateLimitLayer, Limiter, Quota, Quotas};
 use serde::{Deserialize, Serialize};
@@ -144,37 +144,6 @@ struct Db {
     outbox: Option<OrderOutbox>,
 }
 
-/// The per-principal cap on requests in flight: per server, or fleet-wide on Redis.
-#[derive(Clone, Debug)]
-enum Caps {
-    Local(ConcurrencyLimiter<u64>),
-    Fleet(RedisConcurrencyLimiter),
-}
-
-/// A slot of [`Caps`].
-enum CapPermit {
-    Local(#[allow(dead_code)] ratelimit_concurrent::OwnedPermit<u64>),
-    Fleet(#[allow(dead_code)] ratelimit_concurrent::Lease),
-}
-
-impl PermitSource<u64> for Caps {
-    type Permit = CapPermit;
-
-    async fn acquire_permit(&self, key: &u64) -> Result<CapPermit, ratelimit_concurrent::Error> {
-        match self {
-            Caps::Local(l) => l.acquire_permit(key).await.map(CapPermit::Local),
-            Caps::Fleet(l) => l.acquire_permit(key).await.map(CapPermit::Fleet),
-        }
-    }
-
-    fn acquire_now(&self, key: &u64) -> Option<Result<CapPermit, ratelimit_concurrent::Error>> {
-        match self {
-            Caps::Local(l) => l.acquire_now(key).map(|r| r.map(CapPermit::Local)),
-            Caps::Fleet(_) => None, // asked over the network
-        }
-    }
-}
-
 /// Where `order.created` webhooks are queued.
 #[derive(Clone)]
 enum OrderOutbox {
@@ -262,7 +231,7 @@ pub struct OrdersApi<S> {
     /// `POST /orders` in single-commit mode, when set.
     single_commit: Option<IdempotencyLayer<S>>,
     rate: Arc<dyn Limiter<u64>>,
-    concurrency: Caps,
+    concurrency: Caps<u64>,
     fleet: Option<FleetShedder>,
     per_ip: ConcurrencyLimiter<std::net::IpAddr>,
     client_ip: ratelimit_concurrent::ClientIp,

@@ -61,6 +61,8 @@ mod redis_leases;
 
 pub use adaptive::Vegas;
 pub use limiter::{ConcurrencyLimiter, ConfigError, Error, Limited, OwnedPermit, Permit, Reason};
+#[cfg(all(feature = "tower", feature = "redis"))]
+pub use middleware::{Caps, CapsPermit};
 #[cfg(feature = "tower")]
 pub use middleware::{
     KeyedConcurrencyLimitFuture, KeyedConcurrencyLimitLayer, KeyedConcurrencyLimitService,

@@ -3,7 +3,7 @@
 //! gateway's buffering) does the one same way.
 
 use crate::Problem;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::StatusCode;
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -28,6 +28,12 @@ pub enum BodyError {
     /// The body ended with an error (the client went away, a malformed chunk).
     #[error("the body ended with an error")]
     Unreadable,
+    /// The body arrived slower than the minimum rate ([`BodyLimits::min_rate`]).
+    #[error("the body arrived slower than {bytes_per_sec} bytes per second")]
+    TooSlow {
+        /// The minimum rate.
+        bytes_per_sec: u32,
+    },
 }
 
 /// The limits of [`read_body`]: at most `max` bytes, within `deadline`.
@@ -38,12 +44,41 @@ pub struct BodyLimits {
     pub max: usize,
     /// The time the whole body may take.
     pub deadline: Duration,
+    /// The slowest data rate accepted, in bytes per second, and the grace before it applies
+    /// (see [`BodyLimits::min_rate`]); `None` (the default): only the deadline.
+    pub min_rate: Option<(u32, Duration)>,
 }
 
 impl BodyLimits {
     /// At most `max` bytes within `deadline`.
     pub fn new(max: usize, deadline: Duration) -> Self {
-        Self { max, deadline }
+        Self {
+            max,
+            deadline,
+            min_rate: None,
+        }
+    }
+
+    /// Refuses a body that, `grace` after its start, has sent fewer than `bytes_per_sec` bytes
+    /// for each second since then ([`BodyError::TooSlow`]): a client trickling a byte a second
+    /// is cut off within seconds, not at the deadline, as nginx's `client_body_timeout` and
+    /// Apache's `mod_reqtimeout` `MinRate` do.
+    pub fn min_rate(mut self, bytes_per_sec: u32, grace: Duration) -> Self {
+        self.min_rate = (bytes_per_sec > 0).then_some((bytes_per_sec, grace));
+        self
+    }
+
+    /// When the body must have sent more than `received` bytes: the deadline, or earlier by the
+    /// minimum rate.
+    fn next_byte_due(&self, start: tokio::time::Instant, received: usize) -> tokio::time::Instant {
+        let end = start + self.deadline;
+        match self.min_rate {
+            Some((rate, grace)) => {
+                let allowed = Duration::from_secs_f64((received as f64 + 1.0) / f64::from(rate));
+                end.min(start + grace + allowed)
+            }
+            None => end,
+        }
     }
 }
 
@@ -76,6 +111,49 @@ where
     if declared.is_some_and(|len| len > limits.max as u64) {
         return Err(too_large);
     }
+    if limits.min_rate.is_none() {
+        return read_within_deadline(body, limits).await;
+    }
+    let start = tokio::time::Instant::now();
+    let mut body = std::pin::pin!(body);
+    let mut read = bytes::BytesMut::new();
+    loop {
+        let due = limits.next_byte_due(start, read.len());
+        let frame = match tokio::time::timeout_at(due, body.as_mut().frame()).await {
+            Err(_) if due < start + limits.deadline => {
+                let (bytes_per_sec, _) = limits.min_rate.unwrap_or_default();
+                return Err(BodyError::TooSlow { bytes_per_sec });
+            }
+            Err(_) => {
+                return Err(BodyError::TimedOut {
+                    after: limits.deadline,
+                })
+            }
+            Ok(None) => return Ok(read.freeze()),
+            Ok(Some(Err(_))) => return Err(BodyError::Unreadable),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(mut data) = frame.into_data() {
+            if read.len() + data.remaining() > limits.max {
+                return Err(too_large);
+            }
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                read.extend_from_slice(chunk);
+                let n = chunk.len();
+                data.advance(n);
+            }
+        }
+    }
+}
+
+/// [`read_body`] with only the deadline: one timer for the whole body.
+async fn read_within_deadline<B>(body: B, limits: BodyLimits) -> Result<Bytes, BodyError>
+where
+    B: Body,
+    B::Error: Into<crate::BoxError>,
+{
+    let too_large = BodyError::TooLarge { max: limits.max };
     let read = Limited::new(body, limits.max).collect();
     match tokio::time::timeout(limits.deadline, read).await {
         Err(_) => Err(BodyError::TimedOut {
@@ -102,7 +180,7 @@ impl BodyError {
     pub fn code(&self, codes: &BodyCodes) -> &'static str {
         match self {
             Self::TooLarge { .. } => codes.too_large,
-            Self::TimedOut { .. } => codes.timeout,
+            Self::TimedOut { .. } | Self::TooSlow { .. } => codes.timeout,
             Self::Unreadable => codes.unreadable,
         }
     }
@@ -125,6 +203,14 @@ impl BodyError {
                 format!("{} body too slow", capitalized(name)),
             )
             .with_detail(format!("the body did not arrive within {after:?}")),
+            Self::TooSlow { bytes_per_sec } => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                self.code(codes),
+                format!("{} body too slow", capitalized(name)),
+            )
+            .with_detail(format!(
+                "the body arrived slower than {bytes_per_sec} bytes per second"
+            )),
             Self::Unreadable => Problem::new(
                 StatusCode::BAD_REQUEST,
                 self.code(codes),

@@ -56,3 +56,55 @@ impl<K: std::fmt::Display + Sync> PermitSource<K> for crate::RedisConcurrencyLim
         self.acquire(&key.to_string()).await
     }
 }
+
+/// A cap on requests in flight chosen at run time: per server ([`ConcurrencyLimiter`]) or
+/// fleet-wide on Redis ([`RedisConcurrencyLimiter`](crate::RedisConcurrencyLimiter)).
+///
+/// ```
+/// use ratelimit_concurrent::{Caps, ConcurrencyLimiter, KeyedConcurrencyLimitLayer};
+///
+/// let caps: Caps<u64> = Caps::Local(ConcurrencyLimiter::new(8).unwrap());
+/// let _layer = KeyedConcurrencyLimitLayer::new(caps, |_: &http::request::Parts| Some(1u64));
+/// ```
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Caps<K> {
+    /// This server's own count.
+    Local(ConcurrencyLimiter<K>),
+    /// The fleet's count, on Redis or a Redis Cluster.
+    Fleet(crate::RedisConcurrencyLimiter),
+}
+
+/// A slot of [`Caps`], released when dropped.
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CapsPermit<K> {
+    /// A slot of this server's count.
+    Local(crate::OwnedPermit<K>),
+    /// A lease on the fleet's count.
+    Fleet(crate::Lease),
+}
+
+#[cfg(feature = "redis")]
+impl<K> PermitSource<K> for Caps<K>
+where
+    K: Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static,
+{
+    type Permit = CapsPermit<K>;
+
+    async fn acquire_permit(&self, key: &K) -> Result<Self::Permit, Error> {
+        match self {
+            Caps::Local(l) => l.acquire_permit(key).await.map(CapsPermit::Local),
+            Caps::Fleet(l) => l.acquire_permit(key).await.map(CapsPermit::Fleet),
+        }
+    }
+
+    fn acquire_now(&self, key: &K) -> Option<Result<Self::Permit, Error>> {
+        match self {
+            Caps::Local(l) => l.acquire_now(key).map(|r| r.map(CapsPermit::Local)),
+            Caps::Fleet(_) => None, // asked over the network
+        }
+    }
+}
