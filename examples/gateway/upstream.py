@@ -8,7 +8,7 @@ twice would show. Routes:
   GET  /orders/{id}       one order
   GET  /stats             {"orders_created": n, "webhooks_received": n}
   POST /webhooks/psp      a payment provider's webhook (the gateway verified its signature)
-  GET  /slow?ms=N         answers after N milliseconds
+  GET|POST /slow?ms=N     answers after N milliseconds
   GET  /events            a short server-sent event stream
 
 Usage: upstream.py [PORT]   (default 8000, on 127.0.0.1)
@@ -59,6 +59,10 @@ class Handler(BaseHTTPRequestHandler):
                 order = {"id": order_id, "item": order.get("item"), "quantity": order.get("quantity", 1)}
                 ORDERS[order_id] = order
             return self.send_json(201, order, [("Location", "/orders/" + order_id)])
+        if path == "/slow":
+            ms = int(parse_qs(urlparse(self.path).query).get("ms", ["1000"])[0])
+            time.sleep(ms / 1000)
+            return self.send_json(200, {"slept_ms": ms})
         if path == "/webhooks/psp":
             with LOCK:
                 STATS["webhooks_received"] += 1

@@ -525,7 +525,11 @@ impl Config {
         let de = toml::Deserializer::parse(src)
             .map_err(|e| ConfigError::at(src, e.span(), "", e.message()))?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
+            // `Spanned` values add a segment of their own to the path; the user wrote none.
+            let key = e
+                .path()
+                .to_string()
+                .replace("$__serde_spanned_private_value.", "");
             let key = if key == "." { String::new() } else { key };
             ConfigError::at(src, e.inner().span(), &key, e.inner().message())
         })?;

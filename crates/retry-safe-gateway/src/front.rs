@@ -192,9 +192,12 @@ async fn dispatch(
     (Some(route.name.clone()), Some(principal), res)
 }
 
-/// A request framed two ways at once (RFC 9112 §6.3: `Transfer-Encoding` with
-/// `Content-Length`, or several different lengths) is refused: proxies that read the two
-/// differently are how requests are smuggled past them.
+/// A request framed two ways at once is refused: proxies that read the two framings differently
+/// are how requests are smuggled past them. hyper's HTTP/1 parser already answers 400 to
+/// different lengths and to a transfer coding other than chunked, and reads `Transfer-Encoding`
+/// with `Content-Length` by the chunked framing alone, closing the connection after it (RFC 9112
+/// §6.1); this catches what still reaches the service that way (an HTTP/2 request with both). The
+/// upstream always gets the buffered body with one length of the gateway's own.
 fn smuggling(headers: &HeaderMap) -> Option<Problem> {
     let lengths: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
     let conflicting = headers.contains_key(header::TRANSFER_ENCODING) && !lengths.is_empty()

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use retry_safe_core::Problem;
 use serde_json::json;
@@ -127,7 +127,8 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
         let _ = t.await;
     }
     event("draining", json!({"timeout_ms": drain.as_millis() as u64}));
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    // The accept loops have returned, so this is the last reference.
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
     let drained = tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_ok();
@@ -238,19 +239,20 @@ async fn accept_loop(
         let tls = shared.tls[index].as_ref().map(|c| c.load_full());
         let limits = shared.current.load().config.limits.clone();
         let service = connection_service(&shared, addr, tls.is_some());
-        let graceful = graceful.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             match tls {
                 Some(config) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    match tokio::time::timeout(limits.header_timeout.0, acceptor.accept(stream))
-                        .await
+                    let handshake = acceptor.accept(stream);
+                    // A failed or slow handshake asked nothing: there is nothing to answer.
+                    if let Ok(Ok(tls)) =
+                        tokio::time::timeout(limits.header_timeout.0, handshake).await
                     {
-                        Ok(Ok(tls)) => serve(TokioIo::new(tls), service, &limits, &graceful).await,
-                        _ => {} // a failed or slow handshake: nothing was asked, nothing to answer
+                        serve(TokioIo::new(tls), service, &limits, watcher).await;
                     }
                 }
-                None => serve(TokioIo::new(stream), service, &limits, &graceful).await,
+                None => serve(TokioIo::new(stream), service, &limits, watcher).await,
             }
         });
     }
@@ -285,7 +287,7 @@ async fn serve<I, S>(
     io: TokioIo<I>,
     service: S,
     limits: &crate::config::RequestLimits,
-    graceful: &GracefulShutdown,
+    watcher: Watcher,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: tower_service::Service<
@@ -309,7 +311,7 @@ async fn serve<I, S>(
         .max_header_list_size(limits.max_header_bytes as u32);
     let hyper_service = hyper_util::service::TowerToHyperService::new(service);
     let conn = builder.serve_connection_with_upgrades(io, hyper_service);
-    let _ = graceful.watch(conn.into_owned()).await;
+    let _ = watcher.watch(conn.into_owned()).await;
 }
 
 /// The answer of a request the gateway could not serve at all (used by the admin listener).
