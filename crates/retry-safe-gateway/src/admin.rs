@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -28,14 +29,14 @@ pub(crate) async fn serve(
             _ = stop.changed() => return,
         };
         let (current, prometheus) = (current.clone(), prometheus.clone());
-        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let answers = tower::service_fn(move |req: Request<Body>| {
             let (current, prometheus) = (current.clone(), prometheus.clone());
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    answer(req.uri().path(), &current.load_full(), &prometheus).await,
-                )
-            }
+            async move { Ok::<_, std::convert::Infallible>(answer(req.uri().path(), &current.load_full(), &prometheus).await) }
         });
+        // The admin's refusals (`/readyz` not ready, no such path) carry the envelope too.
+        let traced = tower::Layer::layer(&trace_ctx::TraceContextLayer::new(), answers)
+            .map_request(|req: Request<hyper::body::Incoming>| req.map(Body::new));
+        let service = hyper_util::service::TowerToHyperService::new(traced);
         tokio::spawn(async move {
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)

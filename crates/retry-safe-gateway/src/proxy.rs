@@ -225,13 +225,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::try_from(t).ok())
         .collect();
+    let upgrade = headers.remove(header::UPGRADE);
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    if upgrading {
+    if let (true, Some(protocols)) = (upgrading, upgrade) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
+        headers.insert(header::UPGRADE, protocols);
     }
 }
 
