@@ -76,11 +76,11 @@ impl Variant {
     }
 }
 
-struct Run {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    non_2xx: u64,
+pub(crate) struct Run {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) non_2xx: u64,
 }
 
 /// The mixed load against bare, memory, Redis and PostgreSQL (`postgres_only` = false), or only
@@ -201,14 +201,14 @@ pub fn run(postgres_only: bool) -> Result {
     Ok(())
 }
 
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+pub(crate) fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n == 0 {
@@ -221,7 +221,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn ensure_wrk() -> Result {
+pub(crate) fn ensure_wrk() -> Result {
     if Command::new("wrk").arg("--version").output().is_ok() {
         return Ok(());
     }
@@ -241,7 +241,7 @@ fn ensure_wrk() -> Result {
 }
 
 /// A server process, killed when dropped.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -250,7 +250,7 @@ impl Drop for Server {
     }
 }
 
-fn free_addr() -> Result<SocketAddr> {
+pub(crate) fn free_addr() -> Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("no free loopback port: {e}"))
@@ -349,7 +349,7 @@ fn seed_order(addr: SocketAddr) -> Result {
 }
 
 /// Requests/sec, the 50 % and 99 % latencies and the non-2xx count of wrk's report.
-fn parse(text: &str) -> Option<Run> {
+pub(crate) fn parse(text: &str) -> Option<Run> {
     let mut rps = None;
     let (mut p50, mut p99) = (None, None);
     let mut non_2xx = 0;

@@ -18,6 +18,7 @@
 
 mod e2e;
 mod features;
+mod gateway;
 mod instructions;
 mod msrv;
 mod redis_server;
@@ -281,6 +282,7 @@ const BENCHES: &[(&str, Run)] = &[
         Run::OnCluster(&["-p", "benchmarks", "--bench", "redis_fleet"]),
     ),
     ("e2e", Run::Driver(|| e2e::run(false))),
+    ("gateway", Run::Driver(gateway::run)),
     ("e2e-postgres", Run::Driver(|| e2e::run(true))),
     (
         "e2e-inprocess",

@@ -111,6 +111,9 @@ where
     if declared.is_some_and(|len| len > limits.max as u64) {
         return Err(too_large);
     }
+    if body.is_end_stream() {
+        return Ok(Bytes::new()); // nothing to wait for (a GET): no timer, no buffer
+    }
     if limits.min_rate.is_none() {
         return read_within_deadline(body, limits).await;
     }

@@ -31,7 +31,11 @@ pub(crate) async fn serve(
         let (current, prometheus) = (current.clone(), prometheus.clone());
         let answers = tower::service_fn(move |req: Request<Body>| {
             let (current, prometheus) = (current.clone(), prometheus.clone());
-            async move { Ok::<_, std::convert::Infallible>(answer(req.uri().path(), &current.load_full(), &prometheus).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    answer(req.uri().path(), &current.load_full(), &prometheus).await,
+                )
+            }
         });
         // The admin's refusals (`/readyz` not ready, no such path) carry the envelope too.
         let traced = tower::Layer::layer(&trace_ctx::TraceContextLayer::new(), answers)

@@ -60,6 +60,11 @@ struct Entry {
 }
 
 async fn logged(rt: Arc<Runtime>, req: Request<Body>) -> Response<Body> {
+    if !rt.config.limits.access_log {
+        let (route, _, res) = dispatch(&rt, req).await;
+        counters(&rt, route).count(res.status());
+        return res;
+    }
     let ctx = req.extensions().get::<trace_ctx::TraceContext>();
     let entry = Entry {
         start: Instant::now(),
@@ -74,21 +79,22 @@ async fn logged(rt: Arc<Runtime>, req: Request<Body>) -> Response<Body> {
             .get::<Peer>()
             .map(|p| rt.client_ip.resolve(p.addr.ip(), req.headers())),
     };
-    let access_log = rt.config.limits.access_log;
     let (route, principal, res) = dispatch(&rt, req).await;
-    crate::metrics::count(route.as_deref(), res.status());
-    if !access_log {
-        return res;
-    }
+    counters(&rt, route).count(res.status());
     let (res, code) = problem_code(res).await;
+    let name = route.map(|i| &*rt.routes[i].name);
     log(
         &entry,
-        route.as_deref(),
+        name,
         principal.as_ref(),
         res.status(),
         code.as_deref(),
     );
     res
+}
+
+fn counters(rt: &Runtime, route: Option<usize>) -> &crate::metrics::StatusCounters {
+    route.map_or(&rt.unrouted, |i| &rt.routes[i].counters)
 }
 
 /// The `error_code` of a problem response (its body is small and in memory), and the response.
@@ -145,7 +151,7 @@ fn log(
 async fn dispatch(
     rt: &Runtime,
     req: Request<Body>,
-) -> (Option<Arc<str>>, Option<Principal>, Response<Body>) {
+) -> (Option<usize>, Option<Principal>, Response<Body>) {
     if let Some(problem) = smuggling(req.headers()) {
         return (None, None, problem.into_response());
     }
@@ -162,7 +168,7 @@ async fn dispatch(
             let mut res: Response<Body> = problem.into_response();
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return (Some(route.name.clone()), None, res);
+            return (Some(index), None, res);
         }
     };
     parts.extensions.insert(principal.clone());
@@ -173,7 +179,7 @@ async fn dispatch(
             Ok(bytes) => Body::from(bytes),
             Err(e) => {
                 return (
-                    Some(route.name.clone()),
+                    Some(index),
                     Some(principal),
                     e.problem(&REQUEST_BODY).into_response(),
                 )
@@ -189,7 +195,7 @@ async fn dispatch(
         .oneshot(Request::from_parts(parts, body))
         .await
         .unwrap_or_else(|never| match never {});
-    (Some(route.name.clone()), Some(principal), res)
+    (Some(index), Some(principal), res)
 }
 
 /// A request framed two ways at once is refused: proxies that read the two framings differently

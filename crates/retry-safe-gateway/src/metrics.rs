@@ -2,16 +2,22 @@
 
 use http::StatusCode;
 
-/// Counts one answered request: `gateway_requests_total{route, status}` (status by class,
-/// `2xx`…, so the series stay few).
-pub(crate) fn count(route: Option<&str>, status: StatusCode) {
-    let class = match status.as_u16() / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
-    };
-    let route = route.unwrap_or("").to_owned();
-    metrics::counter!("gateway_requests_total", "route" => route, "status" => class).increment(1);
+/// `gateway_requests_total{route, status}` of one route, one counter per status class (`2xx`…,
+/// so the series stay few), registered once when the config is built: counting a request is an
+/// atomic add, no label lookup.
+pub(crate) struct StatusCounters([metrics::Counter; 5]);
+
+impl StatusCounters {
+    /// The counters of `route` (`""` for requests no route took).
+    pub(crate) fn new(route: &str) -> Self {
+        Self(["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+            metrics::counter!("gateway_requests_total", "route" => route.to_owned(), "status" => class)
+        }))
+    }
+
+    /// Counts one answered request.
+    pub(crate) fn count(&self, status: StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.0[class].increment(1);
+    }
 }

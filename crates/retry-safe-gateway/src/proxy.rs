@@ -77,7 +77,7 @@ impl UpstreamError {
 /// One upstream: its pooled client, its address and its timeout.
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Arc<Client<HttpConnector, Body>>,
     authority: Authority,
     pub(crate) name: Arc<str>,
     timeout: Option<Duration>,
@@ -103,7 +103,7 @@ impl Upstream {
             .pool_idle_timeout(config.pool_idle_timeout.0)
             .build(connector);
         Self {
-            client,
+            client: Arc::new(client),
             authority: authority(config.address.get_ref()).expect("checked by Config::check"),
             name: name.into(),
             timeout: Some(config.request_timeout.0),
@@ -254,39 +254,43 @@ fn prepare_request(
     host: Option<HeaderValue>,
     upgrading: bool,
 ) {
+    use std::fmt::Write;
     strip_hop_by_hop(headers, upgrading);
     headers.append(header::VIA, via(version));
     let Some(peer) = peer else { return };
     let proto = if peer.tls { "https" } else { "http" };
     let ip = peer.addr.ip();
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
+    // One buffer for the address and the `Forwarded` element (RFC 7239 §4: an IPv6 node is
+    // quoted and bracketed; the host is a quoted-string).
+    let mut forwarded = String::with_capacity(96);
+    let _ = write!(forwarded, "{ip}");
+    let ip_len = forwarded.len();
+    forwarded.insert_str(0, "for=");
+    if ip.is_ipv6() {
+        forwarded.insert_str(4, "\"[");
+        forwarded.push_str("]\"");
+    }
+    let _ = write!(forwarded, ";proto={proto}");
     if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
         forwarded.push_str(";host=\"");
-        forwarded.push_str(&h.replace(['"', '\\'], ""));
+        forwarded.extend(h.chars().filter(|c| !matches!(c, '"' | '\\')));
         forwarded.push('"');
-        headers.insert(
-            HeaderName::from_static("x-forwarded-host"),
-            HeaderValue::from_str(h).unwrap_or_else(|_| HeaderValue::from_static("")),
-        );
     }
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        headers.append(header::FORWARDED, v);
-    }
+    let ip_at = if ip.is_ipv6() { 6 } else { 4 };
     append_csv(
         headers,
         HeaderName::from_static("x-forwarded-for"),
-        &ip.to_string(),
+        &forwarded[ip_at..ip_at + ip_len],
     );
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.append(header::FORWARDED, v);
+    }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
+        HeaderValue::from_static(proto),
     );
     if let Some(h) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), h.clone());
         headers.insert(header::HOST, h);
     }
 }
@@ -294,10 +298,10 @@ fn prepare_request(
 /// Appends `value` to the comma-separated list in header `name` (one field line).
 fn append_csv(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.is_empty() => format!("{prior}, {value}"),
-        _ => value.to_owned(),
+        Some(prior) if !prior.is_empty() => HeaderValue::from_str(&format!("{prior}, {value}")),
+        _ => HeaderValue::from_str(value),
     };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    if let Ok(v) = joined {
         headers.insert(name, v);
     }
 }
@@ -306,4 +310,59 @@ fn append_csv(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 fn prepare_response(headers: &mut HeaderMap, upgrading: bool) {
     strip_hop_by_hop(headers, upgrading);
     headers.append(header::VIA, via(http::Version::HTTP_11));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(peer: &str, prior_xff: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = prior_xff {
+            headers.insert("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close, x-hop"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        let peer = Peer {
+            addr: peer.parse().unwrap(),
+            tls: true,
+        };
+        prepare_request(
+            &mut headers,
+            http::Version::HTTP_2,
+            Some(peer),
+            Some(HeaderValue::from_static("shop.example")),
+            false,
+        );
+        headers
+    }
+
+    #[test]
+    fn an_ipv6_client_is_quoted_and_bracketed_in_forwarded_and_bare_in_x_forwarded_for() {
+        let h = prepared("[2001:db8::7]:443", Some("203.0.113.1"));
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::7]\";proto=https;host=\"shop.example\""
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.1, 2001:db8::7");
+        assert_eq!(
+            (&h["x-forwarded-proto"], &h["via"]),
+            (
+                &HeaderValue::from_static("https"),
+                &HeaderValue::from_static("2 retry-safe-gateway")
+            )
+        );
+        assert!(h.get("x-hop").is_none() && h.get(header::CONNECTION).is_none());
+    }
+
+    #[test]
+    fn an_ipv4_client_is_bare_in_both() {
+        let h = prepared("198.51.100.4:5000", None);
+        assert_eq!(
+            h["forwarded"],
+            "for=198.51.100.4;proto=https;host=\"shop.example\""
+        );
+        assert_eq!(h["x-forwarded-for"], "198.51.100.4");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+    }
 }

@@ -84,6 +84,8 @@ pub(crate) struct RouteRuntime {
     pub(crate) base: RouteService,
     /// The stack for each plan (the plan's limits, then `base`), by plan index.
     pub(crate) plans: Vec<RouteService>,
+    /// `gateway_requests_total` of this route.
+    pub(crate) counters: crate::metrics::StatusCounters,
 }
 
 /// Everything one config makes.
@@ -91,6 +93,8 @@ pub(crate) struct Runtime {
     pub(crate) config: Config,
     pub(crate) table: crate::routes::Table,
     pub(crate) routes: Vec<RouteRuntime>,
+    /// `gateway_requests_total` of the requests no route took (404, 405, refused framing).
+    pub(crate) unrouted: crate::metrics::StatusCounters,
     pub(crate) keys: Option<(Arc<KeyRing>, http::HeaderName)>,
     pub(crate) body: retry_safe_core::body::BodyLimits,
     pub(crate) backends: Backends,
@@ -226,6 +230,7 @@ pub(crate) async fn build(config: Config, old: &Registry) -> Result<Runtime, cra
     let body = retry_safe_core::body::BodyLimits::new(limits.max_body_bytes, limits.body_timeout.0)
         .min_rate(limits.min_body_rate, limits.min_body_rate_grace.0);
     Ok(Runtime {
+        unrouted: crate::metrics::StatusCounters::new(""),
         table,
         routes,
         keys,
@@ -397,6 +402,7 @@ impl Ctx<'_> {
             );
         }
         Ok(RouteRuntime {
+            counters: crate::metrics::StatusCounters::new(&name),
             name,
             auth: route.auth,
             base: svc,

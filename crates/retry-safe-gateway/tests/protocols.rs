@@ -19,8 +19,16 @@ fn write_cert(dir: &std::path::Path) -> CertificateDer<'static> {
 }
 
 fn tls_config(upstream: u16, dir: &std::path::Path) -> String {
-    let tls = format!("tls = {{ cert = \"{}\", key = \"{}\" }}\n", dir.join("cert.pem").display(), dir.join("key.pem").display());
-    config(upstream, dir, "").replacen("address = \"127.0.0.1:0\"\n", &format!("address = \"127.0.0.1:0\"\n{tls}"), 1)
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
+    config(upstream, dir, "").replacen(
+        "address = \"127.0.0.1:0\"\n",
+        &format!("address = \"127.0.0.1:0\"\n{tls}"),
+        1,
+    )
 }
 
 /// A GET over TLS trusting only `root`; `Err` when the handshake fails.
@@ -28,11 +36,22 @@ async fn get_over_tls(port: u16, root: &CertificateDer<'static>) -> Result<(u16,
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.map_err(|e| e.to_string())?;
-    tls.write_all(b"GET /slow?ms=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(b"GET /slow?ms=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut bytes = Vec::new();
     let _ = tls.read_to_end(&mut bytes).await;
     let res = parse(&bytes);
@@ -50,12 +69,23 @@ async fn tls_terminates_with_a_generated_certificate_and_sighup_loads_a_new_one(
     let second = write_cert(&dir);
     gw.reload(&tls_config(up.port, &dir));
     gw.wait_event("\"reloaded\"", Duration::from_secs(5));
-    assert_eq!(get_over_tls(gw.port, &second).await.unwrap().0, 200, "new handshakes present the new certificate");
-    assert!(get_over_tls(gw.port, &first).await.is_err(), "the old certificate is gone");
+    assert_eq!(
+        get_over_tls(gw.port, &second).await.unwrap().0,
+        200,
+        "new handshakes present the new certificate"
+    );
+    assert!(
+        get_over_tls(gw.port, &first).await.is_err(),
+        "the old certificate is gone"
+    );
     // Plain HTTP on the TLS port is not served.
     let mut plain = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut buf = Vec::new();
     let _ = plain.read_to_end(&mut buf);
     assert!(!buf.starts_with(b"HTTP/1.1 200"));
@@ -66,12 +96,19 @@ async fn http2_requests_are_proxied_to_the_http1_upstream() {
     let up = Upstream::start();
     let dir = scratch("h2");
     let gw = Gateway::start(&dir, &config(up.port, &dir, ""));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let mut answers = Vec::new();
     for _ in 0..3 {
-        let req = http::Request::get(format!("http://127.0.0.1:{}/slow?ms=1", gw.port)).body(Empty::<bytes::Bytes>::new()).unwrap();
+        let req = http::Request::get(format!("http://127.0.0.1:{}/slow?ms=1", gw.port))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
         answers.push(send.send_request(req));
     }
     for answer in answers {
@@ -96,7 +133,9 @@ async fn a_websocket_upgrade_is_tunnelled_both_ways() {
             s.read_exact(&mut b).await.unwrap();
             head.push(b[0]);
         }
-        assert!(String::from_utf8_lossy(&head).to_ascii_lowercase().contains("upgrade: websocket"));
+        assert!(String::from_utf8_lossy(&head)
+            .to_ascii_lowercase()
+            .contains("upgrade: websocket"));
         s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).await.unwrap();
@@ -104,7 +143,9 @@ async fn a_websocket_upgrade_is_tunnelled_both_ways() {
     });
     let dir = scratch("websocket");
     let gw = Gateway::start(&dir, &config(port, &dir, ""));
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
     s.write_all(b"GET /events HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
@@ -113,9 +154,15 @@ async fn a_websocket_upgrade_is_tunnelled_both_ways() {
         head.push(b[0]);
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101") && head.contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.starts_with("http/1.1 101") && head.contains("upgrade: websocket"),
+        "{head}"
+    );
     s.write_all(b"hello").await.unwrap();
     let mut echoed = [0u8; 5];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&echoed, b"HELLO");
 }
