@@ -10,6 +10,7 @@ twice would show. Routes:
   POST /webhooks/psp      a payment provider's webhook (the gateway verified its signature)
   GET|POST /slow?ms=N     answers after N milliseconds
   GET  /events            a short server-sent event stream
+  GET|POST /flaky?name=N  500 on the first call for a name, then 200; GET /flaky/N tells the calls
 
 Usage: upstream.py [PORT]   (default 8000, on 127.0.0.1)
 """
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs, urlparse
 LOCK = threading.Lock()
 ORDERS = {}
 STATS = {"orders_created": 0, "webhooks_received": 0}
+FLAKY = {}  # name -> calls seen
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -45,9 +47,20 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def flaky(self):
+        name = parse_qs(urlparse(self.path).query).get("name", [""])[0]
+        with LOCK:
+            FLAKY[name] = FLAKY.get(name, 0) + 1
+            calls = FLAKY[name]
+        if calls == 1:
+            return self.send_json(500, {"error": "the first call fails", "calls": calls})
+        return self.send_json(200, {"calls": calls})
+
     def do_POST(self):
         path = urlparse(self.path).path
         body = self.read_body()
+        if path == "/flaky":
+            return self.flaky()
         if path == "/orders":
             try:
                 order = json.loads(body or b"{}")
@@ -71,6 +84,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlparse(self.path)
+        if url.path == "/flaky":
+            return self.flaky()
+        if url.path.startswith("/flaky/"):
+            with LOCK:
+                return self.send_json(200, {"calls": FLAKY.get(url.path[len("/flaky/"):], 0)})
         if url.path == "/stats":
             with LOCK:
                 return self.send_json(200, dict(STATS))

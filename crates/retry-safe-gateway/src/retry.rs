@@ -9,7 +9,6 @@ use retry_safe_core::Problem;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 /// `upstream` as a route's innermost service; with `retry`, its connect errors (and, for safe
@@ -21,15 +20,15 @@ pub(crate) fn upstream_service(
 ) -> RouteService {
     let name: Arc<str> = upstream.name.clone();
     match retry.filter(|r| r.attempts > 1) {
-        None => BoxCloneSyncService::new(tower::service_fn(move |req| {
+        None => RouteService::new(move |req| {
             let (name, call) = (name.clone(), upstream.clone().oneshot(req));
-            async move {
+            Box::pin(async move {
                 Ok::<_, Infallible>(
                     call.await
                         .unwrap_or_else(|e| e.problem(&name).into_response()),
                 )
-            }
-        })),
+            })
+        }),
         Some(r) => {
             let policy = RetryPolicy::default()
                 .max_attempts(r.attempts)
@@ -42,15 +41,15 @@ pub(crate) fn upstream_service(
             );
             let retrier = Retrier::new(policy).budget(Some(budget));
             let svc = SafeRetryLayer::new(retrier).layer(upstream.untimed());
-            BoxCloneSyncService::new(tower::service_fn(move |req| {
+            RouteService::new(move |req| {
                 let (name, call) = (name.clone(), svc.clone().oneshot(req));
-                async move {
+                Box::pin(async move {
                     Ok::<_, Infallible>(
                         call.await
                             .unwrap_or_else(|e| retry_problem(e, &name, timeout).into_response()),
                     )
-                }
-            }))
+                })
+            })
         }
     }
 }

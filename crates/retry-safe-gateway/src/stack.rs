@@ -21,12 +21,43 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 use webhook_sig::{ReplayGuard, Scheme, Secret, Verifier, WebhookLayer};
 
 /// A route's whole stack, boxed: every rejection is already a response.
-pub(crate) type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+///
+/// Shared behind an `Arc`: every layer clones its inner service once per request, and a clone here
+/// is one reference count, where a `BoxCloneSyncService` would allocate a copy of the whole chain.
+#[derive(Clone)]
+pub(crate) struct RouteService(Arc<dyn Fn(Request<Body>) -> RouteFuture + Send + Sync>);
+
+/// A route's answer.
+pub(crate) type RouteFuture =
+    futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+impl RouteService {
+    /// The service that answers with `f`'s future.
+    pub(crate) fn new(f: impl Fn(Request<Body>) -> RouteFuture + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl tower_service::Service<Request<Body>> for RouteService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = RouteFuture;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> RouteFuture {
+        (self.0)(req)
+    }
+}
 
 /// The idempotency store chosen by `[store]`.
 pub(crate) type Store = Arc<dyn IdempotencyStore>;
@@ -169,7 +200,10 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    BoxCloneSyncService::new(svc.map_response(|res: Response<B>| res.map(Body::new)))
+    RouteService::new(move |req| {
+        let answer = svc.clone().oneshot(req);
+        Box::pin(async move { answer.await.map(|res| res.map(Body::new)) })
+    })
 }
 
 /// Builds what `config` describes, taking unchanged parts from `old`.

@@ -440,3 +440,55 @@ fn the_upstream_sees_the_forwarding_headers_and_no_hop_by_hop_ones() {
         "{head}"
     );
 }
+
+#[test]
+fn upstream_failures_are_retried_only_where_a_retry_is_safe() {
+    let up = Upstream::start();
+    let dir = scratch("retries");
+    let extra = r#"
+[[route]]
+methods = ["GET", "POST"]
+path = "/flaky"
+upstream = "orders"
+retry = { attempts = 3 }
+idempotency = { required = false }
+
+[[route]]
+methods = ["GET"]
+path = "/down-retried"
+upstream = "nowhere"
+retry = { attempts = 3 }
+"#;
+    let gw = Gateway::start(&dir, &config(up.port, &dir, extra));
+    let calls =
+        |name: &str| request(up.port, &get(&format!("/flaky/{name}"), &[])).json()["calls"].clone();
+    // A GET's 500 is retried: the client sees the second call's 200.
+    assert_eq!(gw.request(&get("/flaky?name=get", &[])).status, 200);
+    assert_eq!(calls("get"), 2);
+    // A POST without a key may have acted: its 500 is the answer, not retried.
+    assert_eq!(gw.request(&post("/flaky?name=post", &[], "{}")).status, 500);
+    assert_eq!(calls("post"), 1);
+    // A keyed POST is retried (inside its key's lease), and a retry of it replays.
+    assert_eq!(
+        gw.request(&post(
+            "/flaky?name=keyed",
+            &[("Idempotency-Key", "flaky-1")],
+            "{}"
+        ))
+        .status,
+        200
+    );
+    assert_eq!(
+        gw.request(&post(
+            "/flaky?name=keyed",
+            &[("Idempotency-Key", "flaky-1")],
+            "{}"
+        ))
+        .status,
+        200
+    );
+    assert_eq!(calls("keyed"), 2);
+    // Nothing listening: every attempt refused, then 502.
+    gw.request(&get("/down-retried", &[]))
+        .assert_problem(502, "upstream_unavailable");
+}
