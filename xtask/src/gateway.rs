@@ -15,7 +15,9 @@
 //! with a fresh `Idempotency-Key`, all with the demo API key. Access logs are off everywhere.
 //! Ratios are taken within a round (a variant against the faster of nginx and haproxy in that
 //! round, the rate limit against `nginx-limit-req`), then the median and the spread over rounds.
-//! `GATEWAY_PAIRS` (default 5) rounds of `GATEWAY_SECONDS` (default 5). nginx, haproxy and wrk
+//! `GATEWAY_PAIRS` (default 5) rounds of `GATEWAY_SECONDS` (default 5); `GATEWAY_VARIANTS`
+//! (comma-separated) runs only those variants (nginx, haproxy and nginx-limit-req are kept: the
+//! ratios need them). nginx, haproxy and wrk
 //! are installed from the system packages when missing.
 
 use crate::e2e::{ensure_wrk, env_num, free_addr, median, parse, Run, Server};
@@ -89,10 +91,19 @@ pub fn run() -> Result {
     wait_listening(upstream_addr, "the upstream nginx")?;
     let pairs: usize = env_num("GATEWAY_PAIRS", 5);
     let seconds: u64 = env_num("GATEWAY_SECONDS", 5);
+    let only = std::env::var("GATEWAY_VARIANTS").unwrap_or_default();
+    let wanted = |v: &str| {
+        only.is_empty()
+            || ["nginx", "haproxy", "nginx-limit-req"].contains(&v)
+            || only.split(',').any(|o| o.trim() == v)
+    };
+    let chosen: Vec<usize> = (0..VARIANTS.len())
+        .filter(|&i| wanted(VARIANTS[i]))
+        .collect();
     let mut runs: Vec<Vec<Run>> = VARIANTS.iter().map(|_| Vec::new()).collect();
     for round in 0..pairs {
-        for k in 0..VARIANTS.len() {
-            let i = (k + round) % VARIANTS.len();
+        for k in 0..chosen.len() {
+            let i = chosen[(k + round) % chosen.len()];
             let ctx = Ctx {
                 dir: &dir,
                 gateway: &gateway,
@@ -398,6 +409,9 @@ fn report(runs: &[Vec<Run>], pairs: usize, seconds: u64) {
     println!("| variant | req/s (median) | p99 ms (median) | non-2xx | ÷ faster of nginx/haproxy, median (min–max) |");
     println!("|---|---:|---:|---:|---|");
     for (i, name) in VARIANTS.iter().enumerate() {
+        if runs[i].is_empty() {
+            continue;
+        }
         let rps = median(runs[i].iter().map(|r| r.rps).collect());
         let p99 = median(runs[i].iter().map(|r| r.p99_ms).collect());
         let non_2xx: u64 = runs[i].iter().map(|r| r.non_2xx).sum();
