@@ -229,11 +229,17 @@ pub enum StoreKind {
 pub struct Shedding {
     /// Requests in flight through the gateway before the lower classes are shed. Default 1024.
     pub capacity: u32,
+    /// Requests in flight through every gateway sharing the `[store]`'s Redis, with the same
+    /// reserve for the higher classes (leases on Redis). Default: no fleet-wide count.
+    pub fleet_capacity: Option<u32>,
 }
 
 impl Default for Shedding {
     fn default() -> Self {
-        Self { capacity: 1024 }
+        Self {
+            capacity: 1024,
+            fleet_capacity: None,
+        }
     }
 }
 
@@ -622,12 +628,21 @@ impl Config {
                 ));
             }
         }
-        if self.shedding.capacity == 0 {
+        if self.shedding.capacity == 0 || self.shedding.fleet_capacity == Some(0) {
             return Err(ConfigError::at(
                 src,
                 None,
-                "shedding.capacity",
-                "must be at least 1",
+                "shedding",
+                "capacities must be at least 1",
+            ));
+        }
+        let redis = matches!(self.store.kind, StoreKind::Redis | StoreKind::RedisCluster);
+        if self.shedding.fleet_capacity.is_some() && !redis {
+            return Err(ConfigError::at(
+                src,
+                None,
+                "shedding.fleet_capacity",
+                "a fleet-wide count needs a redis or redis-cluster [store]",
             ));
         }
         let needs = |kind: StoreKind, what: &str| -> Result<(), ConfigError> {

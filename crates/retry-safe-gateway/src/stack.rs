@@ -9,7 +9,7 @@ use crate::{Body, BoxError};
 use http::request::Parts;
 use http::{Request, Response};
 use idem_core::{IdempotencyLayer, IdempotencyPolicy, IdempotencyStore, MemoryStore};
-use loadshed_fleet::{Class, PriorityShedLayer, Shedder};
+use loadshed_fleet::{Class, FleetShedder, PriorityShedLayer, Shares, Shedder};
 use ratelimit_concurrent::{
     Caps, ConcurrencyLimiter, KeyedConcurrencyLimitLayer, RedisConcurrencyLimiter,
 };
@@ -237,6 +237,7 @@ pub(crate) async fn build(config: Config, old: &Registry) -> Result<Runtime, cra
             },
         )
         .await?;
+    let fleet = fleet_shedder(&config, &backends, old, &mut reg).await?;
     let plan_names: Vec<&str> = config.plans.keys().map(String::as_str).collect();
     let keys = match &config.api_keys {
         Some(k) => {
@@ -254,6 +255,7 @@ pub(crate) async fn build(config: Config, old: &Registry) -> Result<Runtime, cra
         backends: &backends,
         client_ip: &client_ip,
         shedder: &shedder,
+        fleet: fleet.as_ref(),
     };
     for route in &config.routes {
         routes.push(ctx.route(route.get_ref(), old, &mut reg).await?);
@@ -355,12 +357,35 @@ async fn backends(
     .await
 }
 
+/// The fleet-wide shedder of `[shedding] fleet_capacity`, on the store's Redis: every gateway
+/// sharing it counts its requests in flight there, with the same reserve per class.
+async fn fleet_shedder(
+    config: &Config,
+    backends: &Backends,
+    old: &Registry,
+    reg: &mut Registry,
+) -> Result<Option<FleetShedder>, crate::BuildError> {
+    let (Some(capacity), Some(redis)) = (config.shedding.fleet_capacity, &backends.redis) else {
+        return Ok(None);
+    };
+    let key = format!("fleet-shedder|{capacity}|{:?}", config.store);
+    let fleet = reg
+        .reuse(old, key, async {
+            FleetShedder::with_connection(redis.clone(), capacity, Shares::default())
+                .map(|f| f.prefix(&config.store.prefix))
+                .map_err(|e| crate::BuildError::Config(format!("shedding.fleet_capacity: {e}")))
+        })
+        .await?;
+    Ok(Some(fleet))
+}
+
 /// What every route's build reads.
 struct Ctx<'a> {
     config: &'a Config,
     backends: &'a Backends,
     client_ip: &'a retry_safe_core::ClientIp,
     shedder: &'a Arc<Shedder>,
+    fleet: Option<&'a FleetShedder>,
 }
 
 impl Ctx<'_> {
@@ -422,12 +447,14 @@ impl Ctx<'_> {
                 boxed(KeyedRateLimitLayer::new(limiter, key_fn(&r.key, self.client_ip)).layer(svc));
         }
         let class = route.class;
-        svc = boxed(
-            PriorityShedLayer::from_shared(self.shedder.clone(), move |parts: &Parts| {
-                class_of(class, &parts.method)
-            })
-            .layer(svc),
-        );
+        let shed = PriorityShedLayer::from_shared(self.shedder.clone(), move |parts: &Parts| {
+            class_of(class, &parts.method)
+        });
+        let shed = match self.fleet {
+            Some(fleet) => shed.with_fleet(fleet.clone()),
+            None => shed,
+        };
+        svc = boxed(shed.layer(svc));
         let mut plans = Vec::new();
         for (plan_name, plan) in &self.config.plans {
             plans.push(

@@ -153,3 +153,37 @@ async fn readyz_is_503_while_the_redis_store_is_gone_and_requests_get_a_503_prob
     assert_eq!(up.stats()["orders_created"], 0, "nothing ran unprotected");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[test]
+fn the_fleet_shedder_counts_both_gateways_and_keeps_its_reserve_for_critical_routes() {
+    let up = Upstream::start();
+    let prefix = testkit::unique("gw", "fleet-shed");
+    let store = format!(
+        "kind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"",
+        testkit::redis_url()
+    );
+    let critical = "\n[[route]]\nmethods = [\"GET\"]\npath = \"/stats\"\nupstream = \"orders\"\nclass = \"critical\"\n";
+    let conf = |dir: &std::path::Path| {
+        on_store(up.port, dir, &store).replacen(
+            "capacity = 64",
+            "capacity = 64\nfleet_capacity = 10",
+            1,
+        ) + critical
+    };
+    let (da, db) = (scratch("fleet-a"), scratch("fleet-b"));
+    let a = Gateway::start(&da, &conf(&da));
+    let b = Gateway::start(&db, &conf(&db));
+    // Reads may fill 7 of the fleet's 10 slots: hold them all on gateway A.
+    let port = a.port;
+    let held: Vec<_> = (0..7)
+        .map(|_| std::thread::spawn(move || request(port, &get("/slow?ms=1500", &[]))))
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    // Gateway B holds nothing itself, yet its read is shed: the fleet's read share is spent.
+    b.request(&get("/slow?ms=1", &[]))
+        .assert_problem(503, "overloaded");
+    // The reserve above the reads' share still admits a critical route on B.
+    assert_eq!(b.request(&get("/stats", &[])).status, 200);
+    let held: Vec<u16> = held.into_iter().map(|h| h.join().unwrap().status).collect();
+    assert_eq!(held, [200; 7], "the seven reads on A were admitted");
+}
