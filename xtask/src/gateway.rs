@@ -20,7 +20,8 @@
 //! ratios need them). nginx, haproxy and wrk
 //! are installed from the system packages when missing.
 
-use crate::e2e::{ensure_wrk, env_num, free_addr, median, parse, Run, Server};
+use crate::e2e::{ensure_wrk, env_num, free_addr, median, parse, Run};
+use std::process::Child;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -203,6 +204,25 @@ fn start_variant(ctx: &Ctx, variant: &str, addr: SocketAddr) -> Result<Option<Se
             )?
         }
     }))
+}
+
+/// A proxy process, stopped with SIGTERM when dropped (by its PID): nginx's master then stops
+/// its workers, which a SIGKILL of the master would leave running; SIGKILL after 5 s.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        testkit::signal(self.0.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn spawn_pinned(program: &str, args: &[&str], core: &str) -> Result<Server> {
