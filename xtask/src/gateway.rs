@@ -21,9 +21,9 @@
 //! are installed from the system packages when missing.
 
 use crate::e2e::{ensure_wrk, env_num, free_addr, median, parse, Run};
-use std::process::Child;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
