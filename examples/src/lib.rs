@@ -285,6 +285,15 @@ pub fn principal_key(headers: &http::HeaderMap) -> u64 {
     }
 }
 
+/// How request bodies are read before any slot is taken: at most 1 MiB, within 10 s, and at
+/// least 1 KiB/s after the first 2 s; gRPC requests (which may stream) pass unread.
+pub fn request_buffering() -> retry_safe_core::body::BufferBodyLayer {
+    let limits = retry_safe_core::body::BodyLimits::new(1024 * 1024, Duration::from_secs(10))
+        .min_rate(1024, Duration::from_secs(2));
+    retry_safe_core::body::BufferBodyLayer::new(limits)
+        .skip(|parts| retry_safe_core::grpc::is_grpc(&parts.headers))
+}
+
 /// The idempotency policy of the API: keys required, scoped by principal, the replayed headers.
 fn orders_policy() -> IdempotencyPolicy {
     IdempotencyPolicy::default()
@@ -473,6 +482,9 @@ impl<S: IdempotencyStore> OrdersApi<S> {
                         let ips = self.client_ip.clone();
                         move |parts: &http::request::Parts| ips.of(parts)
                     }))
+                    // Bodies are read whole (bounded, at a minimum rate) before the shedder and
+                    // the caps: a client trickling its body holds none of their slots.
+                    .layer(request_buffering())
                     .layer(self.load_shed_layer(classifier))
                     .layer(KeyedRateLimitLayer::new(
                         self.rate.clone(),

@@ -238,3 +238,142 @@ pub struct BodyCodes {
 }
 
 use crate::backend::capitalized;
+
+/// A layer that reads each request's body whole, within [`BodyLimits`] (size, deadline and
+/// minimum rate), **before** the inner services see the request (feature `body`).
+///
+/// Put it outside the layers that hold capacity — the load shedder, the concurrency caps — so a
+/// client trickling its body holds none of their slots while it trickles, and is cut off at the
+/// minimum rate (408) instead of at a deadline; nginx buffers request bodies before it takes an
+/// upstream connection for the same reason. Refusals are problem+json (codes
+/// `request_body_too_large`, `request_body_timeout`, `request_body_unreadable`). Requests that
+/// switch protocols (`Upgrade`) and those [`skip`](Self::skip) names (streaming RPCs, say) pass
+/// as they came.
+///
+/// ```
+/// use retry_safe_core::body::{BodyLimits, BufferBodyLayer};
+/// use http_body_util::Full;
+/// use std::time::Duration;
+/// use tower::{Layer, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let limits = BodyLimits::new(4, Duration::from_secs(1)).min_rate(1024, Duration::from_secs(1));
+/// let echo = tower::service_fn(|req: http::Request<Full<bytes::Bytes>>| async move {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(req.into_body()))
+/// });
+/// let svc = BufferBodyLayer::new(limits).layer(echo);
+/// let res = svc.clone().oneshot(http::Request::new(Full::from("ok"))).await.unwrap();
+/// assert_eq!(res.status(), 200);
+/// let res = svc.oneshot(http::Request::new(Full::from("too long"))).await.unwrap();
+/// assert_eq!(res.status(), 413);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct BufferBodyLayer {
+    limits: BodyLimits,
+    skip: Option<SkipFn>,
+}
+
+/// Which requests [`BufferBodyLayer`] lets pass unread.
+type SkipFn = std::sync::Arc<dyn Fn(&http::request::Parts) -> bool + Send + Sync>;
+
+/// The codes of [`BufferBodyLayer`]'s refusals.
+pub const REQUEST_BODY_CODES: BodyCodes = BodyCodes {
+    name: "request",
+    too_large: "request_body_too_large",
+    timeout: "request_body_timeout",
+    unreadable: "request_body_unreadable",
+};
+
+impl std::fmt::Debug for BufferBodyLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferBodyLayer")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BufferBodyLayer {
+    /// Reads bodies within `limits`.
+    pub fn new(limits: BodyLimits) -> Self {
+        Self { limits, skip: None }
+    }
+
+    /// Lets the requests `skip` names pass unread (their bodies stream to the inner service).
+    pub fn skip(
+        mut self,
+        skip: impl Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.skip = Some(std::sync::Arc::new(skip));
+        self
+    }
+}
+
+impl<S> tower_layer::Layer<S> for BufferBodyLayer {
+    type Service = BufferBodyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BufferBodyService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`BufferBodyLayer`].
+#[derive(Clone, Debug)]
+pub struct BufferBodyService<S> {
+    inner: S,
+    layer: BufferBodyLayer,
+}
+
+impl<S> BufferBodyService<S> {
+    crate::inner_service!(S);
+}
+
+impl<S, B, RB> tower_service::Service<http::Request<B>> for BufferBodyService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: Body<Data: Send> + From<Bytes> + Send + 'static,
+    B::Error: Into<crate::BoxError>,
+    RB: From<Bytes> + Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = crate::future::LayerFuture<S::Future, (), RB, S::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let upgrading = parts.headers.contains_key(http::header::UPGRADE);
+        let skipped = self.layer.skip.as_ref().is_some_and(|skip| skip(&parts));
+        if upgrading || skipped || body.is_end_stream() {
+            let req = http::Request::from_parts(parts, body);
+            return crate::future::LayerFuture::inner(self.inner.call(req), ());
+        }
+        // The clone driven to readiness serves this request, once its body is in.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limits = self.layer.limits;
+        crate::future::LayerFuture::boxed(Box::pin(async move {
+            match read_body(body, declared_length(&parts.headers), limits).await {
+                Ok(bytes) => {
+                    inner
+                        .call(http::Request::from_parts(parts, B::from(bytes)))
+                        .await
+                }
+                Err(e) => Ok(e.problem(&REQUEST_BODY_CODES).into_response()),
+            }
+        }))
+    }
+}

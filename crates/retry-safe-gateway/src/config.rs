@@ -369,8 +369,8 @@ pub struct Idempotency {
     /// Requests without `Idempotency-Key` get 400. Default false.
     #[serde(default)]
     pub required: bool,
-    /// Whose keys are these: `principal` (the API key's, the default), `global`, or
-    /// `header:NAME`.
+    /// Whose keys are these: `principal` (the API key's, the default), `client_ip`, `global`,
+    /// or `header:NAME`.
     #[serde(default = "principal")]
     pub scope: KeyBy,
     /// How long a completed answer is replayed. Default `24h`.

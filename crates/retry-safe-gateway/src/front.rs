@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use retry_safe_core::body::{declared_length, read_body, BodyCodes};
+use retry_safe_core::body::{declared_length, read_body, REQUEST_BODY_CODES as REQUEST_BODY};
 use retry_safe_core::Problem;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,14 +19,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use tower::ServiceExt;
 use tower_service::Service;
-
-/// The codes of the gateway's own request-body refusals.
-const REQUEST_BODY: BodyCodes = BodyCodes {
-    name: "request",
-    too_large: "request_body_too_large",
-    timeout: "request_body_timeout",
-    unreadable: "request_body_unreadable",
-};
 
 /// The service every connection runs (inside the trace-context layer): the current config's.
 #[derive(Clone)]

@@ -545,6 +545,7 @@ impl Ctx<'_> {
 
     fn idempotency(&self, idem: &config::Idempotency) -> IdempotencyLayer<Store> {
         let scope = idem.scope.clone();
+        let ips = self.client_ip.clone();
         let mut policy = IdempotencyPolicy::default()
             .require_key(idem.required)
             .scope_with(move |parts| match &scope {
@@ -555,7 +556,11 @@ impl Ctx<'_> {
                         parts.headers.get(h).map_or(&b""[..], |v| v.as_bytes())
                     )
                 ),
-                KeyBy::ClientIp | KeyBy::Principal => format!("principal:{}", principal_of(parts)),
+                KeyBy::ClientIp => match ips.of(parts) {
+                    Some(ip) => format!("ip:{ip}"),
+                    None => "ip:unknown".to_owned(),
+                },
+                KeyBy::Principal => format!("principal:{}", principal_of(parts)),
             })
             .retention(idem.retention.0)
             .lease(idem.lease.0)
