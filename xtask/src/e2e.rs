@@ -291,15 +291,27 @@ fn measure(
             .spawn()
             .map_err(|e| format!("starting orders-api: {e}"))?,
     );
+    wait_listening(addr, &format!("orders-api ({})", variant.name()))?;
+    // The order every GET reads.
+    seed_order(addr)?;
+    load(script, addr, seconds)
+}
+
+/// Waits up to 30 s for `addr` to accept a connection (`what` names it in the error).
+pub(crate) fn wait_listening(addr: SocketAddr, what: &str) -> Result {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(addr).is_err() {
         if Instant::now() > deadline {
-            return Err(format!("orders-api ({}) did not listen", variant.name()));
+            return Err(format!("{what} did not listen on {addr}"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The order every GET reads.
-    seed_order(addr)?;
+    Ok(())
+}
+
+/// The bench load: `wrk` pinned to core 1, one thread, 32 keep-alive connections, `script`
+/// against `addr` for `seconds`, read as a [`Run`].
+pub(crate) fn load(script: &Path, addr: SocketAddr, seconds: u64) -> Result<Run> {
     let out = Command::new("taskset")
         .args([
             "-c",

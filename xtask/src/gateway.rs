@@ -20,8 +20,8 @@
 //! ratios need them). nginx, haproxy and wrk
 //! are installed from the system packages when missing.
 
-use crate::e2e::{ensure_wrk, env_num, free_addr, median, parse, Run};
-use std::net::{SocketAddr, TcpStream};
+use crate::e2e::{ensure_wrk, env_num, free_addr, load, median, wait_listening, Run};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::process::{Command, Stdio};
@@ -143,28 +143,7 @@ fn measure(ctx: &Ctx, variant: &str, script: &Path, seconds: u64) -> Result<Run>
     };
     let _proxy = start_variant(ctx, variant, addr)?;
     wait_listening(addr, variant)?;
-    let out = Command::new("taskset")
-        .args([
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            "-c32",
-            &format!("-d{seconds}s"),
-            "--latency",
-            "-s",
-        ])
-        .arg(script)
-        .arg(format!("http://{addr}"))
-        .output()
-        .map_err(|e| format!("wrk: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    parse(&text).ok_or_else(|| {
-        format!(
-            "unreadable wrk output ({variant}):\n{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    load(script, addr, seconds).map_err(|e| format!("{variant}: {e}"))
 }
 
 fn start_variant(ctx: &Ctx, variant: &str, addr: SocketAddr) -> Result<Option<Server>> {
@@ -234,17 +213,6 @@ fn spawn_pinned(program: &str, args: &[&str], core: &str) -> Result<Server> {
         .spawn()
         .map(Server)
         .map_err(|e| format!("starting {program}: {e}"))
-}
-
-fn wait_listening(addr: SocketAddr, what: &str) -> Result {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("{what} did not listen on {addr}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 fn start_nginx(dir: &Path, name: &str, conf: &str, core: &str) -> Result<Server> {

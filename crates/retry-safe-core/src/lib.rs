@@ -81,6 +81,7 @@ mod problem;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod shards;
+mod stable_hash;
 
 /// The time of a PostgreSQL statement, as SQL text: the `$pinned` parameter (µs since the Unix
 /// epoch) when it is not `NULL`, else the database's `clock_timestamp()` plus the `$offset`
@@ -119,6 +120,7 @@ pub use problem::{
     ceil_secs, is_problem, retry_after_secs, Problem, PROBLEM_JSON, RESERVED_MEMBERS,
 };
 pub use shards::Shards;
+pub use stable_hash::stable_hash;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

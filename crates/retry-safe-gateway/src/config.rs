@@ -42,6 +42,17 @@ impl ConfigError {
         }
     }
 
+    /// A file that cannot be used at all (unreadable, not PEM…): no line to point at.
+    pub(crate) fn of_file(file: &Path, reason: impl fmt::Display) -> Self {
+        Self {
+            file: Some(file.to_owned()),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            reason: reason.to_string(),
+        }
+    }
+
     pub(crate) fn in_file(mut self, file: &Path) -> Self {
         self.file = Some(file.to_owned());
         self
@@ -54,6 +65,15 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+/// A trusted proxy: a CIDR network, or one address.
+pub(crate) fn parse_net(text: &str) -> Option<retry_safe_core::IpNet> {
+    text.parse().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(retry_safe_core::IpNet::from)
+    })
 }
 
 /// A duration written as `250ms`, `10s`, `5m`, `24h` (humantime's syntax).
@@ -545,13 +565,8 @@ impl Config {
 
     /// Reads, parses and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.to_owned()),
-            line: 0,
-            column: 0,
-            key: String::new(),
-            reason: format!("cannot read the file: {e}"),
-        })?;
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::of_file(path, format_args!("cannot read the file: {e}")))?;
         Self::parse(&src).map_err(|e| e.in_file(path))
     }
 
@@ -617,9 +632,7 @@ impl Config {
 
     fn check_limits(&self, src: &str) -> Result<(), ConfigError> {
         for net in &self.limits.trust_proxies {
-            if net.parse::<retry_safe_core::IpNet>().is_err()
-                && net.parse::<std::net::IpAddr>().is_err()
-            {
+            if parse_net(net).is_none() {
                 return Err(ConfigError::at(
                     src,
                     None,
@@ -645,27 +658,26 @@ impl Config {
                 "a fleet-wide count needs a redis or redis-cluster [store]",
             ));
         }
-        let needs = |kind: StoreKind, what: &str| -> Result<(), ConfigError> {
-            match (kind, &self.store.url, self.store.urls.is_empty()) {
-                (StoreKind::Redis | StoreKind::Postgres, None, _) => Err(ConfigError::at(
+        let store = &self.store;
+        match store.kind {
+            StoreKind::Redis | StoreKind::Postgres if store.url.is_none() => {
+                return Err(ConfigError::at(
                     src,
                     None,
                     "store.url",
-                    format!("a {what} store needs `url`"),
-                )),
-                (StoreKind::RedisCluster, _, true) => Err(ConfigError::at(
+                    "a redis or postgres store needs `url`",
+                ));
+            }
+            StoreKind::RedisCluster if store.urls.is_empty() => {
+                return Err(ConfigError::at(
                     src,
                     None,
                     "store.urls",
                     "a redis-cluster store needs `urls`",
-                )),
-                _ => Ok(()),
+                ));
             }
-        };
-        needs(
-            self.store.kind,
-            &format!("{:?}", self.store.kind).to_lowercase(),
-        )?;
+            _ => {}
+        }
         for (name, plan) in &self.plans {
             if plan.rate == 0 || plan.concurrency == Some(0) || plan.daily_quota == Some(0) {
                 return Err(ConfigError::at(

@@ -63,12 +63,8 @@ pub fn hash_key(key: &str) -> String {
 impl KeyRing {
     /// Reads the keys file at `path`; `plans` are the config's plan names, sorted.
     pub(crate) fn load(path: &Path, plans: &[&str]) -> Result<Self, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.to_owned()),
-            line: 0,
-            column: 0,
-            key: String::new(),
-            reason: format!("cannot read the keys file: {e}"),
+        let src = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::of_file(path, format_args!("cannot read the keys file: {e}"))
         })?;
         Self::parse(&src, plans).map_err(|e| e.in_file(path))
     }

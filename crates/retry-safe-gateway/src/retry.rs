@@ -20,15 +20,7 @@ pub(crate) fn upstream_service(
 ) -> RouteService {
     let name: Arc<str> = upstream.name.clone();
     match retry.filter(|r| r.attempts > 1) {
-        None => RouteService::new(move |req| {
-            let (name, call) = (name.clone(), upstream.clone().oneshot(req));
-            Box::pin(async move {
-                Ok::<_, Infallible>(
-                    call.await
-                        .unwrap_or_else(|e| e.problem(&name).into_response()),
-                )
-            })
-        }),
+        None => answered(upstream, move |e: UpstreamError| e.problem(&name)),
         Some(r) => {
             let policy = RetryPolicy::default()
                 .max_attempts(r.attempts)
@@ -41,17 +33,32 @@ pub(crate) fn upstream_service(
             );
             let retrier = Retrier::new(policy).budget(Some(budget));
             let svc = SafeRetryLayer::new(retrier).layer(upstream.untimed());
-            RouteService::new(move |req| {
-                let (name, call) = (name.clone(), svc.clone().oneshot(req));
-                Box::pin(async move {
-                    Ok::<_, Infallible>(
-                        call.await
-                            .unwrap_or_else(|e| retry_problem(e, &name, timeout).into_response()),
-                    )
-                })
-            })
+            answered(svc, move |e| retry_problem(e, &name, timeout))
         }
     }
+}
+
+/// `svc` with its errors answered as `problem` says.
+fn answered<S, E>(svc: S, problem: impl Fn(E) -> Problem + Send + Sync + 'static) -> RouteService
+where
+    S: tower_service::Service<
+            http::Request<crate::Body>,
+            Response = http::Response<crate::Body>,
+            Error = E,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    E: Send + 'static,
+{
+    let problem = Arc::new(problem);
+    RouteService::new(move |req| {
+        let (problem, call) = (problem.clone(), svc.clone().oneshot(req));
+        Box::pin(async move {
+            Ok::<_, Infallible>(call.await.unwrap_or_else(|e| problem(e).into_response()))
+        })
+    })
 }
 
 /// The answer when every attempt failed.

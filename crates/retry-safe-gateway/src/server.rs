@@ -237,7 +237,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let tls = shared.tls[index].as_ref().map(|c| c.load_full());
-        let limits = shared.current.load().config.limits.clone();
+        let limits = ConnLimits::of(&shared.current.load().config.limits);
         let service = connection_service(&shared, addr, tls.is_some());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -247,7 +247,7 @@ async fn accept_loop(
                     let handshake = acceptor.accept(stream);
                     // A failed or slow handshake asked nothing: there is nothing to answer.
                     if let Ok(Ok(tls)) =
-                        tokio::time::timeout(limits.header_timeout.0, handshake).await
+                        tokio::time::timeout(limits.header_timeout, handshake).await
                     {
                         serve(TokioIo::new(tls), service, &limits, watcher).await;
                     }
@@ -255,6 +255,22 @@ async fn accept_loop(
                 None => serve(TokioIo::new(stream), service, &limits, watcher).await,
             }
         });
+    }
+}
+
+/// What a connection reads of `[limits]` (copied per connection, not the whole section).
+#[derive(Clone, Copy)]
+struct ConnLimits {
+    header_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+impl ConnLimits {
+    fn of(limits: &crate::config::RequestLimits) -> Self {
+        Self {
+            header_timeout: limits.header_timeout.0,
+            max_header_bytes: limits.max_header_bytes,
+        }
     }
 }
 
@@ -283,12 +299,8 @@ fn connection_service(
     })
 }
 
-async fn serve<I, S>(
-    io: TokioIo<I>,
-    service: S,
-    limits: &crate::config::RequestLimits,
-    watcher: Watcher,
-) where
+async fn serve<I, S>(io: TokioIo<I>, service: S, limits: &ConnLimits, watcher: Watcher)
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: tower_service::Service<
             Request<hyper::body::Incoming>,
@@ -303,7 +315,7 @@ async fn serve<I, S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout.0)
+        .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
         .http2()

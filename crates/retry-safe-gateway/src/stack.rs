@@ -17,6 +17,7 @@ use ratelimit_token_bucket::{
     KeyedLimiter, KeyedRateLimitLayer, Limiter, Quota, Quotas, RedisLimiter,
 };
 use retry_safe_core::redis::{RedisRunner, RedisSettings};
+use retry_safe_core::stable_hash;
 use std::any::Any;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -133,16 +134,6 @@ pub(crate) struct Runtime {
     pub(crate) registry: Registry,
 }
 
-/// A stable 64-bit hash (FNV-1a): the same on every gateway, so a fleet sharing Redis shares keys.
-fn fnv(parts: &[&[u8]]) -> u64 {
-    parts
-        .iter()
-        .flat_map(|p| p.iter())
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
-}
-
 /// The principal a request carries (set by the dispatcher), or `anonymous`.
 pub(crate) fn principal_of(parts: &Parts) -> Arc<str> {
     parts
@@ -158,15 +149,20 @@ fn key_fn(
 ) -> impl Fn(&Parts) -> Option<u64> + Send + Sync + Clone + 'static {
     let (by, ips) = (by.clone(), ips.clone());
     move |parts: &Parts| match &by {
-        KeyBy::ClientIp => ips
-            .of(parts)
-            .map(|ip| fnv(&[b"ip:", ip.to_string().as_bytes()])),
-        KeyBy::Principal => Some(fnv(&[b"principal:", principal_of(parts).as_bytes()])),
+        KeyBy::ClientIp => ips.of(parts).map(|ip| match ip {
+            // The address's octets, not its text: no allocation per request.
+            std::net::IpAddr::V4(v4) => stable_hash(&[b"ip4:", &v4.octets()]),
+            std::net::IpAddr::V6(v6) => stable_hash(&[b"ip6:", &v6.octets()]),
+        }),
+        KeyBy::Principal => Some(stable_hash(&[
+            b"principal:",
+            principal_of(parts).as_bytes(),
+        ])),
         KeyBy::Global => Some(0),
         KeyBy::Header(name) => parts
             .headers
             .get(name)
-            .map(|v| fnv(&[b"header:", name.as_str().as_bytes(), b":", v.as_bytes()])),
+            .map(|v| stable_hash(&[b"header:", name.as_str().as_bytes(), b":", v.as_bytes()])),
     }
 }
 
@@ -217,13 +213,8 @@ pub(crate) async fn build(config: Config, old: &Registry) -> Result<Runtime, cra
             .map(|p| p.addr.ip())
     });
     for net in &config.limits.trust_proxies {
-        let net = net
-            .parse()
-            .or_else(|_| {
-                net.parse::<std::net::IpAddr>()
-                    .map(retry_safe_core::IpNet::from)
-            })
-            .map_err(|_| crate::BuildError::Config(format!("trust_proxies: `{net}`")))?;
+        let net = crate::config::parse_net(net)
+            .ok_or_else(|| crate::BuildError::Config(format!("trust_proxies: `{net}`")))?;
         client_ip = client_ip.trust(net);
     }
     let shedder: Arc<Shedder> = reg
@@ -305,17 +296,9 @@ async fn backends(
                 postgres: None,
             },
             StoreKind::Redis => {
-                let runner =
-                    RedisRunner::connect(&env(s.url.as_deref().unwrap_or_default())?, &settings)
-                        .await
-                        .map_err(|e| unavailable("redis", &e))?;
-                let store =
-                    idem_store_redis::RedisStore::with_connection(runner.clone()).prefix(&s.prefix);
-                Backends {
-                    store: Arc::new(store),
-                    redis: Some(runner),
-                    postgres: None,
-                }
+                let url = env(s.url.as_deref().unwrap_or_default())?;
+                let runner = RedisRunner::connect(&url, &settings).await;
+                redis_backends(runner.map_err(|e| unavailable("redis", &e))?, &s.prefix)
             }
             StoreKind::RedisCluster => {
                 let nodes = s
@@ -323,16 +306,11 @@ async fn backends(
                     .iter()
                     .map(|u| env(u))
                     .collect::<Result<Vec<_>, _>>()?;
-                let runner = RedisRunner::connect_cluster(nodes, &settings)
-                    .await
-                    .map_err(|e| unavailable("redis-cluster", &e))?;
-                let store =
-                    idem_store_redis::RedisStore::with_connection(runner.clone()).prefix(&s.prefix);
-                Backends {
-                    store: Arc::new(store),
-                    redis: Some(runner),
-                    postgres: None,
-                }
+                let runner = RedisRunner::connect_cluster(nodes, &settings).await;
+                redis_backends(
+                    runner.map_err(|e| unavailable("redis-cluster", &e))?,
+                    &s.prefix,
+                )
             }
             StoreKind::Postgres => {
                 let store = idem_store_postgres::PostgresStore::connect(&env(s
@@ -355,6 +333,17 @@ async fn backends(
         })
     })
     .await
+}
+
+/// The backends of a Redis (or Redis Cluster) store: the idempotency records under `prefix`, and
+/// the runner the shared limits use.
+fn redis_backends(runner: RedisRunner, prefix: &str) -> Backends {
+    let store = idem_store_redis::RedisStore::with_connection(runner.clone()).prefix(prefix);
+    Backends {
+        store: Arc::new(store),
+        redis: Some(runner),
+        postgres: None,
+    }
 }
 
 /// The fleet-wide shedder of `[shedding] fleet_capacity`, on the store's Redis: every gateway

@@ -4,45 +4,40 @@
 use crate::config::Tls;
 use crate::ConfigError;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::Path;
-
-fn file_error(path: &Path, reason: String) -> ConfigError {
-    ConfigError {
-        file: Some(path.to_owned()),
-        line: 0,
-        column: 0,
-        key: String::new(),
-        reason,
-    }
-}
 
 /// The server config of `tls`, read from its files now.
 pub(crate) fn server_config(tls: &Tls) -> Result<rustls::ServerConfig, ConfigError> {
     let certs: Vec<CertificateDer<'static>> = {
-        let pem = std::fs::read(&tls.cert)
-            .map_err(|e| file_error(&tls.cert, format!("cannot read the certificate: {e}")))?;
+        let pem = std::fs::read(&tls.cert).map_err(|e| {
+            ConfigError::of_file(&tls.cert, format!("cannot read the certificate: {e}"))
+        })?;
         rustls_pemfile::certs(&mut pem.as_slice())
             .collect::<Result<_, _>>()
-            .map_err(|e| file_error(&tls.cert, format!("not a PEM certificate chain: {e}")))?
+            .map_err(|e| {
+                ConfigError::of_file(&tls.cert, format!("not a PEM certificate chain: {e}"))
+            })?
     };
     if certs.is_empty() {
-        return Err(file_error(&tls.cert, "no certificate in the file".into()));
+        return Err(ConfigError::of_file(
+            &tls.cert,
+            "no certificate in the file",
+        ));
     }
     let key: PrivateKeyDer<'static> = {
         let pem = std::fs::read(&tls.key)
-            .map_err(|e| file_error(&tls.key, format!("cannot read the key: {e}")))?;
+            .map_err(|e| ConfigError::of_file(&tls.key, format!("cannot read the key: {e}")))?;
         rustls_pemfile::private_key(&mut pem.as_slice())
-            .map_err(|e| file_error(&tls.key, format!("not a PEM private key: {e}")))?
-            .ok_or_else(|| file_error(&tls.key, "no private key in the file".into()))?
+            .map_err(|e| ConfigError::of_file(&tls.key, format!("not a PEM private key: {e}")))?
+            .ok_or_else(|| ConfigError::of_file(&tls.key, "no private key in the file"))?
     };
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| file_error(&tls.cert, e.to_string()))?
+        .map_err(|e| ConfigError::of_file(&tls.cert, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| {
-            file_error(
+            ConfigError::of_file(
                 &tls.key,
                 format!("the key does not fit the certificate: {e}"),
             )
