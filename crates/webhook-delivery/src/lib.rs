@@ -69,9 +69,9 @@ mod memory;
 mod outbox;
 #[cfg(feature = "postgres")]
 mod postgres;
-mod schedule;
 mod sender;
 
+pub use ::outbox::Schedule;
 pub use dispatcher::{DispatchRound, Dispatcher};
 pub use event::{Endpoint, EventError, WebhookEvent};
 pub use guard::{AddressClass, AddressPolicy, Blocked};
@@ -84,7 +84,6 @@ pub use outbox::{
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{sqlx, PostgresOutbox, SetupError};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock, TimeOffset};
-pub use schedule::Schedule;
 pub use sender::{Delivery, DeliveryError, Sender, SenderBuilder, SenderError};
 
 /// The README's examples, compiled and run as doctests.

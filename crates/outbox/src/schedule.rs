@@ -1,16 +1,18 @@
-//! When the attempts of one event are made.
+//! When the attempts of one event are made: the relay's publishes and the webhook dispatcher's
+//! deliveries follow the same kind of schedule.
 
 use std::time::Duration;
 
 /// The attempt schedule: the first attempt at once, then one retry after each delay, counted from
-/// the previous attempt, with jitter. After the last attempt fails the event is exhausted.
+/// the previous attempt, with jitter. After the last attempt fails the event is given up (a dead
+/// letter in the outbox, exhausted for a webhook).
 ///
 /// The default is Svix's: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h — eight
 /// attempts over about 27.5 hours — each retry delay jittered by ±20 %.
 ///
 /// ```
 /// use std::time::Duration;
-/// use webhook_delivery::Schedule;
+/// use outbox::Schedule;
 ///
 /// let s = Schedule::default();
 /// assert_eq!(s.attempts(), 8);
