@@ -1,7 +1,7 @@
 //! The real services that store tests talk to: found, started, or reported.
 //!
 //! A service is needed when a crate that tests against it is part of the workspace. Its address
-//! comes from the usual variable (`REDIS_URL`, `DATABASE_URL`) or the local default. When nothing
+//! comes from the usual variable (`REDIS_URL`, `DATABASE_URL`, `NATS_URL`, `AMQP_URL`) or the local default. When nothing
 //! answers there and the address is local, the service is started with the machine's own command;
 //! if it still does not answer, the run fails with the command to start it by hand.
 
@@ -40,16 +40,57 @@ const SERVICES: &[Service] = &[
             "crates/idem-store-postgres",
             "crates/optimistic-lock",
             "crates/webhook-delivery",
+            "crates/outbox",
         ],
         url_var: "DATABASE_URL",
         default_url: "postgres://postgres@127.0.0.1:5432/test",
         default_port: 5432,
         start: "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
     },
+    // The outbox's tests also start private nats-server processes: the package is installed
+    // from apt when missing, even when NATS answers elsewhere.
+    Service {
+        name: "NATS (JetStream)",
+        needed_by: &["crates/outbox"],
+        url_var: "NATS_URL",
+        default_url: "nats://127.0.0.1:4222",
+        default_port: 4222,
+        start: "mkdir -p /tmp/retry-safe-nats && setsid nats-server -a 127.0.0.1 -p 4222 -js \
+                -sd /tmp/retry-safe-nats >/tmp/retry-safe-nats/log 2>&1 < /dev/null &",
+    },
+    Service {
+        name: "RabbitMQ",
+        needed_by: &["crates/outbox"],
+        url_var: "AMQP_URL",
+        default_url: "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_port: 5672,
+        start: "(command -v rabbitmq-server >/dev/null || apt-get install -y -q rabbitmq-server) \
+                && rabbitmq-server -detached",
+    },
 ];
+
+/// Installs the system packages the tests run as processes of their own.
+fn ensure_packages() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let present = |bin: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {bin} >/dev/null"))
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if root.join("crates/outbox").exists() && !present("nats-server") {
+        eprintln!("xtask: installing nats-server (apt)");
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg("apt-get install -y -q nats-server || (apt-get update -q && apt-get install -y -q nats-server)")
+            .status();
+    }
+}
 
 /// Makes sure every service a workspace crate needs answers.
 pub fn ensure_all() -> Result<(), String> {
+    ensure_packages();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for s in SERVICES
         .iter()
@@ -74,7 +115,8 @@ fn ensure(s: &Service) -> Result<(), String> {
             s.name
         );
         let _ = Command::new("sh").arg("-c").arg(s.start).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // RabbitMQ takes the longest to boot, up to half a minute.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if answers(&host, port) {
                 return Ok(());
@@ -138,6 +180,10 @@ mod tests {
         assert_eq!(
             host_port("redis://[::1]:7000", 1),
             Some(("::1".into(), 7000))
+        );
+        assert_eq!(
+            host_port("amqp://guest:guest@127.0.0.1:5672/%2f", 1),
+            Some(("127.0.0.1".into(), 5672))
         );
         assert_eq!(host_port("not a url", 1), None);
         assert_eq!(host_port("redis://:1", 1), None);

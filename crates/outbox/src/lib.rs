@@ -7,7 +7,7 @@
 //! a backoff schedule, or a dead letter to replay later. Publishing is at-least-once (a relay
 //! that dies after the broker's ack and before its settle leaves the event to be published
 //! again); the event id travels as the broker's message id, so JetStream's duplicate window and
-//! the consumer's [`PgInbox`] turn that into one effect.
+//! the consumer's inbox (`PgInbox`, feature `postgres`) turn that into one effect.
 //!
 //! ```
 //! use outbox::{ChannelSink, Event, EventState, MemoryOutbox, Outbox, Relay};
@@ -57,6 +57,8 @@
 /// The header a sink sets to an event's aggregate, for consumers that keep per-aggregate state.
 pub const AGGREGATE_HEADER: &str = "Outbox-Aggregate";
 
+#[cfg(all(feature = "postgres", any(feature = "nats", feature = "rabbitmq")))]
+mod consumer;
 mod event;
 #[cfg(feature = "postgres")]
 mod inbox;
@@ -72,6 +74,12 @@ mod schedule;
 mod sink;
 mod store;
 
+#[cfg(all(feature = "postgres", any(feature = "nats", feature = "rabbitmq")))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "postgres", any(feature = "nats", feature = "rabbitmq"))))
+)]
+pub use consumer::{ConsumeError, Consumed};
 pub use event::{Event, EventError};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -81,10 +89,12 @@ pub use memory::MemoryOutbox;
 pub use nats::NatsConsumer;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
-pub use nats::{async_nats, ConsumeError, Consumed, NatsSink};
+pub use nats::{async_nats, NatsSink};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{sqlx, PostgresOutbox, SetupError};
+#[cfg(all(feature = "rabbitmq", feature = "postgres"))]
+pub use rabbitmq::RabbitConsumer;
 #[cfg(feature = "rabbitmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
 pub use rabbitmq::{lapin, RabbitSink};

@@ -1,5 +1,7 @@
 //! The NATS JetStream sink.
 
+#[cfg(feature = "postgres")]
+use crate::{ConsumeError, Consumed};
 use crate::{Event, PublishError, Sink};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage as Publish;
@@ -84,37 +86,6 @@ impl Sink for NatsSink {
     }
 }
 
-/// What [`NatsConsumer::handle`] did with a message (it has answered the server in each case).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Consumed<T> {
-    /// The effect ran and committed; the message is acked.
-    Applied(T),
-    /// The inbox had seen the message id; nothing ran; the message is acked.
-    Duplicate,
-    /// The effect failed; the message is nak'ed for redelivery after the delay.
-    Retry(String),
-    /// The effect failed on the last allowed delivery: the message was copied to the
-    /// dead-letter subject (its headers, `Outbox-Error` and `Outbox-Subject` added) and
-    /// terminated.
-    DeadLettered(String),
-}
-
-/// A failure that leaves the message unanswered: the server redelivers it after its ack wait.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConsumeError {
-    /// The message carries no `Nats-Msg-Id` and is not a JetStream message.
-    #[error("the message is not a JetStream message")]
-    NotJetStream,
-    /// PostgreSQL failed (the inbox); nothing is known to have committed but by the inbox.
-    #[error("the inbox's store failed")]
-    Store(#[source] retry_safe_core::BackendError),
-    /// Answering the server, or publishing the dead letter, failed.
-    #[error("answering the NATS server failed: {0}")]
-    Nats(String),
-}
-
 /// The consumer half on JetStream: each message's effect through a [`PgInbox`](crate::PgInbox)
 /// (the effect and its inbox row commit together, keyed by `Nats-Msg-Id`, the stream sequence
 /// when absent), the ack after the commit, and poison messages to a dead-letter subject after
@@ -158,7 +129,7 @@ impl NatsConsumer {
         F: AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, E>,
     {
         use async_nats::jetstream::AckKind;
-        let info = message.info().map_err(|_| ConsumeError::NotJetStream)?;
+        let info = message.info().map_err(|_| ConsumeError::NoMessageId)?;
         let (delivered, sequence) = (info.delivered, info.stream_sequence);
         let id = message
             .headers
@@ -169,7 +140,7 @@ impl NatsConsumer {
             message
                 .ack_with(kind)
                 .await
-                .map_err(|e| ConsumeError::Nats(e.to_string()))
+                .map_err(|e| ConsumeError::Broker(e.to_string()))
         };
         match self.inbox.handle(&id, effect).await {
             Ok(crate::Handled::Applied(v)) => {
@@ -203,7 +174,7 @@ impl NatsConsumer {
         headers.insert("Outbox-Error", error);
         headers.insert("Outbox-Subject", message.subject.as_str());
         let subject = format!("{}{}", self.dead_letter_prefix, message.subject);
-        let nats = |e: &dyn std::fmt::Display| ConsumeError::Nats(e.to_string());
+        let nats = |e: &dyn std::fmt::Display| ConsumeError::Broker(e.to_string());
         let publish = Publish::build()
             .payload(message.payload.clone())
             .headers(headers);

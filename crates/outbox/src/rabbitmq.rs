@@ -17,7 +17,7 @@ pub use lapin;
 /// lost channel. The batch is sent before any confirm is awaited.
 ///
 /// RabbitMQ keeps no duplicate window: a relay's re-publish is delivered again, and the
-/// consumer's inbox ([`PgInbox`](crate::PgInbox)) drops it by its `message-id`.
+/// consumer's inbox (`PgInbox`, feature `postgres`) drops it by its `message-id`.
 #[derive(Debug, Clone)]
 pub struct RabbitSink {
     channel: Channel,
@@ -101,4 +101,98 @@ impl Sink for RabbitSink {
         }
         join_all(pending.into_iter().map(confirmed)).await
     }
+}
+
+/// The consumer half on RabbitMQ: each delivery's effect through a [`PgInbox`](crate::PgInbox)
+/// keyed by its `message-id` (the effect and its inbox row commit together), the ack after the
+/// commit, and a failed effect nack'ed back onto the queue until its `max_deliveries`th
+/// delivery (default 5), then nack'ed without requeue, which RabbitMQ routes to the queue's
+/// dead-letter exchange (`x-dead-letter-exchange`).
+///
+/// Deliveries are counted by the `x-delivery-count` header that quorum queues keep; a classic
+/// queue only says whether a message was redelivered, so declare the queue as a quorum queue
+/// (`x-queue-type: quorum`, RabbitMQ's own advice for data that must not be lost).
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "rabbitmq", feature = "postgres"))))]
+#[derive(Debug, Clone)]
+pub struct RabbitConsumer {
+    inbox: crate::PgInbox,
+    max_deliveries: u32,
+}
+
+#[cfg(feature = "postgres")]
+impl RabbitConsumer {
+    /// A consumer applying deliveries through `inbox`.
+    pub fn new(inbox: crate::PgInbox) -> Self {
+        Self {
+            inbox,
+            max_deliveries: 5,
+        }
+    }
+
+    /// Dead-letters a message whose `n`th delivery failed (at least 1).
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n.max(1);
+        self
+    }
+
+    /// Handles one delivery: runs `effect` once per message id, then answers the broker.
+    pub async fn handle<T, E, F>(
+        &self,
+        delivery: &lapin::message::Delivery,
+        effect: F,
+    ) -> Result<crate::Consumed<T>, crate::ConsumeError>
+    where
+        E: std::fmt::Display,
+        F: AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, E>,
+    {
+        use crate::{ConsumeError, Consumed, Handled, InboxError};
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .ok_or(ConsumeError::NoMessageId)?
+            .to_string();
+        let broker = |e: lapin::Error| ConsumeError::Broker(e.to_string());
+        let nack = |requeue| lapin::options::BasicNackOptions {
+            multiple: false,
+            requeue,
+        };
+        match self.inbox.handle(&id, effect).await {
+            Ok(done) => {
+                delivery.ack(Default::default()).await.map_err(broker)?;
+                Ok(match done {
+                    Handled::Applied(v) => Consumed::Applied(v),
+                    Handled::Duplicate => Consumed::Duplicate,
+                })
+            }
+            Err(InboxError::Backend(e)) => Err(ConsumeError::Store(e)),
+            Err(InboxError::Handler(e)) => {
+                let last = deliveries(delivery) >= self.max_deliveries;
+                delivery.nack(nack(!last)).await.map_err(broker)?;
+                let why = e.to_string();
+                Ok(if last {
+                    Consumed::DeadLettered(why)
+                } else {
+                    Consumed::Retry(why)
+                })
+            }
+        }
+    }
+}
+
+/// This delivery's number: `x-delivery-count` (quorum queues) + 1, else 1 or 2 by the
+/// redelivered flag.
+#[cfg(feature = "postgres")]
+fn deliveries(delivery: &lapin::message::Delivery) -> u32 {
+    let counted = delivery.properties.headers().as_ref().and_then(|h| {
+        match h.inner().get("x-delivery-count")? {
+            AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::LongUInt(n) => Some(*n),
+            AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+            _ => None,
+        }
+    });
+    counted.map_or(1 + u32::from(delivery.redelivered), |n| n.saturating_add(1))
 }
