@@ -278,6 +278,20 @@ const BENCHES: &[(&str, Run)] = &[
         },
     ),
     (
+        "events",
+        Run::Cargo {
+            args: &[
+                "-p",
+                "outbox",
+                "--features",
+                "postgres,nats,rabbitmq",
+                "--bench",
+                "relay",
+            ],
+            services: true,
+        },
+    ),
+    (
         "cluster",
         Run::OnCluster(&["-p", "benchmarks", "--bench", "redis_fleet"]),
     ),

@@ -47,6 +47,17 @@ const ENQUEUE: &str = concat!(
      RETURNING id"
 );
 
+/// The relay's own statements (claim, settle) commit without waiting for the WAL flush
+/// (`synchronous_commit = off` for their transaction alone): a claim or a settle lost to a
+/// database crash only makes the event due again, and it is published again, which the broker's
+/// dedupe window and the consumer's inbox absorb. The enqueue, the business transaction's, keeps
+/// the server's setting.
+macro_rules! no_flush {
+    () => {
+        "set_config('synchronous_commit', 'off', true) AS no_flush"
+    };
+}
+
 /// `claim`: $1 pinned, $2 offset, $3 max rows, $4 lease µs. Due pending rows, oldest due first,
 /// of each aggregate only its oldest pending one; locked with `SKIP LOCKED` so concurrent
 /// claimants take disjoint rows; each gets a new fence and is due again at the end of the lease.
@@ -55,7 +66,9 @@ const ENQUEUE: &str = concat!(
 const CLAIM: &str = concat!(
     "WITH t AS (SELECT ",
     postgres_now!("$1", "$2"),
-    " AS now),
+    " AS now, ",
+    no_flush!(),
+    "),
 due AS (
   SELECT o.id FROM outbox_events o
   WHERE o.state = 1 AND o.due_at <= (SELECT now FROM t)
@@ -81,7 +94,9 @@ RETURNING o.id, o.claim, o.topic, o.event_id, o.aggregate, o.payload, o.header_n
 const SETTLE: &str = concat!(
     "WITH t AS (SELECT ",
     postgres_now!("$6", "$7"),
-    " AS now),
+    " AS now, ",
+    no_flush!(),
+    "),
 s AS (
   SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::bigint[], $5::text[])
     AS s(id, claim, state, delay_us, error)

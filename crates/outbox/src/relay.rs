@@ -2,9 +2,12 @@
 
 use crate::store::{Claimed, Outbox, OutboxError, Outcome, Settlement};
 use crate::{PublishError, Schedule, Sink};
+use futures_util::future::join_all;
 use parking_lot::Mutex;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// What one [`Relay::run_once`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,7 +29,7 @@ pub struct RelayRound {
 /// Claims batches from an [`Outbox`] and publishes them through a [`Sink`]: any number of relays
 /// (threads, processes, servers) may run on one outbox.
 ///
-/// Defaults: batches of 100, a 30 s lease, publishes bounded to half the lease, a 50 ms poll
+/// Defaults: batches of 100, four rounds in flight, a 30 s lease, publishes bounded to half the lease, a 50 ms poll
 /// when nothing is due, and the schedule: at once, then 1 s, 5 s, 30 s, 2 min, 10 min, 1 h and
 /// 1 h (±20 % jitter) — eight attempts over about 2 h 15 min — then a dead letter.
 ///
@@ -50,6 +53,7 @@ pub struct Relay<O, S> {
     lease: Duration,
     poll: Duration,
     schedule: Schedule,
+    concurrency: usize,
     rng: Mutex<fastrand::Rng>,
 }
 
@@ -60,6 +64,7 @@ impl<O, S> std::fmt::Debug for Relay<O, S> {
             .field("lease", &self.lease)
             .field("poll", &self.poll)
             .field("schedule", &self.schedule)
+            .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +88,7 @@ impl<O: Outbox, S: Sink> Relay<O, S> {
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(50),
             schedule: default_schedule(),
+            concurrency: 4,
             rng: Mutex::new(fastrand::Rng::new()),
         }
     }
@@ -108,6 +114,15 @@ impl<O: Outbox, S: Sink> Relay<O, S> {
     /// The attempts' schedule; after its last attempt fails the event is a dead letter.
     pub fn schedule(mut self, schedule: Schedule) -> Self {
         self.schedule = schedule;
+        self
+    }
+
+    /// Keeps `n` rounds in flight in [`run`](Self::run) (at least 1; default 4): while one
+    /// round waits for the broker's acks, another claims or settles. Claims never overlap, and
+    /// an aggregate's next event is not claimable while its previous one is held, so the order
+    /// per aggregate does not depend on it.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
         self
     }
 
@@ -165,24 +180,42 @@ impl<O: Outbox, S: Sink> Relay<O, S> {
         Settlement { claimed, outcome }
     }
 
-    /// Runs rounds until `shutdown` completes, finishing the round in progress first. A full
-    /// batch is followed by the next round at once; an empty one by the poll interval; a store
-    /// error is logged and retried after the poll interval.
+    /// Runs rounds, [`concurrency`](Self::concurrency) at a time, until `shutdown` completes,
+    /// finishing the rounds in progress first. A round that claimed something is followed by the
+    /// next at once; an empty one by the poll interval; a store error is logged and retried
+    /// after the poll interval.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let wait = match self.run_once().await {
-                Ok(round) if round.claimed > 0 => Duration::ZERO,
-                Ok(_) => self.poll,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox relay: the store failed");
-                    self.poll
+        let stop = AtomicBool::new(false);
+        let wake = Notify::new();
+        let worker = async || {
+            while !stop.load(Ordering::Acquire) {
+                let wait = self.round_and_wait().await;
+                if stop.load(Ordering::Acquire) {
+                    return;
                 }
-            };
-            tokio::select! {
-                biased;
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(wait) => {}
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        };
+        let watcher = async {
+            shutdown.await;
+            stop.store(true, Ordering::Release);
+            wake.notify_waiters();
+        };
+        let workers = join_all((0..self.concurrency).map(|_| worker()));
+        tokio::join!(workers, watcher);
+    }
+
+    /// One round, and how long to wait before the next.
+    async fn round_and_wait(&self) -> Duration {
+        match self.run_once().await {
+            Ok(round) if round.claimed > 0 => Duration::ZERO,
+            Ok(_) => self.poll,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox relay: the store failed");
+                self.poll
             }
         }
     }

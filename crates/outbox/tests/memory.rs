@@ -31,3 +31,35 @@ async fn a_full_memory_outbox_refuses_the_next_event() {
     let claimed = outbox.claim(1, Duration::from_secs(1)).await.unwrap();
     assert_eq!(claimed.len(), 1);
 }
+
+/// `run` with four rounds in flight: every event once, each aggregate in order, and a clean
+/// stop on shutdown (tokio's paused clock drives the poll interval).
+#[tokio::test(start_paused = true)]
+async fn run_keeps_rounds_in_flight_and_stops_on_shutdown() {
+    use outbox::{ChannelSink, Relay};
+    let outbox = MemoryOutbox::new();
+    for i in 0..60 {
+        let e = common::event(&format!("e{i:02}"), Some(&format!("agg{}", i % 6)));
+        outbox.enqueue(&e).await.unwrap();
+    }
+    let (sink, mut rx) = ChannelSink::new();
+    let relay = Relay::new(outbox.clone(), sink).batch(4).concurrency(4);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        relay.run(async { drop(stopped.await) }).await;
+    });
+    let mut by_agg: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for _ in 0..60 {
+        let e = rx.recv().await.unwrap();
+        by_agg.entry(e.aggregate.unwrap()).or_default().push(e.id);
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    assert!(rx.try_recv().is_err(), "nothing published twice");
+    for (agg, ids) in by_agg {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!((ids.len(), &ids), (10, &sorted), "{agg}");
+    }
+    assert_eq!(outbox.stats().await.unwrap().published, 60);
+}

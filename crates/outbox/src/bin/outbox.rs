@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! outbox relay  (--nats URL [--subject-prefix P] | --amqp URL [--exchange X])
-//!               [--batch N] [--lease-ms N] [--poll-ms N]
+//!               [--batch N] [--concurrency N] [--lease-ms N] [--poll-ms N]
 //! outbox stats
 //! outbox dead   [--limit N]
 //! outbox replay (--all | --topic T [--id ID])
@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: outbox <relay (--nats URL [--subject-prefix P] | --amqp URL [--exchange X]) [--batch N] [--lease-ms N] [--poll-ms N] | stats | dead [--limit N] | replay (--all | --topic T [--id ID])> [--database-url URL]";
+const USAGE: &str = "usage: outbox <relay (--nats URL [--subject-prefix P] | --amqp URL [--exchange X]) [--batch N] [--concurrency N] [--lease-ms N] [--poll-ms N] | stats | dead [--limit N] | replay (--all | --topic T [--id ID])> [--database-url URL]";
 
 /// The parsed command line: the command and its `--flag value` pairs (`--all` has none).
 struct Args {
@@ -139,6 +139,7 @@ fn backend(e: impl std::error::Error) -> Failure {
 
 async fn relay(store: PostgresOutbox, args: &Args) -> Result<(), Failure> {
     let batch = args.number("batch", 100).map_err(Usage)?;
+    let concurrency = args.number("concurrency", 4).map_err(Usage)?;
     let lease = Duration::from_millis(args.number("lease-ms", 30_000).map_err(Usage)?);
     let poll = Duration::from_millis(args.number("poll-ms", 50).map_err(Usage)?);
     let sink: Box<dyn Sink> = match (args.flags.get("nats"), args.flags.get("amqp")) {
@@ -165,6 +166,7 @@ async fn relay(store: PostgresOutbox, args: &Args) -> Result<(), Failure> {
     };
     let relay = Relay::new(store, sink)
         .batch(usize::try_from(batch).unwrap_or(usize::MAX))
+        .concurrency(usize::try_from(concurrency).unwrap_or(usize::MAX))
         .lease(lease)
         .poll_interval(poll);
     eprintln!("{}", serde_line("relaying", &format!("{relay:?}")));
