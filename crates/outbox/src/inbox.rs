@@ -5,15 +5,7 @@ use crate::postgres::{connect, migrate, SetupError};
 use retry_safe_core::BackendError;
 use sqlx::{PgConnection, PgPool};
 
-/// What [`PgInbox::handle`] did with a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use]
-pub enum Handled<T> {
-    /// The effect ran and committed, with the inbox row: acknowledge the message now.
-    Applied(T),
-    /// This consumer had already applied this message id: acknowledge it, nothing ran.
-    Duplicate,
-}
+pub use crate::inbox_outcome::Handled;
 
 /// A message could not be handled: do not acknowledge it (the broker redelivers it).
 #[derive(Debug, thiserror::Error)]

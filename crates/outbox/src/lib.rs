@@ -40,7 +40,8 @@
 //!   last attempt, or at once when the broker refuses a message for good.
 //! - [`Sink`]: `NatsSink` (feature `nats`), `RabbitSink` (feature `rabbitmq`), [`ChannelSink`].
 //! - `PgInbox` (feature `postgres`): the consumer's effect and its "seen" row in one
-//!   transaction.
+//!   transaction; [`StoreInbox`] on any idempotency store (memory, Redis, Redis Cluster);
+//!   `NatsConsumer` and `RabbitConsumer` answer the broker and dead-letter poison messages.
 //! - The `outbox` command (feature `cli`): `relay`, `stats`, `dead`, `replay`.
 //!
 //! # Features
@@ -62,6 +63,7 @@ mod consumer;
 mod event;
 #[cfg(feature = "postgres")]
 mod inbox;
+mod inbox_outcome;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
@@ -73,6 +75,7 @@ mod relay;
 mod schedule;
 mod sink;
 mod store;
+mod store_inbox;
 
 #[cfg(all(feature = "postgres", any(feature = "nats", feature = "rabbitmq")))]
 #[cfg_attr(
@@ -83,7 +86,8 @@ pub use consumer::{ConsumeError, Consumed};
 pub use event::{Event, EventError};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use inbox::{Handled, InboxError, PgInbox};
+pub use inbox::{InboxError, PgInbox};
+pub use inbox_outcome::Handled;
 pub use memory::MemoryOutbox;
 #[cfg(all(feature = "nats", feature = "postgres"))]
 pub use nats::NatsConsumer;
@@ -106,6 +110,7 @@ pub use store::{
     Claimed, DeadLetter, EventState, EventStatus, Outbox, OutboxError, OutboxStats, Outcome,
     Settlement,
 };
+pub use store_inbox::{StoreInbox, StoreInboxError};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
