@@ -42,6 +42,8 @@
 //! - `PgInbox` (feature `postgres`): the consumer's effect and its "seen" row in one
 //!   transaction; [`StoreInbox`] on any idempotency store (memory, Redis, Redis Cluster);
 //!   `NatsConsumer` and `RabbitConsumer` answer the broker and dead-letter poison messages.
+//! - `JobQueue` (feature `postgres`): background jobs behind a `202 Accepted`, claimed by
+//!   workers under a lease with heartbeats, finished in the worker's transaction.
 //! - The `outbox` command (feature `cli`): `relay`, `stats`, `dead`, `replay`.
 //!
 //! # Features
@@ -64,6 +66,8 @@ mod event;
 #[cfg(feature = "postgres")]
 mod inbox;
 mod inbox_outcome;
+#[cfg(feature = "postgres")]
+mod jobs;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
@@ -88,6 +92,9 @@ pub use event::{Event, EventError};
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use inbox::{InboxError, PgInbox};
 pub use inbox_outcome::Handled;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use jobs::{ClaimedJob, JobQueue, JobState, JobStatus};
 pub use memory::MemoryOutbox;
 #[cfg(all(feature = "nats", feature = "postgres"))]
 pub use nats::NatsConsumer;
