@@ -37,6 +37,7 @@
 
 pub mod demo;
 pub mod grpc;
+pub mod jobs;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -142,6 +143,8 @@ struct Db {
     book: Arc<Mutex<Book>>,
     pg: Option<PgOrders>,
     outbox: Option<OrderOutbox>,
+    /// `202 Accepted` orders: the job queue and the events outbox (with PostgreSQL orders).
+    jobs: Option<jobs::AsyncOrders>,
 }
 
 /// Where `order.created` webhooks are queued.
@@ -206,7 +209,8 @@ struct PgOrders {
     retention: Duration,
 }
 
-/// Creates the orders API's own tables (idempotent): `orders` and `captures`.
+/// Creates the orders API's own tables (idempotent): `orders`, `captures`, the `jobs_seq` of
+/// `202` orders and the read model `order_counts`.
 pub async fn migrate_orders(
     pool: &idem_store_postgres::sqlx::PgPool,
 ) -> Result<(), idem_store_postgres::sqlx::Error> {
@@ -215,6 +219,9 @@ pub async fn migrate_orders(
         "CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, owner TEXT NOT NULL, \
          sku TEXT NOT NULL, quantity INT NOT NULL, version BIGINT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS captures (seq BIGSERIAL PRIMARY KEY, payment TEXT NOT NULL)",
+        "CREATE SEQUENCE IF NOT EXISTS jobs_seq",
+        "CREATE TABLE IF NOT EXISTS order_counts (sku TEXT PRIMARY KEY, orders BIGINT NOT NULL, \
+         quantity BIGINT NOT NULL)",
     ] {
         idem_store_postgres::sqlx::query(statement)
             .execute(pool)
@@ -299,6 +306,7 @@ fn orders_policy() -> IdempotencyPolicy {
                 "content-language",
                 "content-location",
                 "location",
+                "preference-applied",
                 "etag",
                 "last-modified",
                 // The gRPC `CreateOrder` answer's metadata.
@@ -381,6 +389,26 @@ impl<S: IdempotencyStore> OrdersApi<S> {
         self
     }
 
+    /// Accepts `POST /orders` with `Prefer: respond-async` (with
+    /// [`with_postgres_orders`](Self::with_postgres_orders)): a `create-order` job queued in
+    /// `jobs` with the idempotency record, `202 Accepted` with `Location: /jobs/{id}`; the
+    /// worker ([`order_worker`](Self::order_worker)) writes each order with its `OrderCreated`
+    /// event in `events`. Run `events.migrate()` first (it creates the jobs table too).
+    pub fn with_async_orders(
+        mut self,
+        jobs: ::outbox::JobQueue,
+        events: ::outbox::PostgresOutbox,
+    ) -> Self {
+        self.book.jobs = Some(jobs::AsyncOrders { jobs, events });
+        self
+    }
+
+    /// The worker of `202` orders, with [`with_async_orders`](Self::with_async_orders).
+    pub fn order_worker(&self) -> Option<jobs::OrderWorker> {
+        let orders = self.book.jobs.clone()?;
+        Some(jobs::OrderWorker::new(self.book.clone(), orders))
+    }
+
     /// Believes the `Forwarded` / `X-Forwarded-For` entries of proxies in `nets` (the load
     /// balancers in front of the API) when keying the per-IP limit; by default no proxy is
     /// trusted and the peer address is the client.
@@ -460,6 +488,8 @@ impl<S: IdempotencyStore> OrdersApi<S> {
         let grpc = grpc::routes(self.book.clone(), self.idempotency.clone());
         Router::new()
             .route("/orders", get(list_orders))
+            .route("/jobs/{id}", get(jobs::job_status))
+            .route("/reports/skus", get(jobs::sku_report))
             .route("/reports/slow", get(slow_report))
             .merge(idempotent)
             .merge(webhooks)
@@ -629,6 +659,16 @@ async fn create_order(
             "sku must be set and quantity at least 1",
         );
     }
+    if let (Some(pg), Some(orders)) = (&db.pg, &db.jobs) {
+        if jobs::prefers_async(&headers) {
+            let work = jobs::job_work(principal(&headers), new, orders.jobs.clone());
+            return match (pending, attempt) {
+                (Some(Extension(pending)), _) => pg_single_commit(pg, &pending, work).await,
+                (None, Some(Extension(attempt))) => pg_transaction(pg, &attempt, work).await,
+                (None, None) => pg_plain(pg, work).await,
+            };
+        }
+    }
     if let Some(pg) = &db.pg {
         let work = order_work(principal(&headers), new, db.outbox.clone());
         return match (pending, attempt) {
@@ -738,6 +778,16 @@ async fn insert_order(
     new: NewOrder,
     outbox: Option<&OrderOutbox>,
 ) -> Result<idem_core::StoredResponse, retry_safe_core::BoxError> {
+    Ok(created(&insert_order_row(tx, owner, new, outbox).await?))
+}
+
+/// [`insert_order`]'s rows; the order made.
+pub(crate) async fn insert_order_row(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    owner: String,
+    new: NewOrder,
+    outbox: Option<&OrderOutbox>,
+) -> Result<Order, retry_safe_core::BoxError> {
     let row: (String,) = sqlx::query_as(
         "INSERT INTO orders (id, owner, sku, quantity, version) \
          VALUES ('ord_' || nextval('orders_seq'), $1, $2, $3, 1) RETURNING id",
@@ -759,7 +809,7 @@ async fn insert_order(
             .enqueue_in(&mut **tx, &order_created_event(&order))
             .await?;
     }
-    Ok(created(&order))
+    Ok(order)
 }
 
 /// The answer when an order transaction fails: nothing of it was applied.

@@ -11,6 +11,13 @@
 //! signed (Standard Webhooks) with `WEBHOOK_SECRET`; `WEBHOOK_ALLOW` lists networks the SSRF guard
 //! lets it reach (`127.0.0.0/8` for a receiver on this machine), `WEBHOOK_LEASE_SECS` (60) and
 //! `WEBHOOK_TIMEOUT_SECS` (15) set the claim lease and the attempt timeout.
+//!
+//! With `--postgres`, `POST /orders` with `Prefer: respond-async` answers `202 Accepted` with
+//! `Location: /jobs/{id}`, and a worker in this process creates the order and queues its
+//! `OrderCreated` event (topic `orders.created`) in the outbox, in one transaction.
+//! `NATS_URL` starts a relay of those events to NATS JetStream (stream `EVENTS_STREAM`, default
+//! `ORDERS`, subjects `<EVENTS_SUBJECT_PREFIX>orders.>`) and the read model that counts them per
+//! sku, each once (`GET /reports/skus`). `JOB_LEASE_SECS` (30) is how long a worker holds a job.
 
 use axum::extract::ConnectInfo;
 use examples::{Limits, OrdersApi};
@@ -221,22 +228,19 @@ fn webhooks() -> Result<Option<Webhooks>, String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|e| format!("WEBHOOK_ALLOW: {s}: {e}")))
         .collect::<Result<_, _>>()?;
-    let secs = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(
-                std::time::Duration::from_secs(default),
-                std::time::Duration::from_secs,
-            )
-    };
     Ok(Some(Webhooks {
         url,
         secret,
         allow,
-        lease: secs("WEBHOOK_LEASE_SECS", 60),
-        timeout: secs("WEBHOOK_TIMEOUT_SECS", 15),
+        lease: env_secs("WEBHOOK_LEASE_SECS", 60),
+        timeout: env_secs("WEBHOOK_TIMEOUT_SECS", 15),
     }))
+}
+
+/// The whole seconds of environment variable `name`, or `default` when unset or not a number.
+fn env_secs(name: &str, default: u64) -> std::time::Duration {
+    let secs = std::env::var(name).ok().and_then(|v| v.parse().ok());
+    std::time::Duration::from_secs(secs.unwrap_or(default))
 }
 
 /// Runs the merchant dispatcher of `outbox` in the background, and a sweeper of the events
@@ -458,10 +462,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "order.created webhooks wait in webhook_outbox until a dispatcher runs (set WEBHOOK_URL)"
                 ),
             }
+            let events = outbox::PostgresOutbox::with_pool(store.pool().clone());
+            events.migrate().await?;
+            let jobs = outbox::JobQueue::new(store.pool().clone());
             let mut api = OrdersApi::new(store.clone(), limits)
                 .with_postgres_orders(store.clone())
                 .with_postgres_outbox(outbox)
+                .with_async_orders(jobs, events.clone())
                 .trust_proxies(trusted()?);
+            if let Some(worker) = api.order_worker() {
+                let worker = worker.lease(env_secs("JOB_LEASE_SECS", 30));
+                tokio::spawn(async move { worker.run(std::future::pending()).await });
+            }
+            if let Ok(nats) = std::env::var("NATS_URL") {
+                spawn_events(&nats, events, store.pool().clone()).await?;
+            }
             if args.single_commit {
                 api = api.with_single_commit(store);
             }
@@ -473,4 +488,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             serve(api.router(), addr, what).await
         }
     }
+}
+
+/// The relay of `OrderCreated` events to JetStream and the read model that counts them.
+async fn spawn_events(
+    url: &str,
+    events: outbox::PostgresOutbox,
+    pool: idem_store_postgres::sqlx::PgPool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let stream = std::env::var("EVENTS_STREAM").unwrap_or_else(|_| "ORDERS".into());
+    let prefix = std::env::var("EVENTS_SUBJECT_PREFIX").unwrap_or_default();
+    let client = outbox::async_nats::connect(url)
+        .await
+        .map_err(|e| format!("NATS at {url}: {e}"))?;
+    let js = outbox::async_nats::jetstream::new(client);
+    let read_model = examples::jobs::ReadModel::connect(&js, &stream, &prefix, pool)
+        .await
+        .map_err(|e| format!("the read model on {stream}: {e}"))?;
+    let sink = outbox::NatsSink::new(js).subject_prefix(prefix);
+    let relay =
+        outbox::Relay::new(events, sink).poll_interval(std::time::Duration::from_millis(20));
+    tokio::spawn(async move { relay.run(std::future::pending()).await });
+    tokio::spawn(async move { read_model.run(std::future::pending()).await });
+    tracing::info!(%stream, "OrderCreated events relayed to NATS JetStream; read model on");
+    Ok(())
 }
