@@ -52,6 +52,7 @@
 //! | `postgres` | no | `PostgresOutbox`, `PgInbox` (sqlx, embedded migrations) |
 //! | `nats` | no | `NatsSink` (async-nats JetStream) |
 //! | `rabbitmq` | no | `RabbitSink` (lapin, publisher confirms) |
+//! | `metrics` | no | `outbox_events_total{outcome}`, `outbox_publish_lag_seconds` |
 //! | `cli` | no | the `outbox` binary |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

@@ -156,7 +156,9 @@ impl<O: Outbox, S: Sink> Relay<O, S> {
             .map(|(i, c)| self.settlement(c, results.get(i)))
             .collect();
         let settled = self.outbox.settle(&settlements).await?;
-        Ok(tally(&settlements, settled))
+        let round = tally(&settlements, settled);
+        record(&settlements, &round);
+        Ok(round)
     }
 
     fn settlement<'a>(
@@ -220,6 +222,27 @@ impl<O: Outbox, S: Sink> Relay<O, S> {
         }
     }
 }
+
+/// Counts the round's outcomes and the lag of first attempts (feature `metrics`).
+#[cfg(feature = "metrics")]
+fn record(settlements: &[Settlement<'_>], round: &RelayRound) {
+    for (outcome, n) in [
+        ("published", round.published),
+        ("retried", round.retried),
+        ("dead", round.dead),
+        ("lost", round.lost),
+    ] {
+        if n > 0 {
+            metrics::counter!("outbox_events_total", "outcome" => outcome).increment(n as u64);
+        }
+    }
+    for s in settlements.iter().filter(|s| s.claimed.attempts == 0) {
+        metrics::histogram!("outbox_publish_lag_seconds").record(s.claimed.age.as_secs_f64());
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+fn record(_: &[Settlement<'_>], _: &RelayRound) {}
 
 fn tally(settlements: &[Settlement<'_>], settled: usize) -> RelayRound {
     let mut round = RelayRound {
