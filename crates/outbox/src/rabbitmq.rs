@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 pub use lapin;
 
@@ -18,23 +18,104 @@ pub use lapin;
 ///
 /// RabbitMQ keeps no duplicate window: a relay's re-publish is delivered again, and the
 /// consumer's inbox (`PgInbox`, feature `postgres`) drops it by its `message-id`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RabbitSink {
-    channel: Channel,
     exchange: String,
+    link: std::sync::Arc<tokio::sync::Mutex<Link>>,
+}
+
+impl std::fmt::Debug for RabbitSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitSink")
+            .field("exchange", &self.exchange)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sink's channel, and how to open another when it is lost.
+struct Link {
+    /// The URL and properties to reconnect with (`None`: a channel given by the caller).
+    reconnect: Option<(String, ConnectionProperties)>,
+    /// The connection the channel is on, when the sink opened it.
+    connection: Option<Connection>,
+    channel: Option<Channel>,
+}
+
+async fn confirming(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+impl Link {
+    /// The channel, opened again (with a new connection) when it was lost and the sink knows
+    /// how.
+    async fn channel(&mut self) -> Result<Channel, PublishError> {
+        if let Some(channel) = self.channel.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let Some((url, properties)) = &self.reconnect else {
+            return Err(PublishError::Transient("the channel is closed".into()));
+        };
+        let transient = |e: lapin::Error| PublishError::Transient(e.to_string());
+        let connection = Connection::connect(url, properties.clone())
+            .await
+            .map_err(transient)?;
+        let channel = confirming(&connection).await.map_err(transient)?;
+        self.connection = Some(connection);
+        self.channel = Some(channel.clone());
+        Ok(channel)
+    }
 }
 
 impl RabbitSink {
     /// A sink on `channel`, publishing to `exchange` (`""`: the default exchange, where the
-    /// routing key is the queue's name). Puts the channel in confirm mode.
+    /// routing key is the queue's name). Puts the channel in confirm mode. If the channel is
+    /// lost, publishes fail (transiently) until the sink is replaced: prefer
+    /// [`connect`](Self::connect), which reconnects.
     pub async fn new(channel: Channel, exchange: impl Into<String>) -> Result<Self, lapin::Error> {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok(Self {
+        Ok(Self::of(exchange.into(), None, None, channel))
+    }
+
+    /// A sink that connects to `url` with `properties` and publishes to `exchange`; when its
+    /// connection or channel is lost (a broker restart, a connection closed by the broker), the
+    /// next batch opens new ones, and the lost batch's events are due again on the schedule.
+    pub async fn connect(
+        url: &str,
+        properties: ConnectionProperties,
+        exchange: impl Into<String>,
+    ) -> Result<Self, lapin::Error> {
+        let connection = Connection::connect(url, properties.clone()).await?;
+        let channel = confirming(&connection).await?;
+        let reconnect = Some((url.to_owned(), properties));
+        Ok(Self::of(
+            exchange.into(),
+            reconnect,
+            Some(connection),
             channel,
-            exchange: exchange.into(),
-        })
+        ))
+    }
+
+    fn of(
+        exchange: String,
+        reconnect: Option<(String, ConnectionProperties)>,
+        connection: Option<Connection>,
+        channel: Channel,
+    ) -> Self {
+        let link = Link {
+            reconnect,
+            connection,
+            channel: Some(channel),
+        };
+        Self {
+            exchange,
+            link: std::sync::Arc::new(tokio::sync::Mutex::new(link)),
+        }
     }
 
     fn properties(event: &Event) -> BasicProperties {
@@ -57,8 +138,12 @@ impl RabbitSink {
             .with_headers(headers)
     }
 
-    async fn publish_one(&self, event: &Event) -> Result<lapin::PublisherConfirm, lapin::Error> {
-        self.channel
+    async fn publish_one(
+        &self,
+        channel: &Channel,
+        event: &Event,
+    ) -> Result<lapin::PublisherConfirm, lapin::Error> {
+        channel
             .basic_publish(
                 ShortString::from(self.exchange.as_str()),
                 ShortString::from(event.topic.as_str()),
@@ -95,9 +180,13 @@ async fn confirmed(
 #[async_trait]
 impl Sink for RabbitSink {
     async fn publish(&self, events: &[&Event]) -> Vec<Result<(), PublishError>> {
+        let channel = match self.link.lock().await.channel().await {
+            Ok(channel) => channel,
+            Err(e) => return vec![Err(e); events.len()],
+        };
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
-            pending.push(self.publish_one(event).await);
+            pending.push(self.publish_one(&channel, event).await);
         }
         join_all(pending.into_iter().map(confirmed)).await
     }

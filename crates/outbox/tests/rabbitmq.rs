@@ -293,3 +293,86 @@ async fn a_poison_message_is_dead_lettered_by_the_broker_after_its_last_delivery
     delete(&ch, &dlq).await;
     db.drop().await;
 }
+
+/// The broker closes the sink's connection mid-relay (`rabbitmqctl close_connection`, on this
+/// test's connection alone): the next batch reconnects, and every event arrives.
+#[tokio::test]
+async fn a_connection_closed_by_the_broker_is_reopened_and_every_event_arrives() {
+    let db = TestDb::new("amqp_reconnect").await;
+    let conn = connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let queue = queue_name("reconnect");
+    quorum_queue(&ch, &queue, None).await;
+    enqueue(&db, &queue, 30).await;
+    let name = queue_name("sink");
+    let props = ConnectionProperties::default().with_connection_name(name.as_str().into());
+    let sink = RabbitSink::connect(&amqp_url(), props, "").await.unwrap();
+    let schedule = Schedule::new([Duration::from_secs(1); 10]).jitter(0.0);
+    let relay = Relay::new(db.outbox.clone(), sink)
+        .batch(4)
+        .schedule(schedule);
+    assert!(relay.run_once().await.unwrap().published > 0);
+    close_connection_named(&name);
+    let mut failed = 0;
+    for _ in 0..100 {
+        db.offset.advance(Duration::from_secs(2));
+        failed += relay.run_once().await.unwrap().retried;
+        if db.outbox.stats().await.unwrap().pending == 0 {
+            break;
+        }
+    }
+    let stats = db.outbox.stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.published, stats.dead),
+        (0, 30, 0),
+        "{stats:?}"
+    );
+    let mut ids = std::collections::BTreeSet::new();
+    while let Some(d) = get(&ch, &queue).await {
+        ids.insert(d.properties.message_id().as_ref().unwrap().to_string());
+        d.ack(Default::default()).await.unwrap();
+    }
+    assert_eq!(
+        ids.len(),
+        30,
+        "every event arrived ({failed} attempts failed on the way)"
+    );
+    delete(&ch, &queue).await;
+    db.drop().await;
+}
+
+/// Closes the broker's connection whose client named itself `name`, by its pid.
+fn close_connection_named(name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args([
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "pid",
+                "client_properties",
+            ])
+            .output()
+            .expect("rabbitmqctl runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(line) = text.lines().find(|l| l.contains(name)) {
+            let pid = line.split_whitespace().next().unwrap();
+            let closed = std::process::Command::new("rabbitmqctl")
+                .args([
+                    "close_connection",
+                    pid,
+                    "closed by the outbox reconnect test",
+                ])
+                .status()
+                .unwrap();
+            assert!(closed.success());
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection named {name}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
