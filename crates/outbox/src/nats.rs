@@ -18,8 +18,8 @@ pub use async_nats;
 /// included.
 ///
 /// A missing stream, a timeout or a lost connection is [`PublishError::Transient`]; a message
-/// over the server's `max_payload`, or a subject the client refuses, is
-/// [`PublishError::Rejected`].
+/// over the server's `max_payload`, or a subject no message can be published to (a wildcard, an
+/// empty token), is [`PublishError::Rejected`]: a dead letter at once.
 ///
 /// The duplicate window bounds the dedupe: a re-publish later than the window (a relay stopped
 /// longer than it after publishing and before settling, past its lease) is stored again, and
@@ -66,23 +66,59 @@ fn classify(e: &async_nats::jetstream::context::PublishError) -> PublishError {
     }
 }
 
+/// Whether `subject` is one a message can be published to: dot-separated tokens, none empty,
+/// no wildcard (`*`, `>`).
+fn publishable(subject: &str) -> bool {
+    subject
+        .split('.')
+        .all(|token| !token.is_empty() && token != "*" && !token.contains('>'))
+        && !subject.contains('*')
+}
+
 #[async_trait]
 impl Sink for NatsSink {
     async fn publish(&self, events: &[&Event]) -> Vec<Result<(), PublishError>> {
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
             let subject = format!("{}{}", self.prefix, event.topic);
+            if !publishable(&subject) {
+                let why = format!("`{subject}` is not a subject a message can be published to");
+                pending.push(Err(PublishError::Rejected(why)));
+                continue;
+            }
             let sent = self
                 .jetstream
                 .send_publish(subject, Self::message(event))
                 .await;
-            pending.push(sent);
+            pending.push(sent.map_err(|e| classify(&e)));
         }
         join_all(pending.into_iter().map(async |sent| match sent {
             Ok(ack) => ack.await.map(drop).map_err(|e| classify(&e)),
-            Err(e) => Err(classify(&e)),
+            Err(e) => Err(e),
         }))
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wildcards_and_empty_tokens_are_not_publishable() {
+        for ok in ["orders", "orders.created", "events.orders.created", "a-b_c"] {
+            assert!(super::publishable(ok), "{ok}");
+        }
+        for bad in [
+            "orders.*",
+            "orders.>",
+            "*",
+            ">",
+            "orders..created",
+            ".orders",
+            "orders.",
+            "a*b",
+        ] {
+            assert!(!super::publishable(bad), "{bad}");
+        }
     }
 }
 

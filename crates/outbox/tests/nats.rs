@@ -115,6 +115,31 @@ async fn events_for_a_missing_stream_wait_on_the_schedule_and_go_once_it_exists(
     db.drop().await;
 }
 
+#[tokio::test]
+async fn an_event_for_a_wildcard_subject_is_a_dead_letter_at_once() {
+    let db = TestDb::new("nats_wildcard").await;
+    let stream = TestStream::new(&js::nats_url(), "wildcard").await;
+    let bad = outbox::Event::new("orders.*", "w1", "{}").unwrap();
+    db.outbox.enqueue(&bad).await.unwrap();
+    enqueue(&db, 1, 1).await;
+    let round = Relay::new(db.outbox.clone(), sink(&stream))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!((round.published, round.dead), (1, 1), "{round:?}");
+    let dead = db.outbox.dead_letters(10).await.unwrap();
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("not a subject"),
+        "{dead:?}"
+    );
+    stream.delete().await;
+    db.drop().await;
+}
+
 async fn count(tx: &mut PgConnection, id: String) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO effects (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = effects.n + 1")
         .bind(id)
