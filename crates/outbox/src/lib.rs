@@ -115,8 +115,8 @@ pub use retry_safe_core::{Clock, ManualClock, SystemClock, TimeOffset};
 pub use schedule::Schedule;
 pub use sink::{ChannelSink, PublishError, Sink};
 pub use store::{
-    Claimed, DeadLetter, EventState, EventStatus, Outbox, OutboxError, OutboxStats, Outcome,
-    Settlement,
+    AttemptNote, AttemptRecord, Claimed, DeadLetter, EventState, EventStatus, Outbox, OutboxError,
+    OutboxStats, Outcome, Settlement,
 };
 pub use store_inbox::{StoreInbox, StoreInboxError};
 

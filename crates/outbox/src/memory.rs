@@ -1,8 +1,8 @@
 //! The embedded outbox: in this process's memory, bounded, not durable.
 
 use crate::store::{
-    Claimed, DeadLetter, EventState, EventStatus, Outbox, OutboxError, OutboxStats, Outcome,
-    Settlement,
+    AttemptRecord, Claimed, DeadLetter, EventState, EventStatus, Outbox, OutboxError, OutboxStats,
+    Outcome, Settlement,
 };
 use crate::Event;
 use async_trait::async_trait;
@@ -61,6 +61,8 @@ struct Inner {
     due: BTreeSet<(u64, i64)>,
     /// Pending rows of each aggregate, oldest first: only the first may be claimed.
     aggregates: HashMap<String, BTreeSet<i64>>,
+    /// Topics whose events are not claimed (a destination that answered "gone").
+    paused: BTreeSet<String>,
     next_row: i64,
     next_claim: i64,
 }
@@ -74,6 +76,7 @@ struct Row {
     finished: Option<u64>,
     attempts: u32,
     last_error: Option<String>,
+    history: Vec<AttemptRecord>,
 }
 
 impl Default for MemoryOutbox {
@@ -112,6 +115,12 @@ impl MemoryOutbox {
 }
 
 impl Inner {
+    fn is_paused(&self, row: i64) -> bool {
+        self.rows
+            .get(&row)
+            .is_some_and(|r| self.paused.contains(&r.event.topic))
+    }
+
     fn is_head(&self, row: i64) -> bool {
         let aggregate = self.rows.get(&row).and_then(|r| r.event.aggregate.as_ref());
         aggregate.is_none_or(|a| {
@@ -154,7 +163,7 @@ impl Inner {
         }
     }
 
-    fn settle_one(&mut self, s: &Settlement<'_>, now: u64) -> bool {
+    fn settle_one(&mut self, s: &Settlement<'_>, now: u64, wall: std::time::SystemTime) -> bool {
         let row = s.claimed.row;
         let Some(r) = self.rows.get_mut(&row) else {
             return false;
@@ -163,6 +172,19 @@ impl Inner {
             return false;
         }
         r.attempts = r.attempts.saturating_add(1);
+        if let Some(note) = s.attempt {
+            let error = match &s.outcome {
+                Outcome::Published => None,
+                Outcome::RetryIn(_, e) | Outcome::Dead(e) | Outcome::Gone(e) => Some(e.clone()),
+            };
+            let number = r.attempts;
+            r.history.push(AttemptRecord {
+                number,
+                at: wall,
+                note,
+                error,
+            });
+        }
         let finished = match &s.outcome {
             Outcome::Published => {
                 r.last_error = None;
@@ -178,6 +200,12 @@ impl Inner {
             }
             Outcome::Dead(error) => {
                 r.last_error = Some(error.clone());
+                EventState::Dead
+            }
+            Outcome::Gone(error) => {
+                r.last_error = Some(error.clone());
+                let topic = r.event.topic.clone();
+                self.paused.insert(topic);
                 EventState::Dead
             }
         };
@@ -231,6 +259,7 @@ impl Outbox for MemoryOutbox {
             finished: None,
             attempts: 0,
             last_error: None,
+            history: Vec::new(),
         };
         inner.rows.insert(row, row_data);
         inner.make_pending(row, now.saturating_add(duration_to_nanos(event.delay)));
@@ -246,7 +275,7 @@ impl Outbox for MemoryOutbox {
             .due
             .iter()
             .take_while(|(due, _)| *due <= now)
-            .filter(|(_, row)| inner.is_head(*row))
+            .filter(|(_, row)| inner.is_head(*row) && !inner.is_paused(*row))
             .take(max)
             .copied()
             .collect();
@@ -267,11 +296,29 @@ impl Outbox for MemoryOutbox {
 
     async fn settle(&self, settlements: &[Settlement<'_>]) -> Result<usize, OutboxError> {
         let now = self.now();
+        let wall = std::time::UNIX_EPOCH + self.clock.unix_time();
         let mut inner = self.inner.lock();
         Ok(settlements
             .iter()
-            .filter(|s| inner.settle_one(s, now))
+            .filter(|s| inner.settle_one(s, now, wall))
             .count())
+    }
+
+    async fn attempts(&self, topic: &str, id: &str) -> Result<Vec<AttemptRecord>, OutboxError> {
+        let inner = self.inner.lock();
+        let row = inner.by_key.get(&(topic.to_owned(), id.to_owned()));
+        Ok(row
+            .and_then(|row| inner.rows.get(row))
+            .map(|r| r.history.clone())
+            .unwrap_or_default())
+    }
+
+    async fn resume_topic(&self, topic: &str) -> Result<bool, OutboxError> {
+        Ok(self.inner.lock().paused.remove(topic))
+    }
+
+    async fn paused_topics(&self) -> Result<Vec<String>, OutboxError> {
+        Ok(self.inner.lock().paused.iter().cloned().collect())
     }
 
     async fn status(&self, topic: &str, id: &str) -> Result<Option<EventStatus>, OutboxError> {
@@ -331,7 +378,10 @@ impl Outbox for MemoryOutbox {
     async fn stats(&self) -> Result<OutboxStats, OutboxError> {
         let now = self.now();
         let inner = self.inner.lock();
-        let mut stats = OutboxStats::default();
+        let mut stats = OutboxStats {
+            paused_topics: inner.paused.len() as u64,
+            ..OutboxStats::default()
+        };
         for r in inner.rows.values() {
             match r.state {
                 EventState::Pending => {

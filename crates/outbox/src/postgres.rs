@@ -1,8 +1,8 @@
 //! The transactional outbox on PostgreSQL.
 
 use crate::store::{
-    Claimed, DeadLetter, EventState, EventStatus, Outbox, OutboxError, OutboxStats, Outcome,
-    Settlement,
+    AttemptNote, AttemptRecord, Claimed, DeadLetter, EventState, EventStatus, Outbox, OutboxError,
+    OutboxStats, Outcome, Settlement,
 };
 use crate::Event;
 use async_trait::async_trait;
@@ -75,6 +75,7 @@ due AS (
     AND (o.aggregate IS NULL OR NOT EXISTS (
       SELECT 1 FROM outbox_events p
       WHERE p.state = 1 AND p.aggregate = o.aggregate AND p.id < o.id))
+    AND NOT EXISTS (SELECT 1 FROM outbox_paused_topics pt WHERE pt.topic = o.topic)
   ORDER BY o.due_at, o.id
   LIMIT $3
   FOR UPDATE OF o SKIP LOCKED
@@ -89,8 +90,10 @@ RETURNING o.id, o.claim, o.topic, o.event_id, o.aggregate, o.payload, o.header_n
           (EXTRACT(EPOCH FROM (t.now - o.created_at)) * 1000000)::bigint AS age_us"
 );
 
-/// `settle`: $1 rows, $2 claims, $3 new states, $4 retry delays µs, $5 errors, $6 pinned,
-/// $7 offset. One statement for the whole batch, each row guarded by its claim.
+/// `settle`: $1 rows, $2 claims, $3 outcomes (1 retry, 2 published, 3 dead, 4 gone), $4 retry
+/// delays µs, $5 errors, $6 pinned, $7 offset, $8 whether to record the attempt, $9 statuses,
+/// $10 latencies µs. One statement for the whole batch, each row guarded by its claim: the rows,
+/// the recorded attempts, and the topics a "gone" pauses.
 const SETTLE: &str = concat!(
     "WITH t AS (SELECT ",
     postgres_now!("$6", "$7"),
@@ -98,20 +101,32 @@ const SETTLE: &str = concat!(
     no_flush!(),
     "),
 s AS (
-  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::bigint[], $5::text[])
-    AS s(id, claim, state, delay_us, error)
+  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::bigint[], $5::text[],
+                       $8::bool[], $9::smallint[], $10::bigint[])
+    AS s(id, claim, outcome, delay_us, error, noted, status, latency_us)
 ),
 upd AS (
   UPDATE outbox_events o SET
     attempts = o.attempts + 1,
-    state = s.state,
-    due_at = CASE WHEN s.state = 1 THEN t.now + s.delay_us * interval '1 microsecond'
+    state = CASE WHEN s.outcome = 4 THEN 3 ELSE s.outcome END,
+    due_at = CASE WHEN s.outcome = 1 THEN t.now + s.delay_us * interval '1 microsecond'
                   ELSE o.due_at END,
-    finished_at = CASE WHEN s.state = 1 THEN NULL ELSE t.now END,
+    finished_at = CASE WHEN s.outcome = 1 THEN NULL ELSE t.now END,
     last_error = s.error
   FROM s, t
   WHERE o.id = s.id AND o.claim = s.claim AND o.state = 1
-  RETURNING o.id
+  RETURNING o.id, o.topic, o.attempts
+),
+att AS (
+  INSERT INTO outbox_attempts (event_row, attempt, at, status, latency_us, error)
+  SELECT upd.id, upd.attempts, t.now, s.status, s.latency_us, s.error
+  FROM upd JOIN s ON s.id = upd.id, t WHERE s.noted
+),
+gone AS (
+  INSERT INTO outbox_paused_topics (topic, paused_at, reason)
+  SELECT DISTINCT ON (upd.topic) upd.topic, t.now, COALESCE(s.error, 'gone')
+  FROM upd JOIN s ON s.id = upd.id, t WHERE s.outcome = 4
+  ON CONFLICT (topic) DO NOTHING
 )
 SELECT count(*) AS settled FROM upd"
 );
@@ -128,6 +143,7 @@ const STATS: &str = concat!(
     "SELECT count(*) FILTER (WHERE state = 1) AS pending,
             count(*) FILTER (WHERE state = 2) AS published,
             count(*) FILTER (WHERE state = 3) AS dead,
+            (SELECT count(*) FROM outbox_paused_topics) AS paused,
             (EXTRACT(EPOCH FROM (",
     postgres_now!("$1", "$2"),
     " - min(created_at) FILTER (WHERE state = 1))) * 1000000)::bigint AS oldest_us
@@ -334,28 +350,53 @@ fn count(row: &PgRow, column: &str) -> Result<u64, OutboxError> {
 struct SettleArrays<'a> {
     rows: Vec<i64>,
     claims: Vec<i64>,
-    states: Vec<i16>,
+    outcomes: Vec<i16>,
     delays: Vec<i64>,
     errors: Vec<Option<&'a str>>,
+    noted: Vec<bool>,
+    statuses: Vec<Option<i16>>,
+    latencies: Vec<i64>,
 }
 
 impl<'a> SettleArrays<'a> {
     fn of(settlements: &'a [Settlement<'a>]) -> Self {
         let mut a = Self::default();
         for s in settlements {
-            let (state, delay, error) = match &s.outcome {
+            let (outcome, delay, error) = match &s.outcome {
                 Outcome::Published => (2, 0, None),
                 Outcome::RetryIn(delay, error) => (1, micros(*delay), Some(error.as_str())),
                 Outcome::Dead(error) => (3, 0, Some(error.as_str())),
+                Outcome::Gone(error) => (4, 0, Some(error.as_str())),
             };
+            let note = s.attempt.unwrap_or_default();
             a.rows.push(s.claimed.row);
             a.claims.push(s.claimed.claim);
-            a.states.push(state);
+            a.outcomes.push(outcome);
             a.delays.push(delay);
             a.errors.push(error);
+            a.noted.push(s.attempt.is_some());
+            a.statuses
+                .push(note.status.map(|v| i16::try_from(v).unwrap_or(i16::MAX)));
+            a.latencies.push(micros(note.latency));
         }
         a
     }
+}
+
+fn attempt_of(row: &PgRow) -> Result<AttemptRecord, OutboxError> {
+    let number: i32 = row.try_get("attempt").map_err(corrupt)?;
+    let status: Option<i16> = row.try_get("status").map_err(corrupt)?;
+    let latency_us: i64 = row.try_get("latency_us").map_err(corrupt)?;
+    let at_us: i64 = row.try_get("at_us").map_err(corrupt)?;
+    Ok(AttemptRecord {
+        number: u32::try_from(number).map_err(|_| corrupt(format!("attempt {number}")))?,
+        at: std::time::UNIX_EPOCH + Duration::from_micros(at_us.max(0).unsigned_abs()),
+        note: AttemptNote::new(
+            status.and_then(|s| u16::try_from(s).ok()),
+            Duration::from_micros(latency_us.max(0).unsigned_abs()),
+        ),
+        error: row.try_get("error").map_err(corrupt)?,
+    })
 }
 
 #[async_trait]
@@ -385,11 +426,14 @@ impl Outbox for PostgresOutbox {
         let row = sqlx::query(SETTLE)
             .bind(a.rows)
             .bind(a.claims)
-            .bind(a.states)
+            .bind(a.outcomes)
             .bind(a.delays)
             .bind(a.errors)
             .bind(self.pinned())
             .bind(self.offset_us())
+            .bind(a.noted)
+            .bind(a.statuses)
+            .bind(a.latencies)
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -443,6 +487,37 @@ impl Outbox for PostgresOutbox {
         self.replay_where(topic, None).await
     }
 
+    async fn attempts(&self, topic: &str, id: &str) -> Result<Vec<AttemptRecord>, OutboxError> {
+        let rows = sqlx::query(
+            "SELECT a.attempt, a.status, a.latency_us, a.error,
+                    (EXTRACT(EPOCH FROM a.at) * 1000000)::bigint AS at_us
+             FROM outbox_attempts a JOIN outbox_events o ON o.id = a.event_row
+             WHERE o.topic = $1 AND o.event_id = $2 ORDER BY a.attempt",
+        )
+        .bind(topic)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(attempt_of).collect()
+    }
+
+    async fn resume_topic(&self, topic: &str) -> Result<bool, OutboxError> {
+        let done = sqlx::query("DELETE FROM outbox_paused_topics WHERE topic = $1")
+            .bind(topic)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn paused_topics(&self) -> Result<Vec<String>, OutboxError> {
+        sqlx::query_scalar("SELECT topic FROM outbox_paused_topics ORDER BY topic")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn stats(&self) -> Result<OutboxStats, OutboxError> {
         let row = sqlx::query(STATS)
             .bind(self.pinned())
@@ -455,6 +530,7 @@ impl Outbox for PostgresOutbox {
             pending: count(&row, "pending")?,
             published: count(&row, "published")?,
             dead: count(&row, "dead")?,
+            paused_topics: count(&row, "paused")?,
             oldest_pending: oldest.map(|us| Duration::from_micros(us.max(0).unsigned_abs())),
         })
     }

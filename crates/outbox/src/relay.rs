@@ -179,7 +179,7 @@ impl<O: Outbox, S: Sink> Relay<O, S> {
                 }
             }
         };
-        Settlement { claimed, outcome }
+        Settlement::new(claimed, outcome)
     }
 
     /// Runs rounds, [`concurrency`](Self::concurrency) at a time, until `shutdown` completes,
@@ -254,7 +254,7 @@ fn tally(settlements: &[Settlement<'_>], settled: usize) -> RelayRound {
         match s.outcome {
             Outcome::Published => round.published += 1,
             Outcome::RetryIn(..) => round.retried += 1,
-            Outcome::Dead(_) => round.dead += 1,
+            Outcome::Dead(_) | Outcome::Gone(_) => round.dead += 1,
         }
     }
     round

@@ -48,15 +48,70 @@ pub enum Outcome {
     RetryIn(Duration, String),
     /// Give up: a dead letter, kept until replayed or purged; the error is recorded.
     Dead(String),
+    /// The destination is gone (a webhook receiver's `410 Gone`): a dead letter, and its topic
+    /// is paused — `claim` skips the topic's events until [`Outbox::resume_topic`].
+    Gone(String),
+}
+
+/// What an attempt found beyond its outcome, for stores that keep each attempt (see
+/// [`Outbox::attempts`]): the receiver's status and how long the attempt took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct AttemptNote {
+    /// The receiver's status, when it answered (an HTTP status, for webhooks).
+    pub status: Option<u16>,
+    /// From sending to the answer, or to the failure.
+    pub latency: Duration,
+}
+
+impl AttemptNote {
+    /// A note of an attempt answered with `status` (if any) after `latency`.
+    pub fn new(status: Option<u16>, latency: Duration) -> Self {
+        Self { status, latency }
+    }
+}
+
+/// One recorded attempt, as [`Outbox::attempts`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptRecord {
+    /// Its number (1 = the first).
+    pub number: u32,
+    /// When the outbox recorded it (its own clock).
+    pub at: std::time::SystemTime,
+    /// What it found.
+    pub note: AttemptNote,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
 }
 
 /// One claimed event and what became of it, for [`Outbox::settle`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Settlement<'a> {
     /// The claim.
     pub claimed: &'a Claimed,
     /// Its outcome.
     pub outcome: Outcome,
+    /// The attempt, to record (`None`: only the outcome is kept, as the relay does).
+    pub attempt: Option<AttemptNote>,
+}
+
+impl<'a> Settlement<'a> {
+    /// `claimed` settled with `outcome`.
+    pub fn new(claimed: &'a Claimed, outcome: Outcome) -> Self {
+        Self {
+            claimed,
+            outcome,
+            attempt: None,
+        }
+    }
+
+    /// Records the attempt too (see [`Outbox::attempts`]).
+    pub fn with_attempt(mut self, note: AttemptNote) -> Self {
+        self.attempt = Some(note);
+        self
+    }
 }
 
 /// Where an event stands.
@@ -107,6 +162,8 @@ pub struct OutboxStats {
     pub published: u64,
     /// Dead letters.
     pub dead: u64,
+    /// Paused topics.
+    pub paused_topics: u64,
     /// The age of the oldest pending event: the relay's lag.
     pub oldest_pending: Option<Duration>,
 }
@@ -122,7 +179,10 @@ pub struct OutboxStats {
 ///   that dies leaves its events to the next one (at-least-once publishing);
 /// - `settle` applies each outcome, but only for the newest claim of its row; it returns how
 ///   many it applied (the others' leases ran out and someone else holds them now);
-/// - `replay` makes a dead letter pending again, its attempts reset, due at once.
+/// - `replay` makes a dead letter pending again, its attempts reset, due at once;
+/// - [`Outcome::Gone`] makes the event dead and pauses its topic in one step; `claim` skips a
+///   paused topic's events until `resume_topic`;
+/// - a settlement with an [`AttemptNote`] is recorded, and `attempts` lists them.
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
     /// Adds `event`. `false` when the same (topic, id) is already in the outbox.
@@ -145,6 +205,15 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Makes every dead letter (of `topic`, when given) pending again; returns how many.
     async fn replay_dead(&self, topic: Option<&str>) -> Result<u64, OutboxError>;
+
+    /// The recorded attempts of event `id` of `topic`, oldest first.
+    async fn attempts(&self, topic: &str, id: &str) -> Result<Vec<AttemptRecord>, OutboxError>;
+
+    /// Lets the events of `topic` be claimed again; `false` when it was not paused.
+    async fn resume_topic(&self, topic: &str) -> Result<bool, OutboxError>;
+
+    /// The paused topics, by name.
+    async fn paused_topics(&self) -> Result<Vec<String>, OutboxError>;
 
     /// Counts by state and the lag.
     async fn stats(&self) -> Result<OutboxStats, OutboxError>;

@@ -149,13 +149,13 @@ async fn dead_letters_are_listed_and_replayed_from_the_command_line() {
     let claimed = db.outbox.claim(10, Duration::from_secs(30)).await.unwrap();
     let settlements: Vec<_> = claimed
         .iter()
-        .map(|c| Settlement {
-            claimed: c,
-            outcome: if c.event.id == "ok" {
+        .map(|c| {
+            let outcome = if c.event.id == "ok" {
                 Outcome::Published
             } else {
                 Outcome::Dead("max payload exceeded".into())
-            },
+            };
+            Settlement::new(c, outcome)
         })
         .collect();
     db.outbox.settle(&settlements).await.unwrap();

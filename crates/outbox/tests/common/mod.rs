@@ -26,7 +26,7 @@ fn ids(claimed: &[outbox::Claimed]) -> Vec<String> {
 }
 
 fn settle(claimed: &outbox::Claimed, outcome: Outcome) -> Settlement<'_> {
-    Settlement { claimed, outcome }
+    Settlement::new(claimed, outcome)
 }
 
 /// Every store passes this: `advance` moves the store's clock forward.
@@ -36,6 +36,7 @@ pub async fn contract(o: &impl Outbox, advance: &dyn Fn(Duration)) {
     dead_letters_and_replay(o).await;
     backoff_and_delay(o, advance).await;
     stats_and_purge(o, advance).await;
+    gone_pauses_its_topic_and_attempts_are_recorded(o).await;
 }
 
 async fn duplicates_and_leases(o: &impl Outbox, advance: &dyn Fn(Duration)) {
@@ -202,6 +203,65 @@ async fn stats_and_purge(o: &impl Outbox, advance: &dyn Fn(Duration)) {
     let purged = o.purge_published(Duration::from_secs(1800)).await.unwrap();
     assert_eq!(purged, published, "every published event but the newest");
     assert_eq!(o.stats().await.unwrap().published, 1);
+}
+
+async fn gone_pauses_its_topic_and_attempts_are_recorded(o: &impl Outbox) {
+    use outbox::AttemptNote;
+    for (topic, id) in [("hooks-a", "g1"), ("hooks-a", "g2"), ("hooks-b", "h1")] {
+        o.enqueue(&Event::new(topic, id, "{}").unwrap())
+            .await
+            .unwrap();
+    }
+    let round = o.claim(10, LEASE).await.unwrap();
+    assert_eq!(ids(&round), ["g1", "g2", "h1"]);
+    let by_id = |id: &str| round.iter().find(|c| c.event.id == id).unwrap();
+    let ms = Duration::from_millis;
+    let settled = o
+        .settle(&[
+            settle(by_id("g1"), Outcome::Gone("410 Gone".into()))
+                .with_attempt(AttemptNote::new(Some(410), ms(5))),
+            settle(by_id("g2"), Outcome::RetryIn(Duration::ZERO, "503".into()))
+                .with_attempt(AttemptNote::new(Some(503), ms(7))),
+            settle(by_id("h1"), Outcome::Published)
+                .with_attempt(AttemptNote::new(Some(200), ms(1))),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(settled, 3);
+    assert_eq!(o.paused_topics().await.unwrap(), ["hooks-a"]);
+    assert_eq!(o.stats().await.unwrap().paused_topics, 1);
+    assert_eq!(
+        o.status("hooks-a", "g1").await.unwrap().unwrap().state,
+        EventState::Dead
+    );
+    assert!(
+        o.claim(10, LEASE).await.unwrap().is_empty(),
+        "g2 waits: its topic is paused"
+    );
+    let g1 = o.attempts("hooks-a", "g1").await.unwrap();
+    assert_eq!(g1.len(), 1);
+    assert_eq!((g1[0].number, g1[0].note.status), (1, Some(410)));
+    assert_eq!(g1[0].note.latency, ms(5));
+    assert_eq!(g1[0].error.as_deref(), Some("410 Gone"));
+    let h1 = o.attempts("hooks-b", "h1").await.unwrap();
+    assert_eq!(
+        (h1[0].note.status, h1[0].error.as_deref()),
+        (Some(200), None)
+    );
+    assert!(o.resume_topic("hooks-a").await.unwrap());
+    assert!(!o.resume_topic("hooks-a").await.unwrap());
+    let g2 = o.claim(10, LEASE).await.unwrap();
+    assert_eq!(ids(&g2), ["g2"], "resumed");
+    o.settle(&[settle(&g2[0], Outcome::Published)])
+        .await
+        .unwrap();
+    let g2 = o.attempts("hooks-a", "g2").await.unwrap();
+    assert_eq!(
+        g2.len(),
+        1,
+        "a settlement without a note records no attempt"
+    );
+    assert!(o.attempts("hooks-a", "nope").await.unwrap().is_empty());
 }
 
 /// A sink that fails the events whose ids it is told to, and passes the rest to a channel.
