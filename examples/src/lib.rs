@@ -64,7 +64,7 @@ use tower::ServiceBuilder;
 use trace_ctx::{Problem, TraceContext, TraceContextLayer};
 use webhook_delivery::{
     AddressPolicy, Dispatcher, Endpoint, MemoryOutbox, Outbox, PostgresOutbox,
-    Sender as DeliverySender, WebhookEvent,
+    Sender as DeliverySender, WebhookEvent, WebhookOutbox,
 };
 use webhook_sig::{ReplayGuard, Scheme, Secret, Signer, VerifiedWebhook, Verifier, WebhookLayer};
 
@@ -707,7 +707,7 @@ pub(crate) async fn create_in_memory(db: &Db, owner: String, sku: String, quanti
         order
     };
     if let Some(OrderOutbox::Memory(outbox)) = &outbox {
-        if let Err(e) = outbox.enqueue(&order_created_event(&order)).await {
+        if let Err(e) = outbox.enqueue_webhook(&order_created_event(&order)).await {
             tracing::error!(error = %e, order = %order.id, "order.created webhook not queued");
         }
     }
@@ -806,7 +806,7 @@ pub(crate) async fn insert_order_row(
     };
     if let Some(OrderOutbox::Postgres(outbox)) = outbox {
         outbox
-            .enqueue_in(&mut **tx, &order_created_event(&order))
+            .enqueue_in(&mut **tx, &order_created_event(&order).to_event()?)
             .await?;
     }
     Ok(order)

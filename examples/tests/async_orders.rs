@@ -157,6 +157,14 @@ async fn accepted_orders_finish_once_and_reach_the_read_model_once_across_a_kill
     }
     let orders = count(&admin, format!("SELECT count(*) FROM {schema}.orders")).await;
     assert_eq!(orders, 22, "one order per job");
+    let hooks = format!(
+        "SELECT count(*) FROM {schema}.outbox_events WHERE topic = 'merchant' AND state = 1"
+    );
+    assert_eq!(
+        count(&admin, hooks).await,
+        22,
+        "the relay leaves the webhooks to their dispatcher"
+    );
     wait_read_model(&admin, &schema, 22).await;
     let counted = count(
         &admin,

@@ -167,7 +167,7 @@ async fn every_order_event_is_processed_exactly_once_across_a_kill_9() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (events, delivered) = loop {
         let (events, delivered): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*), count(*) FILTER (WHERE state = 2) FROM {schema}.webhook_outbox"
+            "SELECT count(*), count(*) FILTER (WHERE state = 2) FROM {schema}.outbox_events WHERE topic = 'merchant'"
         )))
         .fetch_one(&admin)
         .await

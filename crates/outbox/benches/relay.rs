@@ -15,8 +15,15 @@ use outbox::{
 };
 use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 5;
-const MESSAGES: usize = 2_000;
+/// Rounds, messages per round and latency samples: the bench's under `cargo bench`, a smoke
+/// run's under `cargo test --all-targets` (which runs this binary without `--bench`).
+fn sizes() -> (usize, usize, usize) {
+    if std::env::args().any(|a| a == "--bench") {
+        (5, 2_000, 1_000)
+    } else {
+        (1, 40, 20)
+    }
+}
 
 fn env(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.into())
@@ -153,12 +160,13 @@ fn median_range(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 async fn compare<S: Sink + Clone>(name: &str, sink: S, topic: &str, tag: &str) {
     for batch in [1usize, 100] {
-        let n = if batch == 1 { MESSAGES / 4 } else { MESSAGES };
+        let (rounds, messages, _) = sizes();
+        let n = if batch == 1 { messages / 4 } else { messages };
         let schema = Schema::new(&format!("{tag}{batch}")).await;
         let o = &schema.outbox;
         let (mut ratios, mut by_hand) = (vec![], vec![]);
         let (mut raws, mut hands, mut ones, mut fours) = (vec![], vec![], vec![], vec![]);
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             let evs = |k: usize| events(topic, 4 * round + k, n);
             let raw = raw_rate(&sink, &evs(0), batch).await;
             let hand = hand_rolled_rate(o, &sink, &evs(1), batch).await;
@@ -219,6 +227,7 @@ async fn rabbit() -> (lapin::Connection, String) {
 /// polling every 10 ms and JetStream; one event every 5 ms.
 async fn latency(js: &jetstream::Context, stream: &str) {
     use futures_util::StreamExt;
+    let (_, _, samples) = sizes();
     let schema = Schema::new("latency").await;
     let sink = NatsSink::new(js.clone()).subject_prefix(format!("{}.", stream.to_lowercase()));
     let relay = Relay::new(schema.outbox.clone(), sink).poll_interval(Duration::from_millis(10));
@@ -239,7 +248,7 @@ async fn latency(js: &jetstream::Context, stream: &str) {
     let producer = {
         let outbox = schema.outbox.clone();
         tokio::spawn(async move {
-            for i in 0..1_000 {
+            for i in 0..samples {
                 let mut tx = outbox.pool().begin().await.unwrap();
                 let at = origin.elapsed().as_micros().to_string();
                 let e = Event::new("lat", format!("l{i}"), at).unwrap();
@@ -251,7 +260,7 @@ async fn latency(js: &jetstream::Context, stream: &str) {
     };
     let mut messages = consumer.messages().await.unwrap();
     let mut lat = Vec::new();
-    while lat.len() < 1_000 {
+    while lat.len() < samples {
         let m = messages.next().await.unwrap().unwrap();
         let sent: u128 = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
         lat.push((origin.elapsed().as_micros() - sent) as f64 / 1000.0);
@@ -263,7 +272,7 @@ async fn latency(js: &jetstream::Context, stream: &str) {
     lat.sort_by(f64::total_cmp);
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
     println!(
-        "\ncommit → consumer (1,000 events, one per 5 ms, relay poll 10 ms): p50 **{:.1} ms**, p99 **{:.1} ms**, max {:.1} ms",
+        "\ncommit → consumer ({samples} events, one per 5 ms, relay poll 10 ms): p50 **{:.1} ms**, p99 **{:.1} ms**, max {:.1} ms",
         p(0.5),
         p(0.99),
         lat[lat.len() - 1]
@@ -288,22 +297,22 @@ async fn inbox_cost() {
             .map(drop)
     };
     let (mut ratios, mut alone_us, mut with_us) = (Vec::new(), Vec::new(), Vec::new());
-    const N: usize = 1_000;
-    for round in 0..ROUNDS {
+    let (rounds, _, n) = sizes();
+    for round in 0..rounds {
         let start = Instant::now();
-        for _ in 0..N {
+        for _ in 0..n {
             let mut tx = pool.begin().await.unwrap();
             bump(&mut tx).await.unwrap();
             tx.commit().await.unwrap();
         }
-        let alone = start.elapsed().as_secs_f64() * 1e6 / N as f64;
+        let alone = start.elapsed().as_secs_f64() * 1e6 / n as f64;
         let start = Instant::now();
-        for i in 0..N {
+        for i in 0..n {
             let id = format!("m{round}_{i}");
             let done = inbox.handle(&id, async |tx| bump(tx).await).await.unwrap();
             assert!(matches!(done, outbox::Handled::Applied(())));
         }
-        let with = start.elapsed().as_secs_f64() * 1e6 / N as f64;
+        let with = start.elapsed().as_secs_f64() * 1e6 / n as f64;
         ratios.push(with / alone);
         alone_us.push(alone);
         with_us.push(with);

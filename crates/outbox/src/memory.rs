@@ -41,6 +41,8 @@ pub struct MemoryOutbox {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<dyn Clock>,
     capacity: usize,
+    /// The topics `claim` hands out (`None`: all).
+    topics: Option<Arc<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for MemoryOutbox {
@@ -92,7 +94,24 @@ impl MemoryOutbox {
             inner: Arc::default(),
             clock: Arc::new(SystemClock::new()),
             capacity: DEFAULT_CAPACITY,
+            topics: None,
         }
+    }
+
+    /// The same outbox (clones share the events), claiming only the events of `topics`; the
+    /// other calls still see every event.
+    pub fn only_topics<T: Into<String>>(mut self, topics: impl IntoIterator<Item = T>) -> Self {
+        self.topics = Some(Arc::new(topics.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    fn claims(&self, inner: &Inner, row: i64) -> bool {
+        let wanted = |r: &Row| {
+            self.topics
+                .as_ref()
+                .is_none_or(|t| t.contains(&r.event.topic))
+        };
+        inner.rows.get(&row).is_some_and(wanted) && inner.is_head(row) && !inner.is_paused(row)
     }
 
     /// Reads time (due times, leases, ages) from `clock`: a `ManualClock` makes backoff and
@@ -275,7 +294,7 @@ impl Outbox for MemoryOutbox {
             .due
             .iter()
             .take_while(|(due, _)| *due <= now)
-            .filter(|(_, row)| inner.is_head(*row) && !inner.is_paused(*row))
+            .filter(|(_, row)| self.claims(inner, *row))
             .take(max)
             .copied()
             .collect();

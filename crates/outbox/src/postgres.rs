@@ -58,7 +58,7 @@ macro_rules! no_flush {
     };
 }
 
-/// `claim`: $1 pinned, $2 offset, $3 max rows, $4 lease µs. Due pending rows, oldest due first,
+/// `claim`: $1 pinned, $2 offset, $3 max rows, $4 lease µs, $5 the topics claimed (NULL: all). Due pending rows, oldest due first,
 /// of each aggregate only its oldest pending one; locked with `SKIP LOCKED` so concurrent
 /// claimants take disjoint rows; each gets a new fence and is due again at the end of the lease.
 /// An aggregate's second event is not claimable while its first is pending, whoever holds the
@@ -76,6 +76,7 @@ due AS (
       SELECT 1 FROM outbox_events p
       WHERE p.state = 1 AND p.aggregate = o.aggregate AND p.id < o.id))
     AND NOT EXISTS (SELECT 1 FROM outbox_paused_topics pt WHERE pt.topic = o.topic)
+    AND ($5::text[] IS NULL OR o.topic = ANY($5))
   ORDER BY o.due_at, o.id
   LIMIT $3
   FOR UPDATE OF o SKIP LOCKED
@@ -170,6 +171,8 @@ const PURGE: &str = concat!(
 pub struct PostgresOutbox {
     pool: PgPool,
     offset: TimeOffset,
+    /// The topics `claim` hands out (`None`: all).
+    topics: Option<Vec<String>>,
 }
 
 pub(crate) fn unavailable(e: sqlx::Error) -> OutboxError {
@@ -203,7 +206,16 @@ impl PostgresOutbox {
         Self {
             pool,
             offset: TimeOffset::new(),
+            topics: None,
         }
+    }
+
+    /// The same outbox, claiming only the events of `topics` (the other calls still see every
+    /// event): one table for webhooks and broker events, with a webhook dispatcher claiming its
+    /// endpoints' topics and a relay claiming the broker's.
+    pub fn only_topics<T: Into<String>>(mut self, topics: impl IntoIterator<Item = T>) -> Self {
+        self.topics = Some(topics.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Reads time through `offset` (tests advance it to reach backoffs and lease ends without
@@ -411,6 +423,7 @@ impl Outbox for PostgresOutbox {
             .bind(self.offset_us())
             .bind(i64::try_from(max).unwrap_or(i64::MAX))
             .bind(micros(lease))
+            .bind(self.topics.as_deref())
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;

@@ -13,6 +13,9 @@ pub enum OutboxError {
     /// release cannot read.
     #[error("the outbox's store failed")]
     Backend(#[from] BackendError),
+    /// The event is not one the outbox can carry (a name with a space or a control character).
+    #[error("the event is not valid")]
+    Invalid(#[from] crate::EventError),
     /// The in-memory outbox holds as many events as it may.
     #[error("the outbox is full ({capacity} events)")]
     Full {

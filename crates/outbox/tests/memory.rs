@@ -63,3 +63,10 @@ async fn run_keeps_rounds_in_flight_and_stops_on_shutdown() {
     }
     assert_eq!(outbox.stats().await.unwrap().published, 60);
 }
+
+#[tokio::test]
+async fn a_view_of_the_memory_outbox_claims_only_its_topics() {
+    let all = MemoryOutbox::new();
+    let hooks = all.clone().only_topics(["merchant"]);
+    common::only_topics(&all, &hooks).await;
+}

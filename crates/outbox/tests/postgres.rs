@@ -31,6 +31,14 @@ async fn the_relay_retries_on_its_schedule_and_dead_letters_on_postgres() {
 }
 
 #[tokio::test]
+async fn a_view_of_the_postgres_outbox_claims_only_its_topics() {
+    let db = TestDb::new("only_topics").await;
+    let hooks = db.outbox.clone().only_topics(["merchant"]);
+    common::only_topics(&db.outbox, &hooks).await;
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn an_event_commits_and_rolls_back_with_the_business_transaction() {
     let db = TestDb::new("tx").await;
     let pool = db.outbox.pool().clone();

@@ -114,7 +114,10 @@ async fn run(pairs: usize, events: usize, report: bool) {
                 .await
                 .unwrap();
             let event = WebhookEvent::new("hook", format!("evt_{seq}"), &payload[..]).unwrap();
-            outbox.enqueue_in(&mut *tx, &event).await.unwrap();
+            outbox
+                .enqueue_in(&mut *tx, &event.to_event().unwrap())
+                .await
+                .unwrap();
             tx.commit().await.unwrap();
         }
         let enqueued = started.elapsed();
@@ -138,7 +141,7 @@ async fn run(pairs: usize, events: usize, report: bool) {
                 events as f64 / (total - enqueued).max(Duration::from_micros(1)).as_secs_f64(),
             );
         }
-        outbox.purge_finished(Duration::ZERO).await.unwrap();
+        outbox.purge_published(Duration::ZERO).await.unwrap();
     }
     if report {
         ratios.sort_by(f64::total_cmp);

@@ -1,7 +1,8 @@
 //! The dispatcher: workers that claim due events, deliver them and settle each attempt.
 
-use crate::outbox::{Claimed, DeliveryAttempt, NextStep, Outbox, OutboxError};
-use crate::{Delivery, DeliveryError, Endpoint, Schedule, Sender};
+use crate::webhook::{DeliveryAttempt, NextStep};
+use crate::{Delivery, DeliveryError, Endpoint, Schedule, Sender, WebhookEvent};
+use outbox::{AttemptNote, Claimed, Outbox, OutboxError, Settlement};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,7 +47,7 @@ impl DispatchRound {
     }
 }
 
-/// Delivers the events of an [`Outbox`]: `workers` loops, each claiming up to `batch` due
+/// Delivers the webhooks of an [`Outbox`] (the `outbox` crate's: in memory or on PostgreSQL): `workers` loops, each claiming up to `batch` due
 /// events under a lease, delivering them concurrently and settling every attempt.
 ///
 /// Delivery is at-least-once: a dispatcher that dies after a receiver answered but before the
@@ -217,10 +218,10 @@ impl<O: Outbox> Dispatcher<O> {
 
     /// Delivers one claimed event and settles it: `(what follows, whether the claim held)`.
     async fn attempt(&self, claimed: &Claimed) -> Result<(NextStep, bool), OutboxError> {
-        let event = &claimed.event;
+        let event = WebhookEvent::from_event(&claimed.event);
         let number = claimed.attempts.saturating_add(1);
         let delivery = match self.endpoints.get(&event.endpoint) {
-            Some(endpoint) => self.sender.send(endpoint, event).await,
+            Some(endpoint) => self.sender.send(endpoint, &event).await,
             None => Delivery::failed(DeliveryError::UnknownEndpoint(event.endpoint.clone())),
         };
         let unit = self.rng.lock().f64();
@@ -231,14 +232,17 @@ impl<O: Outbox> Dispatcher<O> {
             delivery.latency,
             delivery.error.as_ref().map(ToString::to_string),
         );
-        let settled = self.outbox.settle(claimed, &attempt, next).await?;
+        let note = AttemptNote::new(attempt.status, attempt.latency);
+        let settlement =
+            Settlement::new(claimed, next.outcome(attempt.error.as_deref())).with_attempt(note);
+        let settled = self.outbox.settle(&[settlement]).await? == 1;
         report(claimed, &attempt, next, settled);
         Ok((next, settled))
     }
 }
 
 fn report(claimed: &Claimed, attempt: &DeliveryAttempt, next: NextStep, settled: bool) {
-    let (endpoint, id) = (&claimed.event.endpoint, &claimed.event.id);
+    let (endpoint, id) = (&claimed.event.topic, &claimed.event.id);
     let (number, status) = (attempt.number, attempt.status);
     let latency_ms = attempt.latency.as_millis() as u64;
     let error = attempt.error.as_deref().unwrap_or("");

@@ -15,8 +15,9 @@ pub enum EventError {
     /// ASCII (it travels as the `webhook-id` header).
     #[error("a webhook event id must be 1 to 255 visible ASCII characters")]
     InvalidId,
-    /// The endpoint name is empty or longer than 255 bytes.
-    #[error("an endpoint name must be 1 to 255 bytes")]
+    /// The endpoint name is empty, longer than 255 bytes, or holds a space or a control
+    /// character (it is the event's topic in the outbox).
+    #[error("an endpoint name must be 1 to 255 bytes without spaces or control characters")]
     InvalidEndpointName,
     /// The content type is not a valid header value.
     #[error("the content type is not a valid header value")]
@@ -73,13 +74,42 @@ impl WebhookEvent {
     /// The same event with another content type.
     pub fn with_content_type(mut self, content_type: &str) -> Result<Self, EventError> {
         http::HeaderValue::from_str(content_type).map_err(|_| EventError::InvalidContentType)?;
+        if content_type.chars().any(char::is_control) {
+            return Err(EventError::InvalidContentType);
+        }
         self.content_type = content_type.to_owned();
         Ok(self)
     }
+
+    /// The outbox's event: topic = the endpoint's name, the `content-type` header.
+    pub fn to_event(&self) -> Result<outbox::Event, outbox::EventError> {
+        outbox::Event::new(&self.endpoint, &self.id, self.payload.clone())?
+            .header(CONTENT_TYPE, &self.content_type)
+    }
+
+    /// The webhook an outbox event stands for (see [`to_event`](Self::to_event)); an event
+    /// without a `content-type` header is `application/json`.
+    pub fn from_event(event: &outbox::Event) -> Self {
+        let content_type = event
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE))
+            .map_or("application/json", |(_, value)| value.as_str());
+        Self {
+            id: event.id.clone(),
+            endpoint: event.topic.clone(),
+            payload: event.payload.clone(),
+            content_type: content_type.to_owned(),
+        }
+    }
 }
 
+/// The header that carries a webhook's content type in the outbox.
+const CONTENT_TYPE: &str = "content-type";
+
 pub(crate) fn check_endpoint_name(name: &str) -> Result<(), EventError> {
-    if name.is_empty() || name.len() > MAX_ID_LEN {
+    let visible = !name.chars().any(|c| c.is_control() || c.is_whitespace());
+    if name.is_empty() || name.len() > MAX_ID_LEN || !visible {
         return Err(EventError::InvalidEndpointName);
     }
     Ok(())

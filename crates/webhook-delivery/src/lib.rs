@@ -5,7 +5,7 @@
 //! ```
 //! use axum::{routing::post, Router};
 //! use std::time::Duration;
-//! use webhook_delivery::{AddressPolicy, Dispatcher, Endpoint, WebhookEvent, MemoryOutbox, Outbox, Sender, EventState};
+//! use webhook_delivery::{AddressPolicy, Dispatcher, Endpoint, WebhookEvent, MemoryOutbox, Sender, EventState, WebhookOutbox};
 //! use webhook_sig::{Scheme, Secret, Signer, Verifier, WebhookLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -29,10 +29,10 @@
 //! let dispatcher = Dispatcher::new(outbox.clone(), sender)
 //!     .endpoint(Endpoint::new("orders-hook", &url, Signer::new(Scheme::StandardWebhooks, &secret))?);
 //!
-//! outbox.enqueue(&WebhookEvent::new("orders-hook", "evt_1", r#"{"type":"order.created"}"#)?).await?;
+//! outbox.enqueue_webhook(&WebhookEvent::new("orders-hook", "evt_1", r#"{"type":"order.created"}"#)?).await?;
 //! let round = dispatcher.run_once().await?;
 //! assert_eq!(round.delivered, 1);
-//! let status = outbox.status("orders-hook", "evt_1").await?.unwrap();
+//! let status = outbox.webhook_status("orders-hook", "evt_1").await?.unwrap();
 //! assert_eq!(status.state, EventState::Delivered);
 //! assert_eq!(status.attempts[0].attempt.status, Some(200));
 //! # Ok(()) }
@@ -46,9 +46,12 @@
 //!   [`AddressPolicy`] (SSRF guard) applied to every address connected to.
 //! - [`Schedule`]: Svix's by default — at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, ±20 %
 //!   jitter; a `Retry-After` on 429/502/503/504 pushes the next attempt later, never earlier.
-//! - [`Outbox`]: the queue seam, with [`MemoryOutbox`] (embedded default, not durable) and
-//!   `PostgresOutbox` (feature `postgres`: `enqueue_in` the caller's transaction, claims with
-//!   `FOR UPDATE SKIP LOCKED` under a lease, every attempt recorded).
+//! - The outbox is the `outbox` crate's, one for webhooks and broker events: [`MemoryOutbox`]
+//!   (embedded default, not durable) and `PostgresOutbox` (feature `postgres`: `enqueue_in` the
+//!   caller's transaction, claims with `FOR UPDATE SKIP LOCKED` under a lease, every attempt
+//!   recorded, exhausted events kept as dead letters to `replay`). An event's topic is its
+//!   endpoint's name; [`WebhookOutbox`] adds the webhook operations to any outbox
+//!   (`enqueue_webhook`, `webhook_status`, `enable_endpoint`).
 //! - [`Dispatcher`]: N workers that claim, deliver and settle; a dispatcher that dies leaves its
 //!   claims due again after the lease, so delivery is at-least-once — receivers deduplicate with
 //!   `webhook_sig::ReplayGuard`, which answers a duplicate with the first answer.
@@ -56,7 +59,7 @@
 //! # Features
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `postgres` | no | `PostgresOutbox` (sqlx, embedded migrations) |
+//! | `postgres` | no | `PostgresOutbox` (the `outbox` crate's, on sqlx with its migrations) |
 //! | `metrics` | no | `webhook_deliveries_total{outcome}`, `webhook_outbox_lag_seconds` |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -65,26 +68,22 @@
 mod dispatcher;
 mod event;
 pub mod guard;
-mod memory;
-mod outbox;
-#[cfg(feature = "postgres")]
-mod postgres;
 mod sender;
+mod webhook;
 
 pub use ::outbox::Schedule;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use ::outbox::{sqlx, PostgresOutbox, SetupError};
+pub use ::outbox::{Claimed, MemoryOutbox, Outbox, OutboxError, OutboxStats};
 pub use dispatcher::{DispatchRound, Dispatcher};
 pub use event::{Endpoint, EventError, WebhookEvent};
 pub use guard::{AddressClass, AddressPolicy, Blocked};
-pub use memory::MemoryOutbox;
-pub use outbox::{
-    AttemptRecord, Claimed, DeliveryAttempt, EventState, EventStatus, NextStep, Outbox,
-    OutboxError, OutboxStats,
-};
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::{sqlx, PostgresOutbox, SetupError};
 pub use retry_safe_core::{Clock, ManualClock, SystemClock, TimeOffset};
 pub use sender::{Delivery, DeliveryError, Sender, SenderBuilder, SenderError};
+pub use webhook::{
+    AttemptRecord, DeliveryAttempt, EventState, EventStatus, NextStep, WebhookOutbox,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

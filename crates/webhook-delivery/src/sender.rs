@@ -1,7 +1,7 @@
 //! One delivery attempt over HTTP.
 
 use crate::guard::{AddressPolicy, Blocked, GuardedResolver};
-use crate::outbox::NextStep;
+use crate::webhook::NextStep;
 use crate::{Endpoint, Schedule, WebhookEvent};
 use http::HeaderValue;
 use std::net::IpAddr;

@@ -7,7 +7,7 @@ use common::{loopback_sender, Answer, Receiver};
 use std::time::Duration;
 use webhook_delivery::{
     Dispatcher, Endpoint, EventState, ManualClock, MemoryOutbox, Outbox, Schedule, Sender,
-    WebhookEvent,
+    WebhookEvent, WebhookOutbox,
 };
 use webhook_sig::{Scheme, Secret, Signer, Verifier};
 
@@ -48,7 +48,7 @@ async fn fails_twice_then_is_delivered_when_the_schedule_allows() {
         loopback_sender(Duration::from_secs(5)),
         Schedule::default().jitter(0.0),
     );
-    r.outbox.enqueue(&event("evt_1")).await.unwrap();
+    r.outbox.enqueue_webhook(&event("evt_1")).await.unwrap();
 
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
     // Nothing is due before the 5 s of the schedule.
@@ -69,7 +69,12 @@ async fn fails_twice_then_is_delivered_when_the_schedule_allows() {
     );
 
     assert_eq!(receiver.count(), 3);
-    let status = r.outbox.status("hook", "evt_1").await.unwrap().unwrap();
+    let status = r
+        .outbox
+        .webhook_status("hook", "evt_1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.state, EventState::Delivered);
     let codes: Vec<_> = status.attempts.iter().map(|a| a.attempt.status).collect();
     assert_eq!(codes, [Some(500), Some(502), Some(200)]);
@@ -108,8 +113,8 @@ async fn gone_disables_the_endpoint_and_no_more_attempts_are_made() {
         loopback_sender(Duration::from_secs(5)),
         Schedule::default().jitter(0.0),
     );
-    r.outbox.enqueue(&event("evt_1")).await.unwrap();
-    r.outbox.enqueue(&event("evt_2")).await.unwrap();
+    r.outbox.enqueue_webhook(&event("evt_1")).await.unwrap();
+    r.outbox.enqueue_webhook(&event("evt_2")).await.unwrap();
 
     assert_eq!(r.dispatcher.run_once().await.unwrap().disabled, 1);
     for _ in 0..3 {
@@ -120,7 +125,7 @@ async fn gone_disables_the_endpoint_and_no_more_attempts_are_made() {
     assert_eq!(r.outbox.disabled_endpoints().await.unwrap(), ["hook"]);
     assert_eq!(
         r.outbox
-            .status("hook", "evt_1")
+            .webhook_status("hook", "evt_1")
             .await
             .unwrap()
             .unwrap()
@@ -130,7 +135,7 @@ async fn gone_disables_the_endpoint_and_no_more_attempts_are_made() {
     // The endpoint's other event waits, and goes once it is enabled again.
     assert_eq!(
         r.outbox
-            .status("hook", "evt_2")
+            .webhook_status("hook", "evt_2")
             .await
             .unwrap()
             .unwrap()
@@ -154,7 +159,7 @@ async fn retry_after_pushes_the_next_attempt_later() {
         loopback_sender(Duration::from_secs(5)),
         Schedule::default().jitter(0.0),
     );
-    r.outbox.enqueue(&event("evt_1")).await.unwrap();
+    r.outbox.enqueue_webhook(&event("evt_1")).await.unwrap();
 
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
     // The schedule says 5 s; the receiver said 120 s.
@@ -180,7 +185,7 @@ async fn a_stalled_receiver_hits_the_timeout() {
         loopback_sender(Duration::from_millis(300)),
         Schedule::default().jitter(0.0),
     );
-    r.outbox.enqueue(&event("evt_1")).await.unwrap();
+    r.outbox.enqueue_webhook(&event("evt_1")).await.unwrap();
     let started = std::time::Instant::now();
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
     assert!(
@@ -188,7 +193,12 @@ async fn a_stalled_receiver_hits_the_timeout() {
         "{:?}",
         started.elapsed()
     );
-    let status = r.outbox.status("hook", "evt_1").await.unwrap().unwrap();
+    let status = r
+        .outbox
+        .webhook_status("hook", "evt_1")
+        .await
+        .unwrap()
+        .unwrap();
     let attempt = &status.attempts[0].attempt;
     assert_eq!(attempt.status, None);
     assert!(
@@ -206,10 +216,15 @@ async fn a_redirect_is_a_failure_and_is_not_followed() {
         loopback_sender(Duration::from_secs(5)),
         Schedule::default().jitter(0.0),
     );
-    r.outbox.enqueue(&event("evt_1")).await.unwrap();
+    r.outbox.enqueue_webhook(&event("evt_1")).await.unwrap();
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
     assert_eq!(receiver.count(), 1, "the redirect target was not called");
-    let status = r.outbox.status("hook", "evt_1").await.unwrap().unwrap();
+    let status = r
+        .outbox
+        .webhook_status("hook", "evt_1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.attempts[0].attempt.status, Some(302));
     assert_eq!(status.state, EventState::Pending);
 }
@@ -219,7 +234,7 @@ async fn the_last_failed_attempt_exhausts_the_event() {
     let receiver = Receiver::start([Answer::Status(500), Answer::Status(500)]).await;
     let schedule = Schedule::new([Duration::from_secs(1)]).jitter(0.0);
     let r = rig(&receiver, loopback_sender(Duration::from_secs(5)), schedule);
-    r.outbox.enqueue(&event("evt_1")).await.unwrap();
+    r.outbox.enqueue_webhook(&event("evt_1")).await.unwrap();
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
     r.clock.advance(Duration::from_secs(1));
     assert_eq!(r.dispatcher.run_once().await.unwrap().exhausted, 1);
@@ -227,7 +242,7 @@ async fn the_last_failed_attempt_exhausts_the_event() {
     assert_eq!(r.dispatcher.run_once().await.unwrap().claimed, 0);
     assert_eq!(
         r.outbox
-            .status("hook", "evt_1")
+            .webhook_status("hook", "evt_1")
             .await
             .unwrap()
             .unwrap()
@@ -245,10 +260,15 @@ async fn the_default_guard_refuses_loopback_before_sending() {
         Sender::new().unwrap(),
         Schedule::default().jitter(0.0),
     );
-    r.outbox.enqueue(&event("evt_1")).await.unwrap();
+    r.outbox.enqueue_webhook(&event("evt_1")).await.unwrap();
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
     assert_eq!(receiver.count(), 0, "nothing reached the receiver");
-    let status = r.outbox.status("hook", "evt_1").await.unwrap().unwrap();
+    let status = r
+        .outbox
+        .webhook_status("hook", "evt_1")
+        .await
+        .unwrap()
+        .unwrap();
     let error = status.attempts[0].attempt.error.clone().unwrap();
     assert!(
         error.contains("not allowed") && error.contains("Loopback"),
@@ -286,11 +306,16 @@ async fn an_unknown_endpoint_is_retried_not_lost() {
         Schedule::default().jitter(0.0),
     );
     r.outbox
-        .enqueue(&WebhookEvent::new("nobody", "evt_1", "{}").unwrap())
+        .enqueue_webhook(&WebhookEvent::new("nobody", "evt_1", "{}").unwrap())
         .await
         .unwrap();
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
-    let status = r.outbox.status("nobody", "evt_1").await.unwrap().unwrap();
+    let status = r
+        .outbox
+        .webhook_status("nobody", "evt_1")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.attempts[0]
         .attempt
         .error
@@ -317,11 +342,11 @@ async fn each_endpoint_signs_with_its_own_scheme() {
             .unwrap(),
         );
     outbox
-        .enqueue(&WebhookEvent::new("ed", "evt_1", "{}").unwrap())
+        .enqueue_webhook(&WebhookEvent::new("ed", "evt_1", "{}").unwrap())
         .await
         .unwrap();
     outbox
-        .enqueue(&WebhookEvent::new("stripe", "evt_1", "{}").unwrap())
+        .enqueue_webhook(&WebhookEvent::new("stripe", "evt_1", "{}").unwrap())
         .await
         .unwrap();
     assert_eq!(dispatcher.run_once().await.unwrap().delivered, 2);
@@ -342,25 +367,6 @@ async fn each_endpoint_signs_with_its_own_scheme() {
     );
 }
 
-#[tokio::test]
-async fn the_memory_outbox_passes_the_contract() {
-    let clock = ManualClock::at_unix_secs(1_700_000_000);
-    let outbox = MemoryOutbox::new().with_clock(clock.clone());
-    common::contract(&outbox, &|d| clock.advance(d)).await;
-}
-
-#[tokio::test]
-async fn the_memory_outbox_is_bounded() {
-    let outbox = MemoryOutbox::new().with_capacity(2);
-    outbox.enqueue(&event("a")).await.unwrap();
-    outbox.enqueue(&event("b")).await.unwrap();
-    assert!(matches!(
-        outbox.enqueue(&event("c")).await,
-        Err(webhook_delivery::OutboxError::Full { capacity: 2 })
-    ));
-}
-
-/// `run` delivers what is queued while it runs and returns after its shutdown signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_delivers_until_shutdown() {
     let receiver = Receiver::start([]).await;
@@ -377,7 +383,10 @@ async fn run_delivers_until_shutdown() {
         .poll_interval(Duration::from_millis(20))
         .workers(3);
     for i in 0..50 {
-        outbox.enqueue(&event(&format!("evt_{i}"))).await.unwrap();
+        outbox
+            .enqueue_webhook(&event(&format!("evt_{i}")))
+            .await
+            .unwrap();
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(async move {
@@ -388,7 +397,7 @@ async fn run_delivers_until_shutdown() {
             .await;
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while outbox.stats().await.unwrap().delivered < 50 {
+    while outbox.stats().await.unwrap().published < 50 {
         assert!(
             std::time::Instant::now() < deadline,
             "not all delivered in 10 s"

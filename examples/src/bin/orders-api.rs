@@ -244,7 +244,7 @@ fn env_secs(name: &str, default: u64) -> std::time::Duration {
 }
 
 /// Runs the merchant dispatcher of `outbox` in the background, and a sweeper of the events
-/// finished a week ago.
+/// published a week ago (dead letters stay, to replay).
 fn spawn_dispatcher<O: webhook_delivery::Outbox + Clone>(
     outbox: O,
     hooks: &Webhooks,
@@ -264,7 +264,7 @@ fn spawn_dispatcher<O: webhook_delivery::Outbox + Clone>(
         loop {
             every.tick().await;
             let week = std::time::Duration::from_secs(7 * 24 * 3600);
-            if let Err(e) = outbox.purge_finished(week).await {
+            if let Err(e) = outbox.purge_published(week).await {
                 tracing::warn!(error = %e, "webhook outbox sweep failed");
             }
         }
@@ -456,14 +456,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             examples::migrate_orders(store.pool()).await?;
             let outbox = webhook_delivery::PostgresOutbox::with_pool(store.pool().clone());
             outbox.migrate().await?;
+            // One outbox for the webhooks and the broker events: the dispatcher claims the
+            // merchant's topic, the relay the events'.
+            let webhooks = outbox.clone().only_topics([examples::MERCHANT_ENDPOINT]);
             match &hooks {
-                Some(hooks) => spawn_dispatcher(outbox.clone(), hooks).map_err(|e| e.to_string())?,
+                Some(hooks) => spawn_dispatcher(webhooks, hooks).map_err(|e| e.to_string())?,
                 None => tracing::info!(
-                    "order.created webhooks wait in webhook_outbox until a dispatcher runs (set WEBHOOK_URL)"
+                    "order.created webhooks wait in the outbox (outbox_events) until a dispatcher runs (set WEBHOOK_URL)"
                 ),
             }
-            let events = outbox::PostgresOutbox::with_pool(store.pool().clone());
-            events.migrate().await?;
+            let events = outbox.clone().only_topics([examples::jobs::ORDER_CREATED]);
             let jobs = outbox::JobQueue::new(store.pool().clone());
             let mut api = OrdersApi::new(store.clone(), limits)
                 .with_postgres_orders(store.clone())

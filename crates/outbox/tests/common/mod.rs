@@ -264,6 +264,29 @@ async fn gone_pauses_its_topic_and_attempts_are_recorded(o: &impl Outbox) {
     assert!(o.attempts("hooks-a", "nope").await.unwrap().is_empty());
 }
 
+/// `only_topics`: a view that claims only its topics, over the same events.
+pub async fn only_topics<O: Outbox>(all: &O, hooks: &O) {
+    all.enqueue(&Event::new("merchant", "w1", "{}").unwrap())
+        .await
+        .unwrap();
+    all.enqueue(&Event::new("orders.created", "o1", "{}").unwrap())
+        .await
+        .unwrap();
+    let claimed = hooks.claim(10, LEASE).await.unwrap();
+    assert_eq!(
+        ids(&claimed),
+        ["w1"],
+        "the webhook view claims its topic only"
+    );
+    let rest = all.claim(10, LEASE).await.unwrap();
+    assert_eq!(ids(&rest), ["o1"]);
+    assert_eq!(
+        hooks.stats().await.unwrap().pending,
+        2,
+        "it sees every event"
+    );
+}
+
 /// A sink that fails the events whose ids it is told to, and passes the rest to a channel.
 pub struct Flaky {
     pub inner: ChannelSink,
