@@ -36,6 +36,12 @@ fn rig(receiver: &Receiver, sender: Sender, schedule: Schedule) -> Rig {
     }
 }
 
+/// The webhook status of `id` for `endpoint`, which must be in the outbox.
+async fn status(outbox: &MemoryOutbox, endpoint: &str, id: &str) -> webhook_delivery::EventStatus {
+    let status = outbox.webhook_status(endpoint, id).await.unwrap();
+    status.expect("the event is in the outbox")
+}
+
 fn event(id: &str) -> WebhookEvent {
     WebhookEvent::new("hook", id, format!(r#"{{"id":"{id}"}}"#)).unwrap()
 }
@@ -69,12 +75,7 @@ async fn fails_twice_then_is_delivered_when_the_schedule_allows() {
     );
 
     assert_eq!(receiver.count(), 3);
-    let status = r
-        .outbox
-        .webhook_status("hook", "evt_1")
-        .await
-        .unwrap()
-        .unwrap();
+    let status = status(&r.outbox, "hook", "evt_1").await;
     assert_eq!(status.state, EventState::Delivered);
     let codes: Vec<_> = status.attempts.iter().map(|a| a.attempt.status).collect();
     assert_eq!(codes, [Some(500), Some(502), Some(200)]);
@@ -124,22 +125,12 @@ async fn gone_disables_the_endpoint_and_no_more_attempts_are_made() {
     assert_eq!(receiver.count(), 1);
     assert_eq!(r.outbox.disabled_endpoints().await.unwrap(), ["hook"]);
     assert_eq!(
-        r.outbox
-            .webhook_status("hook", "evt_1")
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
+        status(&r.outbox, "hook", "evt_1").await.state,
         EventState::EndpointDisabled
     );
     // The endpoint's other event waits, and goes once it is enabled again.
     assert_eq!(
-        r.outbox
-            .webhook_status("hook", "evt_2")
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
+        status(&r.outbox, "hook", "evt_2").await.state,
         EventState::Pending
     );
     r.outbox.enable_endpoint("hook").await.unwrap();
@@ -193,12 +184,7 @@ async fn a_stalled_receiver_hits_the_timeout() {
         "{:?}",
         started.elapsed()
     );
-    let status = r
-        .outbox
-        .webhook_status("hook", "evt_1")
-        .await
-        .unwrap()
-        .unwrap();
+    let status = status(&r.outbox, "hook", "evt_1").await;
     let attempt = &status.attempts[0].attempt;
     assert_eq!(attempt.status, None);
     assert!(
@@ -219,12 +205,7 @@ async fn a_redirect_is_a_failure_and_is_not_followed() {
     r.outbox.enqueue_webhook(&event("evt_1")).await.unwrap();
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
     assert_eq!(receiver.count(), 1, "the redirect target was not called");
-    let status = r
-        .outbox
-        .webhook_status("hook", "evt_1")
-        .await
-        .unwrap()
-        .unwrap();
+    let status = status(&r.outbox, "hook", "evt_1").await;
     assert_eq!(status.attempts[0].attempt.status, Some(302));
     assert_eq!(status.state, EventState::Pending);
 }
@@ -241,12 +222,7 @@ async fn the_last_failed_attempt_exhausts_the_event() {
     r.clock.advance(Duration::from_secs(3600));
     assert_eq!(r.dispatcher.run_once().await.unwrap().claimed, 0);
     assert_eq!(
-        r.outbox
-            .webhook_status("hook", "evt_1")
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
+        status(&r.outbox, "hook", "evt_1").await.state,
         EventState::Exhausted
     );
     assert_eq!(receiver.count(), 2);
@@ -263,12 +239,7 @@ async fn the_default_guard_refuses_loopback_before_sending() {
     r.outbox.enqueue_webhook(&event("evt_1")).await.unwrap();
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
     assert_eq!(receiver.count(), 0, "nothing reached the receiver");
-    let status = r
-        .outbox
-        .webhook_status("hook", "evt_1")
-        .await
-        .unwrap()
-        .unwrap();
+    let status = status(&r.outbox, "hook", "evt_1").await;
     let error = status.attempts[0].attempt.error.clone().unwrap();
     assert!(
         error.contains("not allowed") && error.contains("Loopback"),
@@ -310,12 +281,7 @@ async fn an_unknown_endpoint_is_retried_not_lost() {
         .await
         .unwrap();
     assert_eq!(r.dispatcher.run_once().await.unwrap().retried, 1);
-    let status = r
-        .outbox
-        .webhook_status("nobody", "evt_1")
-        .await
-        .unwrap()
-        .unwrap();
+    let status = status(&r.outbox, "nobody", "evt_1").await;
     assert!(status.attempts[0]
         .attempt
         .error
