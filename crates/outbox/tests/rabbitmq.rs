@@ -62,8 +62,10 @@ async fn delete(channel: &Channel, queue: &str) {
         .await;
 }
 
+/// The next message of `queue`, waiting up to 3 s for one (a requeued message may take a moment
+/// on a loaded machine); `None` once the queue stays empty that long.
 async fn get(channel: &Channel, queue: &str) -> Option<outbox::lapin::message::Delivery> {
-    for _ in 0..50 {
+    for _ in 0..150 {
         let got = channel
             .basic_get(ShortString::from(queue), BasicGetOptions::default())
             .await
