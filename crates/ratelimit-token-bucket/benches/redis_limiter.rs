@@ -9,8 +9,8 @@
 //! arguments.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ratelimit_token_bucket::{Quota, Quotas, RedisLimiter};
-use std::time::Instant;
+use ratelimit_token_bucket::{KeyedLimiter, Lease, LeasedLimiter, Quota, Quotas, RedisLimiter};
+use std::time::{Duration, Instant};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -80,5 +80,44 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A leased limiter's decision (from the held lease; renewals run on a worker thread) next to
+/// the in-memory keyed limiter's, both on 1000 `String` keys: the decision cost of leased mode.
+fn leased_vs_memory(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let quotas = Quotas::new([Quota::per_second(1_000_000).burst(1_000_000_000)]).unwrap();
+    let leased: LeasedLimiter<String> = rt
+        .block_on(RedisLimiter::connect(&url, quotas.clone()))
+        .expect("Redis reachable (cargo xtask bench starts it)")
+        .prefix(&format!("bench:leased:{}", std::process::id()))
+        .leased(Lease::new(100_000).ttl(Duration::from_secs(60)));
+    let memory = KeyedLimiter::new(quotas);
+    let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+    for key in &keys {
+        rt.block_on(leased.check(key, 1)).unwrap();
+    }
+    let mut group = c.benchmark_group("leased_vs_memory");
+    let mut i = 0;
+    group.bench_function("memory", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            memory.check(&keys[i], 1).unwrap().is_allowed()
+        })
+    });
+    group.bench_function("leased", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            let decision = leased.check_local(&keys[i], 1).expect("held").unwrap();
+            decision.is_allowed()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, leased_vs_memory);
 criterion_main!(benches);

@@ -310,6 +310,23 @@ pub struct Allowed {
 }
 
 impl Allowed {
+    /// A pass decided elsewhere (a leased limiter's local decision).
+    #[cfg(feature = "redis")]
+    pub(crate) fn new(credit: u64, interval: u64, reset: u64, quota: u32) -> Self {
+        Self {
+            credit,
+            interval,
+            reset,
+            quota,
+        }
+    }
+
+    /// The tightest quota's emission interval, nanoseconds.
+    #[cfg(feature = "redis")]
+    pub(crate) fn interval(&self) -> u64 {
+        self.interval
+    }
+
     /// Requests of cost 1 that would still pass now, under the tightest quota.
     pub fn remaining(&self) -> u64 {
         self.credit / self.interval
@@ -335,6 +352,16 @@ pub struct Limited {
 }
 
 impl Limited {
+    /// A refusal decided elsewhere (a leased limiter remembering Redis's).
+    #[cfg(feature = "redis")]
+    pub(crate) fn new(retry: u64, reset: u64, quota: u32) -> Self {
+        Self {
+            retry,
+            reset,
+            quota,
+        }
+    }
+
     /// The earliest time from now at which the same request would pass (if nothing else is
     /// counted meanwhile): exact to the nanosecond.
     pub fn retry_after(&self) -> Duration {

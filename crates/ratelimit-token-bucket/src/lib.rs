@@ -32,7 +32,8 @@
 //! |---|---|---|
 //! | [`DirectLimiter`] | one atomic TAT | one global limit |
 //! | [`KeyedLimiter`] | sharded map, idle keys dropped | per user, per IP, per API key |
-//! | `RedisLimiter` (feature `redis`) | one Redis key per limited key, one Lua script per decision | one limit for a whole fleet |
+//! | `RedisLimiter` (feature `redis`) | one Redis key per limited key, one Lua script per decision | one limit for a whole fleet, exact |
+//! | `LeasedLimiter` (feature `redis`) | a lease of each key's fleet budget per server, renewed in the background | one limit for a whole fleet, decided in memory, overshoot bounded |
 //! | `KeyedRateLimitLayer` (feature `tower`) | — | 429 + `Retry-After` + `RateLimit` headers |
 //!
 //! The algorithm is described in [`gcra`]; the HTTP behaviour in the `middleware` module.
@@ -56,7 +57,7 @@
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `tower` | yes | `KeyedRateLimitLayer`: 429 + `Retry-After` + `RateLimit` headers + problem+json |
-//! | `redis` | no | `RedisLimiter`: one limit for a whole fleet |
+//! | `redis` | no | `RedisLimiter` and `LeasedLimiter`: one limit for a whole fleet |
 //! | `metrics` | no | `ratelimit_requests_total`, `ratelimit_fail_open_total` through the `metrics` facade |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -68,6 +69,8 @@ mod keyed;
 mod limiter;
 mod quota;
 
+#[cfg(feature = "redis")]
+mod leased;
 #[cfg(feature = "tower")]
 mod middleware;
 #[cfg(feature = "redis")]
@@ -82,6 +85,8 @@ pub use retry_safe_core::{
     BackendError, BoxError, Breaker, ClientIp, Clock, FailMode, IpNet, ManualClock, SystemClock,
 };
 
+#[cfg(feature = "redis")]
+pub use leased::{Lease, LeasedLimiter};
 #[cfg(feature = "tower")]
 pub use middleware::{
     KeyedRateLimitFuture, KeyedRateLimitLayer, KeyedRateLimitService, MetricsSnapshot,

@@ -1,11 +1,14 @@
 -- One GCRA decision for one key under a set of quotas. Atomic: the script is the transaction.
 -- KEYS[1]  the key's state: "s1 n1 s2 n2 ...", each quota's TAT as Unix seconds and nanoseconds
 -- ARGV[1], ARGV[2]  pinned time as seconds and nanoseconds ("", "" = the server's TIME)
--- ARGV[3]  cost
--- ARGV[2+2i], ARGV[3+2i]  emission interval and tolerance of quota i, nanoseconds (< 2^52)
--- Reply: { allowed (1/0), offset_1, ..., offset_n } where offset_i = max(TAT_i - now, 0) before the
--- request; the client derives remaining, retry_after and reset from them with the same arithmetic
--- as the in-memory limiter. Times are kept as (seconds, nanoseconds) so that every number Lua
+-- ARGV[3], ARGV[4]  want and least: take `want` units, or fewer but at least `least`. A decision
+--   passes want = least = the request's cost. A lease (least < want) takes at most half of what
+--   the tightest bucket holds (rounded up, never below `least`), so servers sharing a nearly
+--   empty bucket each get a part of it.
+-- ARGV[3+2i], ARGV[4+2i]  emission interval and tolerance of quota i, nanoseconds (< 2^52)
+-- Reply: { allowed (1/0), offset_1, ..., offset_n, taken } where offset_i = max(TAT_i - now, 0)
+-- before the request; the client derives remaining, retry_after and reset from them with the same
+-- arithmetic as the in-memory limiter. Times are kept as (seconds, nanoseconds) so that every number Lua
 -- handles stays an exact integer below 2^53.
 local sec, ns
 if ARGV[1] ~= '' then
@@ -14,8 +17,8 @@ else
   local t = redis.call('TIME')
   sec, ns = tonumber(t[1]), tonumber(t[2]) * 1000
 end
-local cost = tonumber(ARGV[3])
-local n = (#ARGV - 3) / 2
+local want, least = tonumber(ARGV[3]), tonumber(ARGV[4])
+local n = (#ARGV - 4) / 2
 -- The state's text, written by string.format with '%d' (a fraction of the cost of tostring or
 -- table.concat of Lua numbers, and the same digits: every value is an integer below 2^53).
 local fmt = '%d %d'
@@ -39,7 +42,8 @@ if stored then
 end
 
 local reply = { 1 }
-local step = {}
+local interval, tolerance = {}, {}
+local take = want
 for i = 1, n do
   local d = 0
   if tat[2 * i] then
@@ -50,17 +54,41 @@ for i = 1, n do
   end
   reply[i + 1] = d
   -- Each argument converted once (a string in arithmetic is converted at every use).
-  step[i] = cost * tonumber(ARGV[2 + 2 * i])
-  if d + step[i] > tonumber(ARGV[3 + 2 * i]) then
-    reply[1] = 0
+  interval[i], tolerance[i] = tonumber(ARGV[3 + 2 * i]), tonumber(ARGV[4 + 2 * i])
+  if least < want then
+    local left = math.floor((tolerance[i] - d) / interval[i])
+    local share = math.max(math.ceil(left / 2), least)
+    if share < take then
+      take = share
+    end
   end
 end
+-- The exact test, in integers: a lease's share computed in floating point is checked too and,
+-- if one over, lowered once; what still does not fit is refused.
+local fits = false
+for _ = 1, 2 do
+  fits = true
+  for i = 1, n do
+    if reply[i + 1] + take * interval[i] > tolerance[i] then
+      fits = false
+    end
+  end
+  if fits or take <= least then
+    break
+  end
+  take = take - 1
+end
+if not fits then
+  reply[1] = 0
+  take = 0
+end
+reply[n + 2] = take
 
-if reply[1] == 1 and cost > 0 then
+if take > 0 then
   local state = {}
   local ttl = 0
   for i = 1, n do
-    local total = ns + reply[i + 1] + step[i]
+    local total = ns + reply[i + 1] + take * interval[i]
     if total > ttl then
       ttl = total
     end

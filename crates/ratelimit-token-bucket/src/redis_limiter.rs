@@ -152,8 +152,21 @@ impl RedisLimiter {
     /// Decides one request of `cost` for `key`, counting it if it passes.
     pub async fn check(&self, key: &(impl Display + ?Sized), cost: u32) -> Result<Decision, Error> {
         self.quotas.check_cost(cost)?;
-        let state_key = self.state_key(key);
-        let mut invocation = self.script.key(&state_key);
+        match self.take(&self.state_key(key), cost, cost).await {
+            Ok(take) => Ok(take.decision),
+            Err(e) => self.backend_failed(key, cost, e),
+        }
+    }
+
+    /// One script call on `state_key`: takes `want` units, or fewer but at least `least` (a
+    /// lease takes at most half of what is left); `decision` is for the units taken.
+    pub(crate) async fn take(
+        &self,
+        state_key: &str,
+        want: u32,
+        least: u32,
+    ) -> Result<Take, BackendError> {
+        let mut invocation = self.script.key(state_key);
         match &self.pinned {
             Some(clock) => {
                 let now = clock.now_nanos();
@@ -161,22 +174,28 @@ impl RedisLimiter {
             }
             None => invocation.arg("").arg(""),
         };
-        invocation.arg(cost);
+        invocation.arg(want).arg(least);
         for i in 0..self.quotas.len() {
             let (interval, tolerance) = self.quotas.params(i);
             invocation.arg(interval).arg(tolerance);
         }
-        let reply: Vec<Value> = match self.redis.eval(&invocation, &state_key).await {
-            Ok(reply) => reply,
-            Err(e) if e.is_unavailable() => return self.fail(key, cost, e),
-            Err(e) => {
-                #[cfg(feature = "metrics")]
-                metrics::counter!("ratelimit_backend_failures_total", "reason" => e.label())
-                    .increment(1);
-                return Err(e.into());
-            }
-        };
-        self.decode(&reply, cost)
+        let reply: Vec<Value> = self.redis.eval(&invocation, state_key).await?;
+        self.decode(&reply, want, least)
+    }
+
+    /// A failed call: an outage goes to the fail mode, anything else is the caller's error.
+    pub(crate) fn backend_failed(
+        &self,
+        key: &(impl Display + ?Sized),
+        cost: u32,
+        e: BackendError,
+    ) -> Result<Decision, Error> {
+        if e.is_unavailable() {
+            return self.fail(key, cost, e);
+        }
+        #[cfg(feature = "metrics")]
+        metrics::counter!("ratelimit_backend_failures_total", "reason" => e.label()).increment(1);
+        Err(e.into())
     }
 
     fn fail(
@@ -196,18 +215,15 @@ impl RedisLimiter {
         }
     }
 
-    fn decode(&self, reply: &[Value], cost: u32) -> Result<Decision, Error> {
+    fn decode(&self, reply: &[Value], want: u32, least: u32) -> Result<Take, BackendError> {
         let n = self.quotas.len();
         let int = |v: &Value| match v {
             Value::Int(i) => u64::try_from(*i).ok(),
             _ => None,
         };
-        let malformed = || {
-            Error::from(BackendError::corrupt(
-                "the decision script returned an unexpected reply",
-            ))
-        };
-        if reply.len() != n + 1 {
+        let malformed =
+            || BackendError::corrupt("the decision script returned an unexpected reply");
+        if reply.len() != n + 2 {
             return Err(malformed());
         }
         let allowed = int(&reply[0]).ok_or_else(malformed)? == 1;
@@ -215,14 +231,36 @@ impl RedisLimiter {
         for i in 0..n {
             offsets[i] = int(&reply[i + 1]).ok_or_else(malformed)?;
         }
-        let decision = self.quotas.decide_offsets(&offsets[..n], cost)?;
+        let taken = int(&reply[n + 1])
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|&t| {
+                if allowed {
+                    (least..=want).contains(&t)
+                } else {
+                    t == 0
+                }
+            })
+            .ok_or_else(malformed)?;
+        let decision = self
+            .quotas
+            .decide_offsets(&offsets[..n], if allowed { taken } else { least })
+            .map_err(|_| malformed())?;
         if decision.is_allowed() != allowed {
-            return Err(Error::from(BackendError::corrupt(
+            return Err(BackendError::corrupt(
                 "the script and the client disagree on a decision",
-            )));
+            ));
         }
-        Ok(decision)
+        Ok(Take { decision, taken })
     }
+}
+
+/// What one script call took.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Take {
+    /// The decision for the units taken (or, when refused, for the least asked).
+    pub(crate) decision: Decision,
+    /// Units taken: 0 when refused.
+    pub(crate) taken: u32,
 }
 
 #[async_trait]

@@ -4,11 +4,13 @@
 //! with no decision taken locally.
 
 mod common;
+mod fleet;
 
 use common::{quota_sets, quotas_of, streams, Model, Outcome};
 use proptest::prelude::*;
 use ratelimit_token_bucket::{
-    BackendError, Clock, Error, FailMode, ManualClock, Quota, Quotas, RedisLimiter,
+    BackendError, Clock, Error, FailMode, Lease, LeasedLimiter, ManualClock, Quota, Quotas,
+    RedisLimiter,
 };
 use std::time::Duration;
 use testkit::{cluster_urls, keys_per_master};
@@ -113,5 +115,33 @@ async fn a_single_node_client_on_a_cluster_node_never_decides_locally() {
         limiter.fallback_decisions(),
         0,
         "no decision was taken locally"
+    );
+}
+
+/// Three servers in leased mode on one cluster, 2,000 requests at 2.5× the limit for one key:
+/// over every window the fleet admits at most `burst + w / interval + 3 × max_held`.
+#[tokio::test]
+async fn three_leased_servers_stay_within_the_overshoot_bound_on_a_cluster() {
+    let clock = ManualClock::at(Duration::from_secs(1_764_000_000));
+    let prefix = unique("leased");
+    let quotas = Quotas::new([Quota::per_second(50).burst(20)]).unwrap();
+    let lease = Lease::new(6).ttl(Duration::from_millis(200));
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let fleet = cluster_limiter(&prefix, quotas.clone())
+            .await
+            .pin_time(clock.clone());
+        servers.push(LeasedLimiter::with_clock(fleet, lease, clock.clone()));
+    }
+    let report = fleet::run(&servers, &clock, 2_000, Duration::from_millis(8), 11).await;
+    println!("{report:?}");
+    assert!(report.worst_excess <= report.bound as i64, "{report:?}");
+    assert!(
+        report.local > 0 && report.local + report.calls >= report.requests as u64,
+        "every request is decided locally or by a call, and some locally: {report:?}"
+    );
+    assert!(
+        report.admitted as f64 >= 0.8 * (20.0 + 50.0 * 8.0),
+        "{report:?}"
     );
 }
