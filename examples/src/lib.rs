@@ -145,6 +145,22 @@ struct Db {
     outbox: Option<OrderOutbox>,
     /// `202 Accepted` orders: the job queue and the events outbox (with PostgreSQL orders).
     jobs: Option<jobs::AsyncOrders>,
+    /// How a `POST /orders` in single-commit mode writes its idempotency record.
+    single_commit: SingleCommit,
+}
+
+/// Where a single-commit `POST /orders` writes its idempotency record in the order's transaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SingleCommit {
+    /// Last (default): the order, its event, then the completed record (`record_in`) — one
+    /// statement more than the POST without idempotency. A duplicate that lost the key rolls
+    /// its order back and replays the winner's answer.
+    #[default]
+    RecordLast,
+    /// First: `begin_in`, the order and its event, then `complete_in` — two statements more; a
+    /// duplicate waits on the record's row lock before it does any work.
+    RecordFirst,
 }
 
 /// Where `order.created` webhooks are queued.
@@ -237,6 +253,8 @@ pub struct OrdersApi<S> {
     idempotency: IdempotencyLayer<S>,
     /// `POST /orders` in single-commit mode, when set.
     single_commit: Option<IdempotencyLayer<S>>,
+    /// `POST /orders` and captures without the idempotency layer (every other layer kept).
+    without_idempotency: bool,
     rate: Arc<dyn Limiter<u64>>,
     concurrency: Caps<u64>,
     fleet: Option<FleetShedder>,
@@ -328,6 +346,7 @@ impl<S: IdempotencyStore> OrdersApi<S> {
             book: Db::default(),
             idempotency: IdempotencyLayer::new(store, policy),
             single_commit: None,
+            without_idempotency: false,
             rate: Arc::new(KeyedLimiter::new(
                 Quotas::new([limits.rate]).expect("valid default quota"),
             )) as Arc<dyn Limiter<u64>>,
@@ -360,10 +379,11 @@ impl<S: IdempotencyStore> OrdersApi<S> {
     }
 
     /// Creates orders in single-commit mode (with [`with_postgres_orders`](Self::with_postgres_orders)
-    /// on the same `store`): `begin`, the order, its event and `complete` in one transaction, one
-    /// commit per `POST /orders`; a duplicate in flight waits on the record's row lock and replays.
-    /// The other idempotent routes (captures, updates) keep the default mode.
-    pub fn with_single_commit(mut self, store: S) -> Self {
+    /// on the same `store`): the order, its event and the idempotency record in one transaction,
+    /// one commit per `POST /orders`, the record written where `record` says. The other
+    /// idempotent routes (captures, updates) keep the default mode.
+    pub fn with_single_commit(mut self, store: S, record: SingleCommit) -> Self {
+        self.book.single_commit = record;
         self.single_commit = Some(IdempotencyLayer::new(
             store,
             orders_policy().single_commit(true),
@@ -447,6 +467,13 @@ impl<S: IdempotencyStore> OrdersApi<S> {
         }
     }
 
+    /// Serves `POST /orders` and captures without the idempotency layer, every other layer
+    /// kept: the yardstick of what idempotency costs on a stacked server.
+    pub fn without_idempotency(mut self) -> Self {
+        self.without_idempotency = true;
+        self
+    }
+
     /// Uses `limiter` for the request rate (for example a `RedisLimiter`, shared by a fleet)
     /// instead of the in-memory one.
     pub fn with_rate_limiter(mut self, limiter: Arc<dyn Limiter<u64>>) -> Self {
@@ -458,6 +485,9 @@ impl<S: IdempotencyStore> OrdersApi<S> {
     pub fn router(&self) -> Router {
         prometheus(); // install the recorder before the first request is counted
         let idempotent = match &self.single_commit {
+            _ if self.without_idempotency => Router::new()
+                .route("/orders", post(create_order))
+                .route("/payments/{id}/capture", post(capture_payment)),
             Some(single) => Router::new()
                 .route("/orders", post(create_order))
                 .route_layer(single.clone())
@@ -663,7 +693,9 @@ async fn create_order(
         if jobs::prefers_async(&headers) {
             let work = jobs::job_work(principal(&headers), new, orders.jobs.clone());
             return match (pending, attempt) {
-                (Some(Extension(pending)), _) => pg_single_commit(pg, &pending, work).await,
+                (Some(Extension(pending)), _) => {
+                    pg_single_commit(pg, db.single_commit, &pending, work).await
+                }
                 (None, Some(Extension(attempt))) => pg_transaction(pg, &attempt, work).await,
                 (None, None) => pg_plain(pg, work).await,
             };
@@ -672,8 +704,10 @@ async fn create_order(
     if let Some(pg) = &db.pg {
         let work = order_work(principal(&headers), new, db.outbox.clone());
         return match (pending, attempt) {
-            // Single-commit mode: begin, the order, its event and complete in one transaction.
-            (Some(Extension(pending)), _) => pg_single_commit(pg, &pending, work).await,
+            // Single-commit mode: the order, its event and the record in one transaction.
+            (Some(Extension(pending)), _) => {
+                pg_single_commit(pg, db.single_commit, &pending, work).await
+            }
             // Transactional mode: the record was begun by the layer; the order, its event and
             // the completion commit together.
             (None, Some(Extension(attempt))) => pg_transaction(pg, &attempt, work).await,
@@ -823,51 +857,75 @@ fn order_failed(detail: String) -> Response {
     )
 }
 
-/// Single-commit mode: `begin` of `pending`, `work` and `complete` in one transaction, one commit.
-/// A duplicate in flight waits on the record's row lock, then replays (or, past the store's lock
-/// timeout, gets 409); any other outcome is answered by `pending`.
+/// Single-commit mode: `work` and the idempotency record of `pending` in one transaction, one
+/// commit, the record written where `record` says; a duplicate is answered by `pending`.
 async fn pg_single_commit<F>(
     pg: &PgOrders,
+    record: SingleCommit,
     pending: &idem_core::PendingAttempt,
     work: F,
 ) -> Response
 where
     F: for<'a> FnOnce(&'a mut sqlx::Transaction<'static, sqlx::Postgres>) -> TxWork<'a>,
 {
-    let mut tx = match pg.store.pool().begin().await {
-        Ok(tx) => tx,
-        Err(e) => return order_failed(e.to_string()),
+    let result = match record {
+        SingleCommit::RecordLast => record_last(pg, pending, work).await,
+        SingleCommit::RecordFirst => record_first(pg, pending, work).await,
     };
-    let outcome = match pg.store.begin_in(&mut tx, pending).await {
-        Ok(outcome) => outcome,
-        Err(e) => return order_failed(e.to_string()),
-    };
+    result.unwrap_or_else(|e| order_failed(e.to_string()))
+}
+
+/// Record last: the order, then `record_in`; a lost key rolls the order back and replays.
+async fn record_last<F>(
+    pg: &PgOrders,
+    pending: &idem_core::PendingAttempt,
+    work: F,
+) -> Result<Response, retry_safe_core::BoxError>
+where
+    F: for<'a> FnOnce(&'a mut sqlx::Transaction<'static, sqlx::Postgres>) -> TxWork<'a>,
+{
+    let mut tx = pg.store.pool().begin().await?;
+    let stored = work(&mut tx).await?;
+    match pg.store.record_in(&mut tx, pending, &stored).await? {
+        idem_store_postgres::Recorded::Won => {
+            tx.commit().await?;
+            Ok(stored.to_response())
+        }
+        idem_store_postgres::Recorded::Lost(outcome) => {
+            tx.rollback().await?;
+            pending
+                .answer(&outcome)
+                .ok_or_else(|| "a lost key answered as acquired".into())
+        }
+        _ => Err("an unknown record outcome".into()),
+    }
+}
+
+/// Record first: `begin_in`, the order, `complete_in`; a duplicate in flight waits on the
+/// record's row lock, then replays (past the store's lock timeout: 409).
+async fn record_first<F>(
+    pg: &PgOrders,
+    pending: &idem_core::PendingAttempt,
+    work: F,
+) -> Result<Response, retry_safe_core::BoxError>
+where
+    F: for<'a> FnOnce(&'a mut sqlx::Transaction<'static, sqlx::Postgres>) -> TxWork<'a>,
+{
+    let mut tx = pg.store.pool().begin().await?;
+    let outcome = pg.store.begin_in(&mut tx, pending).await?;
     let idem_core::BeginOutcome::Acquired { fence } = outcome else {
         // Replay, mismatch or in flight: nothing to commit; dropping `tx` rolls it back.
         return pending
             .answer(&outcome)
-            .unwrap_or_else(|| order_failed("unexpected outcome".into()));
+            .ok_or_else(|| "an acquired key answered as not".into());
     };
-    let stored = match work(&mut tx).await {
-        Ok(stored) => stored,
-        Err(e) => return order_failed(e.to_string()),
-    };
-    if let Err(e) = pg
-        .store
-        .complete_in(
-            &mut tx,
-            &pending.acquired(fence),
-            &stored,
-            pending.retention,
-        )
-        .await
-    {
-        return order_failed(e.to_string());
-    }
-    if let Err(e) = tx.commit().await {
-        return order_failed(e.to_string());
-    }
-    stored.to_response()
+    let stored = work(&mut tx).await?;
+    let attempt = pending.acquired(fence);
+    pg.store
+        .complete_in(&mut tx, &attempt, &stored, pending.retention)
+        .await?;
+    tx.commit().await?;
+    Ok(stored.to_response())
 }
 
 /// Without idempotency: `work` in one transaction.

@@ -81,3 +81,26 @@ async fn retries_and_double_clicks_create_one_order() {
     assert_eq!((m.executed, m.replayed, m.mismatched), (2, 10, 1));
     server.abort();
 }
+
+/// `without_idempotency` (the benchmarks' yardstick) takes the idempotency layer off the POSTs
+/// and keeps the rest: the same key twice makes two orders, and the rate limit still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idempotency_a_repeated_key_makes_a_second_order_and_other_layers_stay() {
+    let api = OrdersApi::in_memory().without_idempotency();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = api.router();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let body = r#"{"sku":"tea","quantity":1}"#;
+    for _ in 0..2 {
+        let (status, head, _) = http(addr, create("same-key", "alice", body)).await;
+        assert_eq!(status, 201);
+        assert!(!head.contains("idempotent-replayed"), "{head}");
+        assert!(
+            head.contains("ratelimit:"),
+            "the rate limit layer still runs: {head}"
+        );
+    }
+    assert_eq!(api.order_count(), 2);
+    server.abort();
+}

@@ -1,7 +1,9 @@
-//! The orders API on `--postgres --single-commit`, as real processes: one commit per order.
-//! Concurrent duplicates of one key make one order (they wait on the record's row lock and
-//! replay); after a SIGKILL with requests in flight no record is left half-done, so every retry
-//! is answered at once — no lease to wait out — and every key ends with exactly one order.
+//! The orders API on `--postgres --single-commit`, as real processes, in both places the record
+//! can be written: one commit per order. Concurrent duplicates of one key make one order (record
+//! first: they wait on the record's row lock and replay; record last: they lose the key at the
+//! end, roll their order back and replay); after a SIGKILL with requests in flight no record is
+//! left half-done, so every retry is answered at once — no lease to wait out — and every key
+//! ends with exactly one order.
 
 mod common;
 
@@ -12,13 +14,13 @@ use common::{
 use idem_store_postgres::sqlx;
 use std::net::SocketAddr;
 
-fn start(addr: SocketAddr, db: &str) -> Proc {
+fn start(addr: SocketAddr, db: &str, mode: &str) -> Proc {
     orders_api(
         addr,
         &[
             "--postgres",
             db,
-            "--single-commit",
+            mode,
             "--in-flight",
             "100",
             "--rate",
@@ -38,10 +40,19 @@ async fn orders_of(admin: &sqlx::PgPool, schema: &str) -> Vec<(String, i64)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicates_wait_and_replay_and_a_kill_leaves_nothing_to_wait_for() {
-    let (admin, schema, db) = pg_schema("single").await;
+async fn record_first_duplicates_wait_and_replay_and_a_kill_leaves_nothing_to_wait_for() {
+    one_order_per_key("single_first", "--single-commit=first").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_last_duplicates_roll_back_and_replay_and_a_kill_leaves_nothing_to_wait_for() {
+    one_order_per_key("single_last", "--single-commit").await;
+}
+
+async fn one_order_per_key(name: &str, mode: &str) {
+    let (admin, schema, db) = pg_schema(name).await;
     let addr = free_addr();
-    let server = start(addr, &db);
+    let server = start(addr, &db, mode);
     wait_listening(addr).await;
 
     // One key, sequentially: created, replayed, mismatched.
@@ -66,7 +77,7 @@ async fn duplicates_wait_and_replay_and_a_kill_leaves_nothing_to_wait_for() {
     assert_eq!(status, 422, "{problem}");
 
     // Twenty concurrent duplicates of one key: one order; each answer is the order (created or
-    // replayed after waiting on the row lock) — or, past the lock timeout, 409.
+    // replayed after waiting for the winner's commit) — or, past the lock timeout, 409.
     let dupes: Vec<_> = (0..20)
         .map(|_| tokio::spawn(post_order(addr, "dupes", "d-1")))
         .collect();
@@ -95,7 +106,7 @@ async fn duplicates_wait_and_replay_and_a_kill_leaves_nothing_to_wait_for() {
         let _ = t.await.unwrap();
     }
     let addr = free_addr();
-    let _server = start(addr, &db);
+    let _server = start(addr, &db, mode);
     wait_listening(addr).await;
     for i in 0..100 {
         // No half-done record survives the kill: the first retry is answered (201, created now

@@ -14,8 +14,10 @@
 //! `wrk` is installed from the system packages when missing.
 //!
 //! `cargo xtask bench e2e-postgres`: the same method with only keyed `POST /orders` on
-//! PostgreSQL — the POST without idempotency (`--bare --postgres`: the order and its event in one
-//! transaction), the default transactional mode, and the single-commit mode (`--single-commit`).
+//! PostgreSQL, each divided by the POST without idempotency (`--no-idempotency --postgres`: every
+//! other layer, the order and its event in one transaction) — the bare handlers (`--bare`), the
+//! default transactional mode, and the single-commit mode with the record
+//! written first (`--single-commit=first`) and last (`--single-commit=last`).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -105,7 +107,11 @@ pub fn run(postgres_only: bool) -> Result {
     let variants = if postgres_only {
         vec![
             v(
-                "POST without idempotency (--bare --postgres: order + event, one transaction)",
+                "POST without idempotency (--no-idempotency --postgres: every other layer, order + event in one transaction)",
+                &["--no-idempotency", "--postgres", &postgres],
+            ),
+            v(
+                "bare POST (--bare --postgres: no layers, order + event in one transaction)",
                 &["--bare", "--postgres", &postgres],
             ),
             v(
@@ -113,8 +119,12 @@ pub fn run(postgres_only: bool) -> Result {
                 &["--postgres", &postgres],
             ),
             v(
-                "idempotent POST, single-commit mode (begin + order/event + complete, one commit)",
-                &["--postgres", &postgres, "--single-commit"],
+                "idempotent POST, single-commit, record first (begin + order/event + complete, one commit)",
+                &["--postgres", &postgres, "--single-commit=first"],
+            ),
+            v(
+                "idempotent POST, single-commit, record last (order/event + record, one commit)",
+                &["--postgres", &postgres, "--single-commit=last"],
             ),
         ]
     } else {
@@ -173,7 +183,7 @@ pub fn run(postgres_only: bool) -> Result {
             .collect();
         println!("| {} | {} |", round + 1, cells.join(" | "));
     }
-    println!("\n| server | median req/s | median ratio to bare (spread) | median p50 | median p99 | non-2xx |");
+    println!("\n| server | median req/s | median ratio to the first row (spread) | median p50 | median p99 | non-2xx |");
     println!("|---|---|---|---|---|---|");
     for (i, variant) in variants.iter().enumerate() {
         let runs = &results[i];

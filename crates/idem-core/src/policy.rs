@@ -190,15 +190,16 @@ impl IdempotencyPolicy {
 
     /// Single-commit mode (default off): the layer reads and checks the key and fingerprints the
     /// request, then hands the handler a [`PendingAttempt`](crate::PendingAttempt) instead of
-    /// beginning; the handler runs `begin`, its own writes and `complete` in one database
-    /// transaction (`idem-store-postgres`'s `begin_in` / `complete_in`) — one commit per request
-    /// instead of one for `begin` and one for the work and `complete`. A concurrent duplicate
-    /// waits on the record's row lock (bounded by the store's lock timeout, then `409`) and then
-    /// replays; a rollback or crash leaves no record. Only for handlers whose effects are all in
+    /// beginning; the handler writes the record in its own database transaction — one commit per
+    /// request instead of one for `begin` and one for the work and `complete`. Either last
+    /// (`idem-store-postgres`'s `record_in` after its writes: a duplicate loses the key at the
+    /// end, rolls back and replays the winner) or first (`begin_in` … `complete_in`: a duplicate
+    /// waits on the record's row lock, bounded by the store's lock timeout, then `409`, and then
+    /// replays). A rollback or crash leaves no record. Only for handlers whose effects are all in
     /// that database: an external side effect (a payment provider's API, an email) cannot be
-    /// rolled back with the transaction, and a duplicate arriving after a rollback runs it again —
-    /// use the default mode there. Every route under a layer in this mode must begin itself
-    /// (mount other routes under a layer in the default mode).
+    /// rolled back with the transaction, and a duplicate may run it again — use the default mode
+    /// there. Every route under a layer in this mode must record itself (mount other routes
+    /// under a layer in the default mode).
     pub fn single_commit(mut self, on: bool) -> Self {
         self.single_commit = on;
         self

@@ -51,6 +51,11 @@
 //! - **Transactional mode.** [`PostgresStore::complete_in`] completes the record inside the
 //!   handler's own transaction, so its business writes and the record commit or roll back
 //!   together (see its docs).
+//! - **Single-commit mode.** The handler writes the record in its own transaction, one commit
+//!   per request: last, after its writes ([`PostgresStore::record_in`]: one statement more than
+//!   the handler alone; a duplicate loses the key at the end and rolls back), or first
+//!   ([`PostgresStore::begin_in`] … [`complete_in`](PostgresStore::complete_in): a duplicate waits
+//!   on the record's row lock before doing any work).
 //!
 //! Connections come from a `sqlx` pool: after a connection is lost, the operation that used it
 //! reports [`BackendError::Unavailable`](idem_core::BackendError::Unavailable) (the layer fails closed, or open as configured) and the pool
@@ -201,7 +206,7 @@ impl PostgresStore {
         conn: &mut PgConnection,
         pending: &PendingAttempt,
     ) -> Result<BeginOutcome, StoreError> {
-        let timeout = format!("{}ms", self.lock_timeout.as_millis().max(1));
+        let timeout = self.lock_timeout_arg();
         match self
             .begin_on(
                 conn,
@@ -213,15 +218,122 @@ impl PostgresStore {
             )
             .await
         {
-            Err(StoreError::Backend(e))
-                if e.cause::<sqlx::Error>().is_some_and(is_lock_timeout) =>
-            {
-                Ok(BeginOutcome::InFlight {
-                    retry_after: Duration::from_secs(1),
-                })
-            }
+            Err(e) if is_lock_timeout(&e) => Ok(LOCK_WAIT_RAN_OUT),
             other => other,
         }
+    }
+
+    /// Writes the completed record of `pending` at the **end** of the caller's transaction —
+    /// single-commit mode, record last: the handler begins a transaction, runs its writes, calls
+    /// this with its answer, and commits on [`Recorded::Won`]. One statement more than the
+    /// handler alone; the record and the writes commit together.
+    ///
+    /// [`Recorded::Lost`] means another attempt holds the key (a concurrent one that committed
+    /// first, an earlier one already answered, or one in flight in another mode): **roll the
+    /// transaction back** (its writes vanish with it) and answer with
+    /// [`PendingAttempt::answer`] — the winner's response replayed, `422` for another request
+    /// under the key, or `409` while it is in flight or when the wait for a concurrent writer of
+    /// the key ran past [`lock_timeout`](Self::lock_timeout). Exactly once: two attempts cannot
+    /// both commit a record of one key, and the loser's writes roll back with it.
+    ///
+    /// Compared with [`begin_in`](Self::begin_in) (record first), a first attempt — the common
+    /// case — saves a statement, while a duplicate pays the handler's work before it rolls back;
+    /// use record first when that work is expensive, and the default mode for any effect outside
+    /// this database.
+    ///
+    /// ```no_run
+    /// use idem_core::{PendingAttempt, StoredResponse};
+    /// use idem_store_postgres::{PostgresStore, Recorded};
+    ///
+    /// # async fn handler(store: PostgresStore, pending: PendingAttempt) -> Result<http::Response<bytes::Bytes>, Box<dyn std::error::Error>> {
+    /// let mut tx = store.pool().begin().await?;
+    /// sqlx::query("INSERT INTO orders (sku) VALUES ('tea')").execute(&mut *tx).await?;
+    /// let stored = StoredResponse { status: 201, headers: vec![], body: "created".into(), trailers: vec![] };
+    /// match store.record_in(&mut tx, &pending, &stored).await? {
+    ///     Recorded::Won => {
+    ///         tx.commit().await?; // the one commit
+    ///         Ok(stored.to_response())
+    ///     }
+    ///     Recorded::Lost(outcome) => {
+    ///         tx.rollback().await?;
+    ///         Ok(pending.answer(&outcome).expect("not acquired"))
+    ///     }
+    ///     _ => unreachable!(),
+    /// }
+    /// # }
+    /// ```
+    pub async fn record_in(
+        &self,
+        conn: &mut PgConnection,
+        pending: &PendingAttempt,
+        response: &StoredResponse,
+    ) -> Result<Recorded, StoreError> {
+        let columns = ResponseColumns::of(response)?;
+        let timeout = self.lock_timeout_arg();
+        for _ in 0..BEGIN_ATTEMPTS {
+            match self.run_record(conn, pending, &columns, &timeout).await {
+                Ok(Some(_)) => return Ok(Recorded::Won),
+                Ok(None) => {}
+                Err(e) if is_lock_timeout(&e) => return Ok(Recorded::Lost(LOCK_WAIT_RAN_OUT)),
+                Err(e) => return Err(e),
+            }
+            // A live record won; read it with a new snapshot (it may have committed while the
+            // insert waited). Gone or dead by now: the key is free again, so try once more.
+            if let Some(row) = self.read_on(conn, pending).await? {
+                if get::<i64>(&row, "remaining_us")? > 0 {
+                    return outcome_of(&row, &pending.fingerprint).map(Recorded::Lost);
+                }
+            }
+        }
+        Err(StoreError::unavailable(
+            "the record kept changing under concurrent attempts",
+        ))
+    }
+
+    /// The lock timeout as `set_config` takes it.
+    fn lock_timeout_arg(&self) -> String {
+        format!("{}ms", self.lock_timeout.as_millis().max(1))
+    }
+
+    async fn run_record(
+        &self,
+        conn: &mut PgConnection,
+        pending: &PendingAttempt,
+        columns: &ResponseColumns<'_>,
+        timeout: &str,
+    ) -> Result<Option<PgRow>, StoreError> {
+        sqlx::query(sql::RECORD_IN)
+            .bind(&pending.scope)
+            .bind(pending.key.as_str())
+            .bind(&pending.fingerprint.as_bytes()[..])
+            .bind(micros(pending.retention))
+            .bind(columns.status)
+            .bind(&columns.names)
+            .bind(&columns.values)
+            .bind(columns.body)
+            .bind(self.pinned())
+            .bind(self.offset_us())
+            .bind(&columns.trailer_names)
+            .bind(&columns.trailer_values)
+            .bind(timeout)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn read_on(
+        &self,
+        conn: &mut PgConnection,
+        pending: &PendingAttempt,
+    ) -> Result<Option<PgRow>, StoreError> {
+        sqlx::query(sql::READ)
+            .bind(&pending.scope)
+            .bind(pending.key.as_str())
+            .bind(self.pinned())
+            .bind(self.offset_us())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)
     }
 
     /// The circuit breaker of `begin` (default: 3 consecutive unreachable database calls open it
@@ -317,32 +429,20 @@ impl PostgresStore {
         E: sqlx::Executor<'e, Database = sqlx::Postgres>,
     {
         let fence_value = fence_arg(fence)?;
-        let status =
-            i16::try_from(response.status).map_err(|_| malformed("status out of range"))?;
-        let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
-        let values: Vec<&[u8]> = response.headers.iter().map(|(_, v)| v.as_ref()).collect();
-        let (trailer_names, trailer_values): (Option<Vec<&str>>, Option<Vec<&[u8]>>) =
-            if response.trailers.is_empty() {
-                (None, None)
-            } else {
-                (
-                    Some(response.trailers.iter().map(|(n, _)| n.as_str()).collect()),
-                    Some(response.trailers.iter().map(|(_, v)| v.as_ref()).collect()),
-                )
-            };
+        let columns = ResponseColumns::of(response)?;
         let row = sqlx::query(sql::COMPLETE)
             .bind(scope)
             .bind(key.as_str())
             .bind(fence_value)
             .bind(micros(retention))
-            .bind(status)
-            .bind(&names)
-            .bind(&values)
-            .bind(response.body.as_ref())
+            .bind(columns.status)
+            .bind(&columns.names)
+            .bind(&columns.values)
+            .bind(columns.body)
             .bind(self.pinned())
             .bind(self.offset_us())
-            .bind(&trailer_names)
-            .bind(&trailer_values)
+            .bind(&columns.trailer_names)
+            .bind(&columns.trailer_values)
             .fetch_optional(executor)
             .await
             .map_err(unavailable)?;
@@ -351,6 +451,58 @@ impl PostgresStore {
 }
 
 use retry_safe_core::duration_to_micros_i64 as micros;
+
+/// What [`PostgresStore::record_in`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recorded {
+    /// The completed record is written in the transaction: commit it.
+    Won,
+    /// Another attempt holds the key: roll the transaction back and answer with
+    /// [`PendingAttempt::answer`] (never `Acquired`).
+    Lost(BeginOutcome),
+}
+
+/// What a single-commit attempt answers when it waited past the lock timeout for another
+/// transaction writing the same key (that transaction is aborted: roll it back).
+const LOCK_WAIT_RAN_OUT: BeginOutcome = BeginOutcome::InFlight {
+    retry_after: Duration::from_secs(1),
+};
+
+/// A stored response as the record's columns bind it.
+struct ResponseColumns<'a> {
+    status: i16,
+    names: Vec<&'a str>,
+    values: Vec<&'a [u8]>,
+    body: &'a [u8],
+    /// `None` when there are none (so rows without trailers read as rows from before them).
+    trailer_names: Option<Vec<&'a str>>,
+    trailer_values: Option<Vec<&'a [u8]>>,
+}
+
+impl<'a> ResponseColumns<'a> {
+    fn of(response: &'a StoredResponse) -> Result<Self, StoreError> {
+        let status =
+            i16::try_from(response.status).map_err(|_| malformed("status out of range"))?;
+        let trailers = &response.trailers;
+        let (trailer_names, trailer_values) = if trailers.is_empty() {
+            (None, None)
+        } else {
+            (
+                Some(trailers.iter().map(|(n, _)| n.as_str()).collect()),
+                Some(trailers.iter().map(|(_, v)| v.as_ref()).collect()),
+            )
+        };
+        Ok(Self {
+            status,
+            names: response.headers.iter().map(|(n, _)| n.as_str()).collect(),
+            values: response.headers.iter().map(|(_, v)| v.as_ref()).collect(),
+            body: response.body.as_ref(),
+            trailer_names,
+            trailer_values,
+        })
+    }
+}
 
 /// A fence as the `BIGINT` column holds it; no row holds a larger one.
 fn fence_arg(fence: Fence) -> Result<i64, StoreError> {
@@ -522,7 +674,6 @@ pub struct ReadmeDoctests;
 /// How long `begin_in` waits for another transaction's record by default.
 pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether `e` is PostgreSQL's `lock_not_available` (a `lock_timeout` ran out).
 /// Whether `e` says the database was not reached (what the breaker counts).
 fn not_reached(e: &sqlx::Error) -> bool {
     matches!(
@@ -535,10 +686,16 @@ fn not_reached(e: &sqlx::Error) -> bool {
     )
 }
 
-fn is_lock_timeout(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| c == "55P03")
+/// Whether `e` is PostgreSQL's `lock_not_available` (a `lock_timeout` ran out).
+fn is_lock_timeout(e: &StoreError) -> bool {
+    let StoreError::Backend(e) = e else {
+        return false;
+    };
+    e.cause::<sqlx::Error>().is_some_and(|e| {
+        e.as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| c == "55P03")
+    })
 }
 
 impl PostgresStore {

@@ -142,3 +142,49 @@ dead AS (
 DELETE FROM idem_records r USING dead, t
 WHERE r.scope = dead.scope AND r.key = dead.key AND r.expires_at <= t.now"
 );
+
+/// `record_in` (single-commit mode, record last): the completed record, written at the end of
+/// the caller's transaction. $1 scope, $2 key, $3 fingerprint, $4 retention µs, $5 status,
+/// $6 header names, $7 header values, $8 body, $9 pinned µs, $10 offset µs, $11 trailer names,
+/// $12 trailer values, $13 lock timeout (`'5000ms'`, set first as in [`BEGIN_IN`]).
+///
+/// One row back when the record was written: the key was free, or its row dead (taken over in
+/// place). None when a live record holds the key: another attempt won, and the caller rolls
+/// back. A record another transaction is still writing makes the insert wait for its commit or
+/// rollback (then PostgreSQL re-checks the conflict on the newest row version). The record holds
+/// no lease, so its fence is 0: `complete`, `release` and `renew` only touch in-flight rows.
+pub(crate) const RECORD_IN: &str = concat!(
+    "WITH t AS (SELECT ",
+    retry_safe_core::postgres_now!("$9", "$10"),
+    " AS now, set_config('lock_timeout', $13, true) AS lock_timeout)
+INSERT INTO idem_records AS r (scope, key, version, fingerprint, state, fence, expires_at, created_at,
+  response_status, response_header_names, response_header_values, response_body,
+  response_trailer_names, response_trailer_values)
+SELECT $1, $2, 1, $3, 2, 0, t.now + $4::bigint * interval '1 microsecond', t.now,
+  $5, $6, $7, $8, $11, $12 FROM t
+ON CONFLICT (scope, key) DO UPDATE SET
+  version = 1, fingerprint = EXCLUDED.fingerprint, state = 2, fence = 0,
+  expires_at = EXCLUDED.expires_at, created_at = EXCLUDED.created_at,
+  response_status = EXCLUDED.response_status,
+  response_header_names = EXCLUDED.response_header_names,
+  response_header_values = EXCLUDED.response_header_values,
+  response_body = EXCLUDED.response_body,
+  response_trailer_names = EXCLUDED.response_trailer_names,
+  response_trailer_values = EXCLUDED.response_trailer_values
+WHERE r.expires_at <= EXCLUDED.created_at
+RETURNING r.fence"
+);
+
+/// The record of a key as it stands (what `record_in` lost to): $1 scope, $2 key, $3 pinned µs,
+/// $4 offset µs; the columns of [`BEGIN`]'s answer, `acquired` false.
+pub(crate) const READ: &str = concat!(
+    "WITH t AS (SELECT ",
+    retry_safe_core::postgres_now!("$3", "$4"),
+    " AS now)
+SELECT r.version, r.state, r.fingerprint, r.fence, false AS acquired,
+       (EXTRACT(EPOCH FROM (r.expires_at - t.now)) * 1000000)::bigint AS remaining_us,
+       r.response_status, r.response_header_names, r.response_header_values,
+       r.response_body, r.response_trailer_names, r.response_trailer_values
+FROM idem_records r, t
+WHERE r.scope = $1 AND r.key = $2"
+);

@@ -865,3 +865,259 @@ async fn single_commit_takes_over_an_expired_record_and_reports_a_live_one() {
     );
     h.db.drop().await;
 }
+
+/// The handler's business write for the record-last tests: one row in `items` per attempt.
+async fn write_item(db: &TestDb, tx: &mut sqlx::PgConnection, key: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {}.items (key) VALUES ($1)",
+        db.schema
+    )))
+    .bind(key)
+    .execute(tx)
+    .await
+    .unwrap();
+}
+
+async fn items(db: &TestDb, key: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}.items WHERE key = $1",
+        db.schema
+    )))
+    .bind(key)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap()
+}
+
+async fn with_items(name: &str) -> TestDb {
+    let db = TestDb::new(name).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {}.items (key text NOT NULL)",
+        db.schema
+    )))
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    db
+}
+
+/// Single-commit mode, record last: the writes and the record commit together; a concurrent
+/// attempt of the key waits for that commit, loses, rolls back (its write vanishes) and replays
+/// the winner; a rolled-back winner leaves the key free for the waiter; another body is `422`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_last_commits_once_and_a_concurrent_attempt_rolls_back_and_replays() {
+    let db = with_items("record_last").await;
+    let store = db.store.clone();
+    let pending = |k: &str, body: &[u8]| {
+        idem_core::PendingAttempt::new(
+            "s",
+            key(k),
+            Fingerprint::of_request("POST", "/orders", body),
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        )
+    };
+    let stored = ok_response();
+    let p = pending("k", b"{}");
+
+    let mut a = store.pool().begin().await.unwrap();
+    write_item(&db, &mut a, "k").await;
+    assert_eq!(
+        store.record_in(&mut a, &p, &stored).await.unwrap(),
+        idem_store_postgres::Recorded::Won
+    );
+    let loser = {
+        let (store, p) = (store.clone(), p.clone());
+        let other = StoredResponse {
+            body: Bytes::from_static(b"the loser's answer"),
+            ..ok_response()
+        };
+        let schema = db.schema.clone();
+        tokio::spawn(async move {
+            let mut b = store.pool().begin().await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {schema}.items (key) VALUES ('k')"
+            )))
+            .execute(&mut *b)
+            .await
+            .unwrap();
+            let outcome = store.record_in(&mut b, &p, &other).await.unwrap();
+            b.rollback().await.unwrap();
+            outcome
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !loser.is_finished(),
+        "the duplicate waits for the winner's commit"
+    );
+    a.commit().await.unwrap();
+    let idem_store_postgres::Recorded::Lost(outcome) = loser.await.unwrap() else {
+        panic!("the duplicate loses");
+    };
+    assert_eq!(outcome, BeginOutcome::Completed(stored.clone()));
+    let replay: Response<Bytes> = p.answer(&outcome).unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(items(&db, "k").await, 1, "the loser's write rolled back");
+
+    // An earlier answer under the key: a retry loses at once, another body is 422.
+    let mut c = store.pool().begin().await.unwrap();
+    let lost = store
+        .record_in(&mut c, &pending("k", b"other"), &stored)
+        .await;
+    assert_eq!(
+        lost.unwrap(),
+        idem_store_postgres::Recorded::Lost(BeginOutcome::Mismatch)
+    );
+    c.rollback().await.unwrap();
+
+    // A winner that rolls back leaves the key free: the waiting attempt wins.
+    let p = pending("free", b"{}");
+    let mut a = store.pool().begin().await.unwrap();
+    assert_eq!(
+        store.record_in(&mut a, &p, &stored).await.unwrap(),
+        idem_store_postgres::Recorded::Won
+    );
+    let waiter = {
+        let (store, p, stored) = (store.clone(), p.clone(), stored.clone());
+        tokio::spawn(async move {
+            let mut b = store.pool().begin().await.unwrap();
+            let outcome = store.record_in(&mut b, &p, &stored).await.unwrap();
+            b.commit().await.unwrap();
+            outcome
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.rollback().await.unwrap();
+    assert_eq!(waiter.await.unwrap(), idem_store_postgres::Recorded::Won);
+    assert_eq!(
+        store
+            .begin("s", &key("free"), &fp(), Duration::from_secs(30))
+            .await
+            .unwrap(),
+        BeginOutcome::Completed(stored)
+    );
+    db.drop().await;
+}
+
+/// Record last next to the other modes: a live in-flight record of the default mode is
+/// `InFlight`, a dead one is taken over in place, and a writer that holds the key past the lock
+/// timeout makes the attempt `InFlight` (its transaction aborted) instead of waiting on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_last_reports_live_records_takes_over_dead_ones_and_bounds_its_wait() {
+    let h = PgHarness::pinned("record_last_modes").await;
+    let store = h
+        .store
+        .as_ref()
+        .clone()
+        .lock_timeout(Duration::from_millis(200));
+    let lease = Duration::from_secs(30);
+    let p = idem_core::PendingAttempt::new("s", key("k"), fp(), lease, Duration::from_secs(60));
+    let BeginOutcome::Acquired { fence } = store.begin("s", &key("k"), &fp(), lease).await.unwrap()
+    else {
+        panic!("a new key is acquired");
+    };
+    let mut tx = store.pool().begin().await.unwrap();
+    let lost = store.record_in(&mut tx, &p, &ok_response()).await.unwrap();
+    assert!(
+        matches!(lost, idem_store_postgres::Recorded::Lost(BeginOutcome::InFlight { retry_after })
+            if retry_after > Duration::from_secs(29)),
+        "{lost:?}"
+    );
+    tx.rollback().await.unwrap();
+
+    h.offset.advance(lease + Duration::from_secs(1));
+    let mut tx = store.pool().begin().await.unwrap();
+    assert_eq!(
+        store.record_in(&mut tx, &p, &ok_response()).await.unwrap(),
+        idem_store_postgres::Recorded::Won,
+        "the abandoned attempt's dead record is taken over"
+    );
+    // Uncommitted: a second attempt waits 200 ms, then answers in flight.
+    let mut other = store.pool().begin().await.unwrap();
+    let started = std::time::Instant::now();
+    let lost = store
+        .record_in(&mut other, &p, &ok_response())
+        .await
+        .unwrap();
+    assert_eq!(
+        lost,
+        idem_store_postgres::Recorded::Lost(BeginOutcome::InFlight {
+            retry_after: Duration::from_secs(1)
+        })
+    );
+    assert!(started.elapsed() >= Duration::from_millis(150), "it waited");
+    other.rollback().await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        matches!(
+            store
+                .complete("s", &key("k"), fence, &ok_response(), p.retention)
+                .await,
+            Err(StoreError::StaleFence { .. })
+        ),
+        "the abandoned attempt can no longer complete"
+    );
+    assert_eq!(
+        store.begin("s", &key("k"), &fp(), lease).await.unwrap(),
+        BeginOutcome::Completed(ok_response())
+    );
+    h.db.drop().await;
+}
+
+/// Exactly once under contention: 16 attempts of one key at once, each writing a row and
+/// recording last; one commits, every other rolls back and replays the winner's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_last_under_contention_commits_exactly_one_attempt() {
+    let db = with_items("record_last_race").await;
+    let store = db.store.clone();
+    let p = idem_core::PendingAttempt::new(
+        "s",
+        key("race"),
+        fp(),
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..16u8 {
+        let (store, p, schema) = (store.clone(), p.clone(), db.schema.clone());
+        tasks.push(tokio::spawn(async move {
+            let answer = StoredResponse {
+                body: Bytes::from(vec![b'a' + i]),
+                ..ok_response()
+            };
+            let mut tx = store.pool().begin().await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {schema}.items (key) VALUES ('race')"
+            )))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            match store.record_in(&mut tx, &p, &answer).await.unwrap() {
+                idem_store_postgres::Recorded::Won => {
+                    tx.commit().await.unwrap();
+                    (true, BeginOutcome::Completed(answer))
+                }
+                idem_store_postgres::Recorded::Lost(outcome) => {
+                    tx.rollback().await.unwrap();
+                    (false, outcome)
+                }
+                other => panic!("{other:?}"),
+            }
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let winners: Vec<_> = results.iter().filter(|(won, _)| *won).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (_, outcome) in &results {
+        assert_eq!(
+            outcome, &winners[0].1,
+            "every loser replays the winner's answer"
+        );
+    }
+    assert_eq!(items(&db, "race").await, 1);
+    db.drop().await;
+}

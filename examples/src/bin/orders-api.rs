@@ -7,6 +7,12 @@
 //! webhook queued in the outbox in that same transaction. Listens on `ADDR` (default
 //! `127.0.0.1:3000`). The concurrency limit and the load shedder are per server by design.
 //!
+//! `--lease N` (with `--redis` / `--redis-cluster`) runs the fleet rate limit in leased mode:
+//! each server takes `N` units of a principal's budget at a time and decides in memory.
+//! `--no-idempotency` serves the POSTs without the idempotency layer, every other layer kept
+//! (the benchmarks' yardstick); `--single-commit[=last|=first]` (with `--postgres`) writes a
+//! `POST /orders`' idempotency record in the order's own transaction, after or before it.
+//!
 //! `WEBHOOK_URL` starts a dispatcher that delivers the `order.created` webhooks to that URL,
 //! signed (Standard Webhooks) with `WEBHOOK_SECRET`; `WEBHOOK_ALLOW` lists networks the SSRF guard
 //! lets it reach (`127.0.0.0/8` for a receiver on this machine), `WEBHOOK_LEASE_SECS` (60) and
@@ -40,14 +46,18 @@ enum Backend {
 
 const USAGE: &str =
     "usage: orders-api [--redis URL | --redis-cluster URL[,URL…] | --postgres URL] \
-[--bare] [--single-commit] [--rate N[/s|/min|/h]] [--burst N] [--in-flight N] [--capacity N] [--fleet-capacity N]";
+[--lease N] [--bare] [--no-idempotency] [--single-commit[=last|=first]] [--rate N[/s|/min|/h]] [--burst N] [--in-flight N] [--capacity N] [--fleet-capacity N]";
 
 /// The command line: a backend, `--bare` (the same handlers without any layer), and the limits.
 struct Args {
     backend: Backend,
-    /// With `--postgres`: `POST /orders` in single-commit mode.
-    single_commit: bool,
+    /// With `--postgres`: `POST /orders` in single-commit mode, the record written last or first.
+    single_commit: Option<examples::SingleCommit>,
     bare: bool,
+    /// Every layer but idempotency on the POSTs (what idempotency costs).
+    no_idempotency: bool,
+    /// With `--redis` / `--redis-cluster`: the fleet rate limit in leased mode, `N` units a lease.
+    lease: Option<u32>,
     rate: Option<String>,
     burst: Option<u64>,
     in_flight: Option<u32>,
@@ -59,7 +69,9 @@ fn args() -> Result<Args, String> {
     let mut parsed = Args {
         backend: Backend::Memory,
         bare: false,
-        single_commit: false,
+        no_idempotency: false,
+        lease: None,
+        single_commit: None,
         rate: None,
         burst: None,
         in_flight: None,
@@ -90,7 +102,14 @@ fn args() -> Result<Args, String> {
             }
             "--postgres" => parsed.backend = Backend::Postgres(value()?),
             "--bare" => parsed.bare = true,
-            "--single-commit" => parsed.single_commit = true,
+            "--no-idempotency" => parsed.no_idempotency = true,
+            "--lease" => parsed.lease = Some(number(value()?)?),
+            "--single-commit" | "--single-commit=last" => {
+                parsed.single_commit = Some(examples::SingleCommit::RecordLast)
+            }
+            "--single-commit=first" => {
+                parsed.single_commit = Some(examples::SingleCommit::RecordFirst)
+            }
             "--rate" => parsed.rate = Some(value()?),
             "--burst" => parsed.burst = Some(u64::from(number(value()?)?)),
             "--in-flight" => parsed.in_flight = Some(number(value()?)?),
@@ -361,7 +380,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // one per environment sharing a Redis or a cluster.
     let prefix = std::env::var("REDIS_PREFIX").unwrap_or_else(|_| "orders-api".into());
     let hooks = webhooks()?;
-    if args.single_commit && !matches!(args.backend, Backend::Postgres(_)) {
+    if args.single_commit.is_some() && !matches!(args.backend, Backend::Postgres(_)) {
         return Err("--single-commit needs --postgres URL".into());
     }
     if args.bare {
@@ -387,6 +406,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let api = OrdersApi::new(examples::memory_store(), limits);
         return serve(api.bare_router(), addr, "bare handlers, no layers").await;
     }
+    let (no_idempotency, lease) = (args.no_idempotency, args.lease);
     match args.backend {
         Backend::Memory => {
             let mut api =
@@ -396,7 +416,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 api = api.with_memory_outbox(outbox.clone());
                 spawn_dispatcher(outbox, hooks).map_err(|e| e.to_string())?;
             }
-            serve(api.router(), addr, "in-memory stores and limiters").await
+            serve(
+                routes(api, no_idempotency),
+                addr,
+                "in-memory stores and limiters",
+            )
+            .await
         }
         Backend::Redis(url) => {
             let store = idem_store_redis::RedisStore::connect(&url)
@@ -409,9 +434,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .prefix(&format!("{prefix}:rl"))
                 .fail_mode(FailMode::Open);
             let api = OrdersApi::new(store, limits)
-                .with_rate_limiter(Arc::new(limiter) as Arc<dyn Limiter<u64>>)
+                .with_rate_limiter(fleet_rate(limiter, lease))
                 .trust_proxies(trusted()?);
-            serve(api.router(), addr, "idempotency and rate limits on Redis").await
+            serve(
+                routes(api, no_idempotency),
+                addr,
+                "idempotency and rate limits on Redis",
+            )
+            .await
         }
         Backend::RedisCluster(urls) => {
             let unreachable = |e: &dyn std::fmt::Display| format!("Redis Cluster at {urls:?}: {e}");
@@ -437,12 +467,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|e| unreachable(&e))?
                 .prefix(&prefix);
             let api = OrdersApi::new(store, limits)
-                .with_rate_limiter(Arc::new(limiter) as Arc<dyn Limiter<u64>>)
+                .with_rate_limiter(fleet_rate(limiter, lease))
                 .with_fleet_caps(caps)
                 .with_fleet_shedder(fleet)
                 .trust_proxies(trusted()?);
             serve(
-                api.router(),
+                routes(api, no_idempotency),
                 addr,
                 "idempotency, rate limits, concurrency caps and the fleet shedder on a Redis Cluster",
             )
@@ -479,17 +509,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if let Ok(nats) = std::env::var("NATS_URL") {
                 spawn_events(&nats, events, store.pool().clone()).await?;
             }
-            if args.single_commit {
-                api = api.with_single_commit(store);
-            }
-            let what = if args.single_commit {
-                "orders and idempotency on PostgreSQL, one commit per order (single-commit mode)"
-            } else {
-                "orders and idempotency on PostgreSQL, committed together"
+            let what = match args.single_commit {
+                Some(examples::SingleCommit::RecordFirst) => {
+                    "orders and idempotency on PostgreSQL, one commit per order (single-commit mode, record first)"
+                }
+                Some(_) => {
+                    "orders and idempotency on PostgreSQL, one commit per order (single-commit mode, record last)"
+                }
+                None => "orders and idempotency on PostgreSQL, committed together",
             };
-            serve(api.router(), addr, what).await
+            if let Some(record) = args.single_commit {
+                api = api.with_single_commit(store, record);
+            }
+            serve(routes(api, no_idempotency), addr, what).await
         }
     }
+}
+
+/// The fleet rate limiter: exact (a Redis call per decision), or leased `n` units at a time
+/// (decisions in memory, renewals in the background; the overshoot bound is
+/// `servers × (n + n / 2)` over any window).
+fn fleet_rate(limiter: RedisLimiter, lease: Option<u32>) -> Arc<dyn Limiter<u64>> {
+    match lease {
+        Some(n) => Arc::new(limiter.leased::<u64>(ratelimit_token_bucket::Lease::new(n))),
+        None => Arc::new(limiter),
+    }
+}
+
+/// The API's routes, the POSTs without idempotency under `--no-idempotency`.
+fn routes<S: idem_core::IdempotencyStore>(api: OrdersApi<S>, no_idempotency: bool) -> axum::Router {
+    let api = if no_idempotency {
+        api.without_idempotency()
+    } else {
+        api
+    };
+    api.router()
 }
 
 /// The relay of `OrderCreated` events to JetStream and the read model that counts them.
