@@ -169,3 +169,54 @@ async fn two_servers_on_one_cluster_act_as_one_fleet() {
         assert_eq!(s.await.unwrap().unwrap().0, 200);
     }
 }
+
+/// Two real `orders-api --redis --lease 2` processes: the fleet rate limit in leased mode. Every
+/// unit admitted was taken from the shared bucket first, so a burst of 40 spread over both
+/// admits at most the fleet burst (12) — and at least the burst less what both may still hold
+/// unused (2 × max_held = 6) — and each refusal is the 429 problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_leased_servers_admit_at_most_the_fleet_burst() {
+    let prefix = testkit::unique("fleet-leased", "rl");
+    let start = |addr| {
+        orders_api(
+            addr,
+            &[
+                "--redis",
+                &testkit::redis_url(),
+                "--lease",
+                "2",
+                "--rate",
+                "10/h",
+                "--burst",
+                "12",
+            ],
+            &[
+                ("REDIS_PREFIX", prefix.as_str()),
+                ("IN_FLIGHT_PER_IP", "1000"),
+            ],
+        )
+    };
+    let (a, b) = (free_addr(), free_addr());
+    let (_a, _b) = (start(a), start(b));
+    wait_listening(a).await;
+    wait_listening(b).await;
+    let mut allowed = 0;
+    for i in 0..40 {
+        let addr = if i % 2 == 0 { a } else { b };
+        let (status, head, body) = http(addr, &request("GET", "/orders", "carol", None, ""))
+            .await
+            .unwrap();
+        match status {
+            200 => allowed += 1,
+            429 => {
+                assert!(head.contains("application/problem+json"), "{head}");
+                assert!(body.contains("rate_limited"), "{body}");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        (6..=12).contains(&allowed),
+        "admitted {allowed} of 40: at most the fleet burst of 12"
+    );
+}

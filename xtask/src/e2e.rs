@@ -3,12 +3,13 @@
 //!
 //! Each round runs, one after the other on a fresh server process: the bare handlers
 //! (`--bare`), the full stack in memory, the full stack with idempotency and rate limits on
-//! Redis, and the full stack on PostgreSQL (orders, idempotency and outbox in one transaction).
-//! Each stacked run's requests per second are divided by the same round's bare run; the median
-//! and the spread (min–max) of those ratios over the rounds are the result. The load: `wrk` with
-//! one thread and 32 keep-alive connections, 80 % `GET /orders/ord_1`, 20 % `POST /orders` with a
-//! fresh `Idempotency-Key` and one of 256 principals per connection; limits set far above the
-//! offered load (`--rate 100000000/s --in-flight 4096 --capacity 65536`,
+//! Redis (the rate limit exact, then leased with `--lease 1000`), and the full stack on
+//! PostgreSQL (orders, idempotency and outbox in one transaction). Each stacked run's requests
+//! per second are divided by the same round's bare run; the median and the spread (min–max) of
+//! those ratios over the rounds are the result. The load: `wrk` with one thread and 32
+//! keep-alive connections, 80 % `GET /orders/ord_1`, 20 % `POST /orders` with a fresh
+//! `Idempotency-Key` and one of 256 principals per connection; limits set far above the offered
+//! load (`--rate 100000000/s --in-flight 4096 --capacity 65536`,
 //! `IN_FLIGHT_PER_IP=65536`), so the layers' cost is measured, not their refusals (any non-2xx
 //! answer is reported). `E2E_PAIRS` (default 5) rounds of `E2E_SECONDS` (default 5) per run.
 //! `wrk` is installed from the system packages when missing.
@@ -134,6 +135,10 @@ pub fn run(postgres_only: bool) -> Result {
             v(
                 "full stack, idempotency + rate limit on Redis",
                 &["--redis", &redis],
+            ),
+            v(
+                "full stack on Redis, rate limit leased (--lease 1000)",
+                &["--redis", &redis, "--lease", "1000"],
             ),
             v(
                 "full stack on PostgreSQL (orders + idempotency + outbox, one transaction)",
