@@ -10,6 +10,7 @@
 //! | `features` | each published crate in each feature set: `check --all-targets` and `doc`, warnings denied |
 //! | `msrv` | each published crate's `rust-version` covers every dependency's, in each feature set |
 //! | `cluster` | starts the tests' private Redis Cluster, prints its `REDIS_CLUSTER_URLS`, stops it at end of input |
+//! | `fuzz [--seconds N] [--target NAME]` | every parser of untrusted input under libFuzzer (cargo-fuzz on nightly), N seconds a target; crashes kept as regressions |
 //!
 //! Before tests run, every backing service that a crate of the workspace tests against is checked
 //! (see [`services`]); one that is down is started, or the command fails saying how to start it.
@@ -18,6 +19,7 @@
 
 mod e2e;
 mod features;
+mod fuzz;
 mod gateway;
 mod instructions;
 mod msrv;
@@ -39,9 +41,10 @@ fn main() -> ExitCode {
         Some("instructions") => instructions::run(std::env::args().any(|a| a == "--update")),
         Some("features") => features::run(),
         Some("cluster") => cluster::serve(),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [{}] | ci | features | msrv | instructions [--update] | cluster>\n\
+                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [{}] | ci | features | msrv | instructions [--update] | cluster | fuzz [--seconds N] [--target NAME]>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks (all, or one group)\n\
@@ -49,7 +52,8 @@ fn main() -> ExitCode {
                  features  each crate in each feature set: check --all-targets and doc, warnings denied\n\
                  msrv      each crate's rust-version covers its dependencies\n\
                  instructions  instructions per request (callgrind), stack vs bare; fails over the baseline + 10 %\n\
-                 cluster   a private Redis Cluster until end of input (prints REDIS_CLUSTER_URLS)",
+                 cluster   a private Redis Cluster until end of input (prints REDIS_CLUSTER_URLS)\n\
+                 fuzz      each parser of untrusted input under libFuzzer, N seconds a target (cargo-fuzz, nightly)",
                 bench_names()
             );
             return ExitCode::from(2);

@@ -85,9 +85,38 @@ impl IdempotencyKey {
         }
     }
 
-    /// The key as text.
+    /// The key as text: its identity (what stores keep and compare). A key sent as a
+    /// structured-field string is unquoted here, so this is not always a header value that
+    /// parses back (a key that begins with `"` does not); [`to_header`](Self::to_header) is.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The key as an `Idempotency-Key` header value that parses back to it: the bare form, or
+    /// the structured-field string (`"` and `\` escaped) when the key begins with `"`.
+    ///
+    /// ```
+    /// use idem_core::IdempotencyKey;
+    ///
+    /// let key = IdempotencyKey::parse(br#""\"L""#).unwrap();
+    /// assert_eq!(key.as_str(), "\"L");
+    /// assert_eq!(IdempotencyKey::parse(key.to_header().as_bytes()).unwrap(), key);
+    /// assert_eq!(IdempotencyKey::parse(b"order-42").unwrap().to_header(), "order-42");
+    /// ```
+    pub fn to_header(&self) -> String {
+        if !self.0.starts_with('"') {
+            return self.0.clone();
+        }
+        let mut quoted = String::with_capacity(self.0.len() + 4);
+        quoted.push('"');
+        for c in self.0.chars() {
+            if c == '"' || c == '\\' {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        quoted.push('"');
+        quoted
     }
 }
 
@@ -146,4 +175,30 @@ fn unquote(v: &[u8]) -> Result<Vec<u8>, KeyError> {
         return Err(KeyError::MalformedQuoted);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdempotencyKey;
+
+    /// Found by the `idempotency_key` fuzz target: `"\"L"` is the key `"L`, whose text alone is
+    /// a malformed quoted string; its header form must quote it again.
+    #[test]
+    fn a_key_that_begins_with_a_quote_renders_to_a_header_that_parses_back() {
+        for sent in [
+            &br#""\"L""#[..],
+            br#""\"""#,
+            br#""\"a\\b""#,
+            b"plain",
+            br#"a"b"#,
+        ] {
+            let key = IdempotencyKey::parse(sent).unwrap();
+            let header = key.to_header();
+            assert_eq!(
+                IdempotencyKey::parse(header.as_bytes()),
+                Ok(key),
+                "{header}"
+            );
+        }
+    }
 }
