@@ -147,3 +147,17 @@ pub fn gateway_config(data: &[u8]) {
         );
     }
 }
+
+/// Runs `target` over every file named on the command line (what a fuzz target's binary does
+/// when it is not built for libFuzzer); exits non-zero when a file cannot be read.
+pub fn replay_files(target: fn(&[u8])) {
+    for path in std::env::args_os().skip(1) {
+        match std::fs::read(&path) {
+            Ok(data) => target(&data),
+            Err(e) => {
+                eprintln!("{}: {e}", path.to_string_lossy());
+                std::process::exit(1);
+            }
+        }
+    }
+}
