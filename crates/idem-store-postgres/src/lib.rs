@@ -89,12 +89,15 @@ use idem_core::{
 };
 pub use retry_safe_core::Breaker;
 use retry_safe_core::BreakerOpen;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
 pub use sqlx;
+
+/// A statement with its arguments bound so far.
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
 
 /// Rows deleted per statement by [`IdempotencyStore::purge_expired`].
 pub(crate) const PURGE_BATCH: i64 = 1_000;
@@ -290,6 +293,25 @@ impl PostgresStore {
         ))
     }
 
+    /// Binds what `complete` and `record_in` both take after their first four parameters, in
+    /// their order: the response's status, header names and values, body, then the test time
+    /// (pinned, offset), then the trailers.
+    fn bind_response<'q>(
+        &self,
+        query: PgQuery<'q>,
+        columns: &'q ResponseColumns<'q>,
+    ) -> PgQuery<'q> {
+        query
+            .bind(columns.status)
+            .bind(&columns.names)
+            .bind(&columns.values)
+            .bind(columns.body)
+            .bind(self.pinned())
+            .bind(self.offset_us())
+            .bind(&columns.trailer_names)
+            .bind(&columns.trailer_values)
+    }
+
     /// The lock timeout as `set_config` takes it.
     fn lock_timeout_arg(&self) -> String {
         format!("{}ms", self.lock_timeout.as_millis().max(1))
@@ -302,19 +324,12 @@ impl PostgresStore {
         columns: &ResponseColumns<'_>,
         timeout: &str,
     ) -> Result<Option<PgRow>, StoreError> {
-        sqlx::query(sql::RECORD_IN)
+        let query = sqlx::query(sql::RECORD_IN)
             .bind(&pending.scope)
             .bind(pending.key.as_str())
             .bind(&pending.fingerprint.as_bytes()[..])
-            .bind(micros(pending.retention))
-            .bind(columns.status)
-            .bind(&columns.names)
-            .bind(&columns.values)
-            .bind(columns.body)
-            .bind(self.pinned())
-            .bind(self.offset_us())
-            .bind(&columns.trailer_names)
-            .bind(&columns.trailer_values)
+            .bind(micros(pending.retention));
+        self.bind_response(query, columns)
             .bind(timeout)
             .fetch_optional(&mut *conn)
             .await
@@ -430,19 +445,13 @@ impl PostgresStore {
     {
         let fence_value = fence_arg(fence)?;
         let columns = ResponseColumns::of(response)?;
-        let row = sqlx::query(sql::COMPLETE)
+        let query = sqlx::query(sql::COMPLETE)
             .bind(scope)
             .bind(key.as_str())
             .bind(fence_value)
-            .bind(micros(retention))
-            .bind(columns.status)
-            .bind(&columns.names)
-            .bind(&columns.values)
-            .bind(columns.body)
-            .bind(self.pinned())
-            .bind(self.offset_us())
-            .bind(&columns.trailer_names)
-            .bind(&columns.trailer_values)
+            .bind(micros(retention));
+        let row = self
+            .bind_response(query, &columns)
             .fetch_optional(executor)
             .await
             .map_err(unavailable)?;

@@ -6,7 +6,7 @@ use crate::redis_limiter::{RedisLimiter, Take};
 use crate::{Clock, SystemClock};
 use async_trait::async_trait;
 use hashbrown::HashTable;
-use retry_safe_core::Shards;
+use retry_safe_core::{duration_to_nanos as nanos, Shards};
 use std::fmt::Display;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -447,10 +447,6 @@ impl<K: Hash> Shard<K> {
         self.table.shrink_to_fit(|(k, _)| hasher.hash_one(k));
         self.sweep_at = (self.table.len() * 2).max(FIRST_SWEEP);
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn retry_nanos(decision: &Decision) -> u64 {
