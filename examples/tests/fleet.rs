@@ -220,3 +220,52 @@ async fn two_leased_servers_admit_at_most_the_fleet_burst() {
         "admitted {allowed} of 40: at most the fleet burst of 12"
     );
 }
+
+/// Two real `orders-api --postgres URL --redis URL` processes: the orders and their idempotency
+/// records on PostgreSQL, the fleet rate limit on Redis. A key retried on the other server
+/// replays the one order, and a burst spread over both is admitted exactly up to the fleet burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_on_postgres_share_the_fleet_rate_limit_on_redis() {
+    let (admin, schema, db) = common::pg_schema("fleet_pg_redis").await;
+    let prefix = testkit::unique("fleet-pg-redis", "rl");
+    let start = |addr| {
+        let args = ["--postgres", &db, "--redis", &testkit::redis_url()];
+        let limits = ["--rate", "10/h", "--burst", "12"];
+        orders_api(
+            addr,
+            &[&args[..], &limits[..]].concat(),
+            &[
+                ("REDIS_PREFIX", prefix.as_str()),
+                ("IN_FLIGHT_PER_IP", "1000"),
+            ],
+        )
+    };
+    let (a, b) = (free_addr(), free_addr());
+    let _a = start(a);
+    wait_listening(a).await; // the first one runs the migrations
+    let _b = start(b);
+    wait_listening(b).await;
+    let body = r#"{"sku":"tea","quantity":1}"#;
+    let (s1, _, first) = http(a, &request("POST", "/orders", "dave", Some("k-1"), body))
+        .await
+        .unwrap();
+    let (s2, _, second) = http(b, &request("POST", "/orders", "dave", Some("k-1"), body))
+        .await
+        .unwrap();
+    assert_eq!((s1, s2), (201, 201), "{first} / {second}");
+    assert_eq!(first, second, "the replay from the other server");
+    common::wait_for_count(&admin, &format!("SELECT count(*) FROM {schema}.orders"), 1).await;
+    let mut allowed = 2; // the two POSTs took two units of dave's burst
+    for i in 0..30 {
+        let addr = if i % 2 == 0 { a } else { b };
+        let (status, _, body) = http(addr, &request("GET", "/orders", "dave", None, ""))
+            .await
+            .unwrap();
+        match status {
+            200 => allowed += 1,
+            429 => assert!(body.contains("rate_limited"), "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(allowed, 12, "the fleet burst, across both servers");
+}

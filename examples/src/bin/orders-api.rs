@@ -4,7 +4,10 @@
 //! rate limits on Redis (shared by every server of a fleet); `--postgres URL` puts the
 //! orders, captures and idempotency records on PostgreSQL (running the migrations), each order
 //! written in the transaction that completes its idempotency record — and its `order.created`
-//! webhook queued in the outbox in that same transaction. Listens on `ADDR` (default
+//! webhook queued in the outbox in that same transaction. `--postgres URL` with `--redis URL` or
+//! `--redis-cluster URLS` keeps the orders and their records on PostgreSQL and puts the fleet
+//! limits on Redis (the rate limit; on a cluster the concurrency caps and the fleet shedder too).
+//! Listens on `ADDR` (default
 //! `127.0.0.1:3000`). The concurrency limit and the load shedder are per server by design.
 //!
 //! `--lease N` (with `--redis` / `--redis-cluster`) runs the fleet rate limit in leased mode:
@@ -41,11 +44,12 @@ enum Backend {
     Memory,
     Redis(String),
     RedisCluster(Vec<String>),
-    Postgres(String),
+    /// Orders and idempotency on PostgreSQL; the fleet limits on Redis when one is given too.
+    Postgres(String, Option<Box<Backend>>),
 }
 
 const USAGE: &str =
-    "usage: orders-api [--redis URL | --redis-cluster URL[,URL…] | --postgres URL] \
+    "usage: orders-api [--redis URL | --redis-cluster URL[,URL…]] [--postgres URL] \
 [--lease N] [--bare] [--no-idempotency] [--single-commit[=last|=first]] [--rate N[/s|/min|/h]] [--burst N] [--in-flight N] [--capacity N] [--fleet-capacity N]";
 
 /// The command line: a backend, `--bare` (the same handlers without any layer), and the limits.
@@ -78,6 +82,7 @@ fn args() -> Result<Args, String> {
         capacity: None,
         fleet_capacity: None,
     };
+    let (mut postgres, mut redis) = (None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -89,18 +94,18 @@ fn args() -> Result<Args, String> {
                 .map_err(|_| format!("{flag} {v}: not a number; {USAGE}"))
         };
         match flag.as_str() {
-            "--redis" => parsed.backend = Backend::Redis(value()?),
+            "--redis" => redis = Some(Backend::Redis(value()?)),
             "--redis-cluster" => {
                 let urls = value()?;
-                parsed.backend = Backend::RedisCluster(
+                redis = Some(Backend::RedisCluster(
                     urls.split(',')
                         .map(str::trim)
                         .filter(|u| !u.is_empty())
                         .map(String::from)
                         .collect(),
-                );
+                ));
             }
-            "--postgres" => parsed.backend = Backend::Postgres(value()?),
+            "--postgres" => postgres = Some(value()?),
             "--bare" => parsed.bare = true,
             "--no-idempotency" => parsed.no_idempotency = true,
             "--lease" => parsed.lease = Some(number(value()?)?),
@@ -118,6 +123,11 @@ fn args() -> Result<Args, String> {
             _ => return Err(USAGE.into()),
         }
     }
+    parsed.backend = match (postgres, redis) {
+        (Some(url), limits) => Backend::Postgres(url, limits.map(Box::new)),
+        (None, Some(redis)) => redis,
+        (None, None) => Backend::Memory,
+    };
     Ok(parsed)
 }
 
@@ -380,13 +390,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // one per environment sharing a Redis or a cluster.
     let prefix = std::env::var("REDIS_PREFIX").unwrap_or_else(|_| "orders-api".into());
     let hooks = webhooks()?;
-    if args.single_commit.is_some() && !matches!(args.backend, Backend::Postgres(_)) {
+    if args.single_commit.is_some() && !matches!(args.backend, Backend::Postgres(..)) {
         return Err("--single-commit needs --postgres URL".into());
     }
     if args.bare {
         // The handlers alone: the baseline to measure the layers' cost against. In memory, or
         // with `--postgres` the orders (and their events) in PostgreSQL, one transaction each.
-        if let Backend::Postgres(url) = &args.backend {
+        if let Backend::Postgres(url, _) = &args.backend {
             let store = idem_store_postgres::PostgresStore::connect(url)
                 .await
                 .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
@@ -428,57 +438,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await
                 .map_err(|e| format!("Redis at {url}: {e}"))?
                 .prefix(&format!("{prefix}:idem"));
-            let limiter = RedisLimiter::connect(&url, Quotas::new([limits.rate])?)
-                .await
-                .map_err(|e| format!("Redis at {url}: {e}"))?
-                .prefix(&format!("{prefix}:rl"))
-                .fail_mode(FailMode::Open);
-            let api = OrdersApi::new(store, limits)
-                .with_rate_limiter(fleet_rate(limiter, lease))
-                .trust_proxies(trusted()?);
+            let fleet = Fleet {
+                prefix: &prefix,
+                lease,
+                capacity: fleet_capacity,
+                limits: &limits,
+            };
+            let redis = Backend::Redis(url);
+            let api = fleet
+                .limits(OrdersApi::new(store, limits.clone()), &redis)
+                .await?;
             serve(
-                routes(api, no_idempotency),
+                routes(api.trust_proxies(trusted()?), no_idempotency),
                 addr,
                 "idempotency and rate limits on Redis",
             )
             .await
         }
         Backend::RedisCluster(urls) => {
-            let unreachable = |e: &dyn std::fmt::Display| format!("Redis Cluster at {urls:?}: {e}");
             let store = idem_store_redis::RedisStore::connect_cluster(urls.clone())
                 .await
-                .map_err(|e| unreachable(&e))?
+                .map_err(|e| format!("Redis Cluster at {urls:?}: {e}"))?
                 .prefix(&format!("{prefix}:idem"));
-            let limiter = RedisLimiter::connect_cluster(urls.clone(), Quotas::new([limits.rate])?)
-                .await
-                .map_err(|e| unreachable(&e))?
-                .prefix(&format!("{prefix}:rl"))
-                .fail_mode(FailMode::Open);
-            let caps = ratelimit_concurrent::RedisConcurrencyLimiter::connect_cluster(
-                urls.clone(),
-                limits.in_flight,
-            )
-            .await
-            .map_err(|e| unreachable(&e))?
-            .prefix(&format!("{prefix}:cl"))
-            .fail_mode(FailMode::Open);
-            let fleet = loadshed_fleet::FleetShedder::connect_cluster(urls.clone(), fleet_capacity)
-                .await
-                .map_err(|e| unreachable(&e))?
-                .prefix(&prefix);
-            let api = OrdersApi::new(store, limits)
-                .with_rate_limiter(fleet_rate(limiter, lease))
-                .with_fleet_caps(caps)
-                .with_fleet_shedder(fleet)
-                .trust_proxies(trusted()?);
+            let fleet = Fleet {
+                prefix: &prefix,
+                lease,
+                capacity: fleet_capacity,
+                limits: &limits,
+            };
+            let redis = Backend::RedisCluster(urls);
+            let api = fleet
+                .limits(OrdersApi::new(store, limits.clone()), &redis)
+                .await?;
             serve(
-                routes(api, no_idempotency),
+                routes(api.trust_proxies(trusted()?), no_idempotency),
                 addr,
                 "idempotency, rate limits, concurrency caps and the fleet shedder on a Redis Cluster",
             )
             .await
         }
-        Backend::Postgres(url) => {
+        Backend::Postgres(url, redis) => {
             let store = idem_store_postgres::PostgresStore::connect(&url)
                 .await
                 .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
@@ -497,7 +496,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let events = outbox.clone().only_topics([examples::jobs::ORDER_CREATED]);
             let jobs = outbox::JobQueue::new(store.pool().clone());
-            let mut api = OrdersApi::new(store.clone(), limits)
+            let mut api = OrdersApi::new(store.clone(), limits.clone())
                 .with_postgres_orders(store.clone())
                 .with_postgres_outbox(outbox)
                 .with_async_orders(jobs, events.clone())
@@ -521,7 +520,81 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if let Some(record) = args.single_commit {
                 api = api.with_single_commit(store, record);
             }
+            if let Some(redis) = redis {
+                let fleet = Fleet {
+                    prefix: &prefix,
+                    lease,
+                    capacity: fleet_capacity,
+                    limits: &limits,
+                };
+                api = fleet.limits(api, &redis).await?;
+                tracing::info!("the fleet limits on Redis");
+            }
             serve(routes(api, no_idempotency), addr, what).await
+        }
+    }
+}
+
+/// The fleet-wide limits a server takes from Redis.
+struct Fleet<'a> {
+    /// `REDIS_PREFIX`.
+    prefix: &'a str,
+    /// `--lease N`.
+    lease: Option<u32>,
+    /// The fleet shedder's capacity (on a cluster).
+    capacity: u32,
+    /// The rate and the in-flight cap per principal.
+    limits: &'a Limits,
+}
+
+impl Fleet<'_> {
+    /// `api` with its limits on `redis`: the rate limit on one Redis; the rate limit, the
+    /// concurrency caps and the fleet shedder on a Redis Cluster.
+    async fn limits<S: idem_core::IdempotencyStore>(
+        &self,
+        api: OrdersApi<S>,
+        redis: &Backend,
+    ) -> Result<OrdersApi<S>, String> {
+        let (rate, prefix) = (self.limits.rate, self.prefix);
+        match redis {
+            Backend::Redis(url) => {
+                let limiter =
+                    RedisLimiter::connect(url, Quotas::new([rate]).map_err(|e| e.to_string())?)
+                        .await
+                        .map_err(|e| format!("Redis at {url}: {e}"))?
+                        .prefix(&format!("{prefix}:rl"))
+                        .fail_mode(FailMode::Open);
+                Ok(api.with_rate_limiter(fleet_rate(limiter, self.lease)))
+            }
+            Backend::RedisCluster(urls) => {
+                let unreachable =
+                    |e: &dyn std::fmt::Display| format!("Redis Cluster at {urls:?}: {e}");
+                let quotas = Quotas::new([rate]).map_err(|e| e.to_string())?;
+                let limiter = RedisLimiter::connect_cluster(urls.clone(), quotas)
+                    .await
+                    .map_err(|e| unreachable(&e))?
+                    .prefix(&format!("{prefix}:rl"))
+                    .fail_mode(FailMode::Open);
+                let in_flight = self.limits.in_flight;
+                let caps = ratelimit_concurrent::RedisConcurrencyLimiter::connect_cluster(
+                    urls.clone(),
+                    in_flight,
+                )
+                .await
+                .map_err(|e| unreachable(&e))?
+                .prefix(&format!("{prefix}:cl"))
+                .fail_mode(FailMode::Open);
+                let fleet =
+                    loadshed_fleet::FleetShedder::connect_cluster(urls.clone(), self.capacity)
+                        .await
+                        .map_err(|e| unreachable(&e))?
+                        .prefix(prefix);
+                Ok(api
+                    .with_rate_limiter(fleet_rate(limiter, self.lease))
+                    .with_fleet_caps(caps)
+                    .with_fleet_shedder(fleet))
+            }
+            Backend::Memory | Backend::Postgres(..) => Ok(api),
         }
     }
 }
