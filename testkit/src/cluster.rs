@@ -6,14 +6,25 @@
 //! The fault tests that kill a master own a cluster of their own ([`start_private`],
 //! [`Cluster::kill`]); `cargo xtask test` and `cargo xtask cluster` start the shared one.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Where a node of a cluster runs: its address, and the network namespace (`ip netns`) it is
+/// started in, if any.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// The address it binds and announces.
+    pub addr: SocketAddr,
+    /// The namespace it runs in (`ip netns exec`); `None`: this one.
+    pub netns: Option<String>,
+}
+
 /// A running cluster this run started.
 pub struct Cluster {
     nodes: Vec<(u16, Child)>,
+    placements: Vec<Placement>,
     dirs: Vec<PathBuf>,
     /// `redis://127.0.0.1:P1,redis://127.0.0.1:P2,…`, for `REDIS_CLUSTER_URLS`.
     pub urls: String,
@@ -54,14 +65,13 @@ fn ports() -> Result<Vec<u16>, String> {
     Ok(found)
 }
 
-fn answers(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+fn answers(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
-fn cli(port: u16, args: &[&str]) -> Result<String, String> {
+fn cli(addr: SocketAddr, args: &[&str]) -> Result<String, String> {
     let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
         .args(args)
         .output()
         .map_err(|e| {
@@ -92,7 +102,7 @@ impl Cluster {
             .iter()
             .position(|(p, _)| *p == port)
             .ok_or_else(|| format!("no node of this cluster on {port}"))?;
-        let child = spawn_node(port, &self.dirs[i])?;
+        let child = spawn_node(&self.placements[i], &self.dirs[i])?;
         self.nodes[i].1 = child;
         Ok(())
     }
@@ -118,39 +128,58 @@ pub fn start() -> Result<Option<Cluster>, String> {
     start_private().map(Some)
 }
 
-/// Starts a cluster of this process's own, whatever `REDIS_CLUSTER_URLS` says.
+/// Starts a cluster of this process's own on loopback, whatever `REDIS_CLUSTER_URLS` says.
 pub fn start_private() -> Result<Cluster, String> {
-    let ports = ports()?;
+    let placements: Vec<Placement> = ports()?
+        .into_iter()
+        .map(|port| Placement {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            netns: None,
+        })
+        .collect();
+    start_placed(&placements)
+}
+
+/// Starts a cluster of six nodes (three masters, three replicas) at `placements`: each node
+/// binds and announces its address, in its network namespace when it names one. The ports must
+/// differ (they name the nodes), and each port + 10000 (the cluster bus) be free at its address.
+pub fn start_placed(placements: &[Placement]) -> Result<Cluster, String> {
+    if placements.len() != NODES {
+        return Err(format!("a cluster needs {NODES} placements"));
+    }
     let mut cluster = Cluster {
         nodes: Vec::new(),
+        placements: placements.to_vec(),
         dirs: Vec::new(),
-        urls: ports
+        urls: placements
             .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .map(|p| format!("redis://{}", p.addr))
             .collect::<Vec<_>>()
             .join(","),
     };
-    for &port in &ports {
+    for placement in placements {
+        let port = placement.addr.port();
         let dir =
             std::env::temp_dir().join(format!("retry-safe-cluster-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let child = spawn_node(port, &dir)?;
+        let child = spawn_node(placement, &dir)?;
         cluster.nodes.push((port, child));
         cluster.dirs.push(dir);
     }
+    let addrs: Vec<SocketAddr> = placements.iter().map(|p| p.addr).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !ports.iter().all(|&p| answers(p)) {
+    while !addrs.iter().all(|&a| answers(a)) {
         if Instant::now() > deadline {
             return Err("the Redis Cluster nodes did not start listening".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let names: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
     let status = Command::new("redis-cli")
         .arg("--cluster")
         .arg("create")
-        .args(&addrs)
+        .args(&names)
         .args(["--cluster-replicas", "1", "--cluster-yes"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -161,21 +190,21 @@ pub fn start_private() -> Result<Cluster, String> {
     if !status.success() {
         return Err(format!(
             "`redis-cli --cluster create {}` failed",
-            addrs.join(" ")
+            names.join(" ")
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ok = ports.iter().all(|&p| {
-            cli(p, &["cluster", "info"]).is_ok_and(|info| {
+        let ok = addrs.iter().all(|&a| {
+            cli(a, &["cluster", "info"]).is_ok_and(|info| {
                 info.contains("cluster_state:ok") && info.contains("cluster_slots_assigned:16384")
             })
         });
         // And every replica in sync with its master, so that a master killed at once has a
         // replica ready to take over.
         let synced = ok
-            && ports.iter().all(|&p| {
-                cli(p, &["info", "replication"]).is_ok_and(|info| {
+            && addrs.iter().all(|&a| {
+                cli(a, &["info", "replication"]).is_ok_and(|info| {
                     !info.contains("role:slave") || info.contains("master_link_status:up")
                 })
             });
@@ -208,19 +237,34 @@ pub fn serve() -> Result<(), String> {
     Ok(())
 }
 
-/// One cluster-enabled `redis-server` on `port`, keeping its state (`nodes.conf`) in `dir`.
-fn spawn_node(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+/// One cluster-enabled `redis-server` at `placement`, keeping its state (`nodes.conf`) in `dir`.
+fn spawn_node(placement: &Placement, dir: &std::path::Path) -> Result<Child, String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("redis.log"))
         .map_err(|e| e.to_string())?;
-    Command::new("redis-server")
+    let mut command = match &placement.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "redis-server"]);
+            c
+        }
+        None => Command::new("redis-server"),
+    };
+    if placement.netns.is_some() {
+        // Its address is on a private network of this host's own namespaces, not loopback.
+        command.args(["--protected-mode", "no"]);
+    }
+    let ip = placement.addr.ip().to_string();
+    command
         .args([
         "--port",
-        &port.to_string(),
+        &placement.addr.port().to_string(),
         "--bind",
-        "127.0.0.1",
+        &ip,
+        "--cluster-announce-ip",
+        &ip,
         "--cluster-enabled",
         "yes",
         "--cluster-config-file",

@@ -347,7 +347,7 @@ fn sha256_hex(text: &str) -> Result<String> {
 }
 
 /// Installs the missing `(command, package)` pairs from the system packages.
-fn ensure_packages(needed: &[(&str, &str)]) -> Result {
+pub(crate) fn ensure_packages(needed: &[(&str, &str)]) -> Result {
     let missing: Vec<&str> = needed
         .iter()
         .filter(|(cmd, _)| !on_path(cmd))

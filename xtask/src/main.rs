@@ -11,12 +11,14 @@
 //! | `msrv` | each published crate's `rust-version` covers every dependency's, in each feature set |
 //! | `cluster` | starts the tests' private Redis Cluster, prints its `REDIS_CLUSTER_URLS`, stops it at end of input |
 //! | `fuzz [--seconds N] [--target NAME]` | every parser of untrusted input under libFuzzer (cargo-fuzz on nightly), N seconds a target; crashes kept as regressions |
+//! | `chaos [--quick] [--seed N] [--minutes M]` | a fleet of three servers, a Redis Cluster and PostgreSQL in network namespaces under seeded faults, its clients' history checked ([`chaos`]); needs root |
 //!
 //! Before tests run, every backing service that a crate of the workspace tests against is checked
 //! (see [`services`]); one that is down is started, or the command fails saying how to start it.
 //! A private Redis Cluster is started for the tests ([`cluster`]) unless `REDIS_CLUSTER_URLS`
 //! names one, and stopped when they end.
 
+mod chaos;
 mod e2e;
 mod features;
 mod fuzz;
@@ -42,9 +44,12 @@ fn main() -> ExitCode {
         Some("features") => features::run(),
         Some("cluster") => cluster::serve(),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("chaos") => chaos::run(&args[1..]),
+        // A client process of `chaos`, started by it.
+        Some("chaos-client") => chaos::client_main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [{}] | ci | features | msrv | instructions [--update] | cluster | fuzz [--seconds N] [--target NAME]>\n\
+                "usage: cargo xtask <test | proptest [--cases N] [--seed S] | bench [{}] | ci | features | msrv | instructions [--update] | cluster | fuzz [--seconds N] [--target NAME] | chaos [--quick] [--seed N] [--minutes M]>\n\
                  test      run every test of the workspace\n\
                  proptest  run the tests with more proptest cases\n\
                  bench     run the benchmarks (all, or one group)\n\
@@ -53,7 +58,8 @@ fn main() -> ExitCode {
                  msrv      each crate's rust-version covers its dependencies\n\
                  instructions  instructions per request (callgrind), stack vs bare; fails over the baseline + 10 %\n\
                  cluster   a private Redis Cluster until end of input (prints REDIS_CLUSTER_URLS)\n\
-                 fuzz      each parser of untrusted input under libFuzzer, N seconds a target (cargo-fuzz, nightly)",
+                 fuzz      each parser of untrusted input under libFuzzer, N seconds a target (cargo-fuzz, nightly)\n\
+                 chaos     the fleet under seeded faults in network namespaces, its history checked (root)",
                 bench_names()
             );
             return ExitCode::from(2);
