@@ -554,6 +554,10 @@ impl<S: IdempotencyStore> OrdersApi<S> {
                 "/metrics",
                 get(metrics_text).layer(TraceContextLayer::new()),
             )
+            // Liveness for a load balancer: the process answers, touching no backend. A check
+            // through the fleet limits would eject every server at once while the shared Redis
+            // stalls (its calls wait out their timeout), though each still serves (fail-open).
+            .route("/healthz", get(|| async { "ok" }))
     }
 
     /// The same handlers without any layer (no idempotency, limits, shedding or tracing): the

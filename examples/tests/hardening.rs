@@ -151,3 +151,27 @@ async fn one_ip_with_many_tokens_cannot_take_every_slot() {
         .count();
     assert_eq!((ok, limited), (3, 3), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn healthz_answers_while_the_rate_limit_refuses_everything_else() {
+    use ratelimit_token_bucket::Quota;
+    let limits = examples::Limits {
+        rate: Quota::per_hour(1).burst(1),
+        ..examples::Limits::default()
+    };
+    let router = examples::OrdersApi::new(examples::memory_store(), limits).router();
+    // The anonymous principal's one token, then a refusal.
+    assert_eq!(send(&router, req("GET", "/orders")).await.0, StatusCode::OK);
+    let (status, _, json) = send(&router, req("GET", "/orders")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{json}");
+    for _ in 0..5 {
+        let res = router
+            .clone()
+            .oneshot(req("GET", "/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+    }
+}

@@ -220,7 +220,8 @@ fn stale_reads(obs: &Observed, order: &str, confirmed: &[&&Op]) -> Vec<Violation
 
 /// Fleet rate limit: a burst's admitted requests (answered other than 429 / 503) are at most the
 /// burst plus the rate over the burst's span, plus one; bursts during a fault that takes Redis
-/// away are left to the fail mode (reported, not checked).
+/// away, or within [`FAIL_OPEN_TAIL`] of its heal, are left to the fail mode (reported, not
+/// checked).
 fn fleet_rate(obs: &Observed, bounds: &Bounds) -> Vec<Violation> {
     bursts(obs)
         .into_iter()
@@ -240,6 +241,10 @@ fn fleet_rate(obs: &Observed, bounds: &Bounds) -> Vec<Violation> {
         })
         .collect()
 }
+
+/// How long fail-open outlives a Redis fault's heal (ms): the breakers stay open for their
+/// cool-down (1 s), then a probe waits up to the response timeout (1 s) before they close.
+pub const FAIL_OPEN_TAIL: u64 = 2_000;
 
 /// One burst of one principal.
 pub struct Burst {
@@ -271,7 +276,7 @@ pub fn bursts(obs: &Observed) -> Vec<Burst> {
             let excused = obs
                 .faults
                 .iter()
-                .any(|f| f.hits_redis() && f.start <= end && start <= f.end);
+                .any(|f| f.hits_redis() && f.start <= end && start <= f.end + FAIL_OPEN_TAIL);
             Burst {
                 key: key.to_owned(),
                 sent: ops.len(),
@@ -508,22 +513,31 @@ mod tests {
     fn a_burst_over_the_quota_is_reported_unless_redis_was_away() {
         let mut obs = clean();
         // 10 burst + 10/s over 0.1 s + 1 = 12 allowed; 20 admitted.
-        obs.ops
-            .extend((0..20).map(|_| op(Kind::Burst, "b1", 404, "")));
+        obs.ops.extend((0..20).map(|_| Op {
+            start: 10_000,
+            end: 10_100,
+            ..op(Kind::Burst, "b1", 404, "")
+        }));
         let found = check(&obs, &bounds());
         assert!(
             found.iter().any(|v| v.check == "fleet rate limit"),
             "{found:?}"
         );
-        obs.faults.push(Fault {
+        let outage = |end: u64| Fault {
             kind: "redis-down".into(),
             target: "all".into(),
-            start: 1_050,
-            end: 2_000,
-        });
+            start: 0,
+            end,
+        };
+        // Until the breakers close again after the heal, fail-open decides.
+        obs.faults.push(outage(10_000 - FAIL_OPEN_TAIL + 100));
         assert!(check(&obs, &bounds())
             .iter()
             .all(|v| v.check != "fleet rate limit"));
+        obs.faults[0] = outage(10_000 - FAIL_OPEN_TAIL - 100);
+        assert!(check(&obs, &bounds())
+            .iter()
+            .any(|v| v.check == "fleet rate limit"));
     }
 
     #[test]

@@ -267,8 +267,7 @@ impl Fleet {
              timeout check 1s\n  option forwardfor\n  retries 2\n  option redispatch\n\
              frontend front\n  bind {}\n  default_backend fleet\n\
              backend fleet\n  balance roundrobin\n  option httpchk\n  \
-             http-check send meth GET uri /orders/ord_health hdr authorization \"Bearer health\"\n  \
-             http-check expect rstatus ^[2345]\n  default-server inter 500ms fall 2 rise 2\n{servers}",
+             http-check send meth GET uri /healthz\n  http-check expect status 200\n  default-server inter 500ms fall 2 rise 2\n{servers}",
             self.front
         );
         let path = self.dir.join("haproxy.cfg");
@@ -331,6 +330,12 @@ impl Fleet {
             std::thread::sleep(schedule.calm);
         }
         let healed = faults.last().map_or(now_ms(), |f| f.end);
+        let lines: String = faults
+            .iter()
+            .filter_map(|f| serde_json::to_string(f).ok())
+            .map(|l| l + "\n")
+            .collect();
+        std::fs::write(self.dir.join("faults.jsonl"), lines).map_err(|e| e.to_string())?;
         std::fs::write(self.dir.join("stop"), "").map_err(|e| e.to_string())?;
         self.wait_clients()?;
         let mut ops = self.histories(0..3)?;
