@@ -86,6 +86,20 @@ impl Cluster {
         self.nodes.iter().map(|(p, _)| *p).collect()
     }
 
+    /// The port of a node that answers `ROLE` as a master now (failovers move the role).
+    pub fn a_master(&self) -> Option<u16> {
+        self.nodes
+            .iter()
+            .zip(&self.placements)
+            .find(|(_, p)| cli(p.addr, &["role"]).is_ok_and(|r| r.starts_with("master")))
+            .map(|((port, _), _)| *port)
+    }
+
+    /// The PIDs of every node.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|(_, c)| c.id()).collect()
+    }
+
     /// The PID of the node on `port`.
     pub fn pid(&self, port: u16) -> Option<u32> {
         self.nodes

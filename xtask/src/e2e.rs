@@ -255,7 +255,7 @@ pub(crate) fn ensure_wrk() -> Result {
     }
 }
 
-/// A server process, killed when dropped.
+/// A child process (a server, a chaos client…), SIGKILLed and reaped when dropped.
 pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {

@@ -5,9 +5,11 @@ use super::checker::{Observed, OrderRow};
 use super::history::{now_ms, read_lines, Fault, Kind, Op};
 use super::net::Net;
 use super::{side, Opts, Schedule};
+// A child process, SIGKILLed and reaped when dropped.
+use crate::e2e::Server as Proc;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,16 +20,6 @@ pub const RATE: u32 = 100;
 const SERVERS: usize = 3;
 const SERVER_PORT: u16 = 8080;
 const PG_HOST: u8 = 30;
-
-/// A child process, SIGKILLed and reaped when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One orders-api server: its namespace, address, and process while it runs.
 struct Server {
@@ -515,10 +507,7 @@ impl Fleet {
     }
 
     fn redis_pids(&self) -> Vec<u32> {
-        let Some(c) = &self.cluster else {
-            return Vec::new();
-        };
-        c.ports().into_iter().filter_map(|p| c.pid(p)).collect()
+        self.cluster.as_ref().map(Cluster::pids).unwrap_or_default()
     }
 
     /// `… drop` for every packet from a server to Redis (directly, or to server 0's relays).
@@ -546,23 +535,13 @@ impl Fleet {
     /// SIGKILLs a master, restarts it after `hold` (it rejoins as a replica).
     fn kill_redis_master(&mut self, hold: Duration) -> crate::Result<String> {
         let cluster = self.cluster.as_mut().ok_or("no cluster")?;
+        let port = cluster.a_master().ok_or("no Redis master answers")?;
         let master = self
             .redis
             .iter()
-            .find(|a| {
-                Command::new("redis-cli")
-                    .args([
-                        "-h",
-                        &a.ip().to_string(),
-                        "-p",
-                        &a.port().to_string(),
-                        "role",
-                    ])
-                    .output()
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("master"))
-            })
+            .find(|a| a.port() == port)
             .copied()
-            .ok_or("no Redis master answers")?;
+            .ok_or("no such node")?;
         cluster.kill(master.port());
         std::thread::sleep(hold);
         cluster.restart(master.port())?;
