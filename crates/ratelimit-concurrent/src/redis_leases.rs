@@ -42,6 +42,7 @@ pub struct RedisConcurrencyLimiter {
     prefix: Arc<str>,
     max: u32,
     lease: Duration,
+    retry_hint: Duration,
     scripts: Arc<(Script, Script)>,
     fail_mode: FailMode,
     fallback: ConcurrencyLimiter<String>,
@@ -91,6 +92,7 @@ impl RedisConcurrencyLimiter {
             prefix: Arc::from("cl"),
             max,
             lease: Duration::from_secs(30),
+            retry_hint: Duration::from_secs(1),
             scripts: Arc::new((Script::new(ACQUIRE), Script::new(RENEW))),
             fail_mode: FailMode::Closed,
             fallback: ConcurrencyLimiter::new(max).expect("max is at least 1"),
@@ -109,6 +111,15 @@ impl RedisConcurrencyLimiter {
     /// How long a lease lives without renewal (default 30 s; at least 1 ms).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The longest `retry_after` hint given with refusals (default 1 s, as the local
+    /// limiter's): the hint is the sooner of this and the first lease's expiry. A held lease
+    /// usually ends with its request, long before it would expire, so the expiry alone (up to
+    /// the whole lease time) would send clients away for far longer than the slot stays taken.
+    pub fn retry_hint(mut self, at_most: Duration) -> Self {
+        self.retry_hint = at_most.max(Duration::from_millis(1));
         self
     }
 
@@ -192,7 +203,10 @@ impl RedisConcurrencyLimiter {
             .arg(&id);
         let reply: Vec<Value> = match self.redis.eval(&invocation, &redis_key).await {
             Ok(reply) => reply,
-            Err(e) if e.is_unavailable() => return self.fail(key, e),
+            Err(e) if e.is_unavailable() => {
+                self.forget_unanswered(&e, redis_key, id);
+                return self.fail(key, e);
+            }
             Err(e) => {
                 #[cfg(feature = "metrics")]
                 metrics::counter!("concurrency_backend_failures_total", "reason" => e.label())
@@ -222,8 +236,34 @@ impl RedisConcurrencyLimiter {
             reason: Reason::Full,
             in_flight: holders,
             max,
-            retry_after: wait.max(Duration::from_millis(1)),
+            retry_after: wait.min(self.retry_hint).max(Duration::from_millis(1)),
         }))
+    }
+
+    /// An acquire that got no answer may still run: a stalled Redis (a paused process, a full
+    /// socket buffer) executes it when it resumes, and a lease nobody holds would take a slot
+    /// for the whole lease time. Removes `id` in the background, after the acquire on the same
+    /// connection, retried each second within the lease time. Not when the breaker refused the
+    /// call (it was never sent).
+    fn forget_unanswered(&self, e: &BackendError, key: String, id: String) {
+        if e.cause::<retry_safe_core::BreakerOpen>().is_some() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let redis = self.redis.clone();
+        let tries = self.lease.as_secs().max(1);
+        rt.spawn(async move {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(key).arg(id);
+            for _ in 0..tries {
+                if redis.query::<()>(&zrem).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 
     fn fail(&self, key: &str, e: BackendError) -> Result<Lease, Error> {

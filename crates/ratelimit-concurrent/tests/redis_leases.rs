@@ -254,3 +254,54 @@ async fn an_error_reply_is_unavailable_but_does_not_open_the_breaker() {
     }
     assert_eq!(breaker.state(), retry_safe_core::BreakerState::Closed);
 }
+
+#[tokio::test]
+async fn a_refusal_hints_the_retry_hint_not_a_fresh_leases_expiry() {
+    let clock = ManualClock::at(Duration::from_secs(1_764_000_000));
+    let limiter = limiter_at(&url(), &unique("hint"), 1)
+        .await
+        .lease(Duration::from_secs(30))
+        .pin_time(clock.clone());
+    let _held = limiter.acquire("k").await.unwrap();
+    let l = limited(limiter.acquire("k").await);
+    assert_eq!(
+        l.retry_after,
+        Duration::from_secs(1),
+        "a held slot usually frees with its request: the default hint, not the lease's 30 s"
+    );
+    let patient = limiter.clone().retry_hint(Duration::from_secs(60));
+    let l = limited(patient.acquire("k").await);
+    assert_eq!(
+        l.retry_after,
+        Duration::from_secs(30),
+        "the first lease's expiry when it is sooner than the hint"
+    );
+}
+
+#[tokio::test]
+async fn an_acquire_that_got_no_answer_leaves_no_lease_once_redis_resumes() {
+    use ratelimit_concurrent::{RedisRunner, RedisSettings};
+    let redis = PrivateRedis::start().await;
+    let settings = RedisSettings::default().response_timeout(Duration::from_millis(200));
+    let runner = RedisRunner::connect(&redis.url, &settings).await.unwrap();
+    let limiter = RedisConcurrencyLimiter::with_connection(runner, 1)
+        .prefix("ghost")
+        .fail_mode(FailMode::Open);
+    limiter.acquire("k").await.unwrap().release().await.unwrap();
+    redis.pause();
+    // The acquire is written to the socket, Redis does not answer: a local permit.
+    let local = limiter.acquire("k").await.unwrap();
+    assert!(local.is_local());
+    redis.resume();
+    // Redis now runs the queued acquire; the removal queued after it must undo it.
+    let zcard = redis::cmd("ZCARD").arg(limiter.leases_key("k")).clone();
+    for _ in 0..500 {
+        let n: u64 = redis.command(&zcard).await;
+        if n == 0 {
+            drop(local);
+            assert!(!limiter.acquire("k").await.unwrap().is_local());
+            return;
+        }
+    }
+    panic!("a lease nobody holds took the only slot after Redis resumed");
+}

@@ -89,7 +89,9 @@ pub enum RetryError<E> {
         /// The attempts.
         history: History,
     },
-    /// Waiting for the next attempt would pass the deadline, so the call ended at once.
+    /// The last attempt failed in the transport or timed out, and waiting for the next one would
+    /// pass the deadline, so the call ended at once. (When the last attempt got an answer, the
+    /// call returns that answer instead, with [`Stop::Deadline`] in its [`History`].)
     #[error("the next attempt would start after the deadline: it needs a wait of {wait:?}, {remaining:?} are left (last: {last})")]
     Deadline {
         /// The wait the next attempt needed.
@@ -273,6 +275,10 @@ impl Retrier {
                 if wait >= left {
                     history.stop = Some(Stop::Deadline);
                     count("deadline");
+                    // The caller sees the server's answer (its status, its hint) when there is one.
+                    if let Sent::Response(r) = sent {
+                        return Ok((r, history));
+                    }
                     return Err(RetryError::Deadline {
                         wait,
                         remaining: left,

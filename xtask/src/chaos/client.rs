@@ -194,7 +194,12 @@ impl Fleet {
         let client = if once { &self.once } else { &self.http };
         let res = match client.clone().oneshot(req).await {
             Ok(res) => res,
-            Err(_) => return Answer::default(),
+            Err(e) => {
+                return Answer {
+                    attempts: e.history().len() as u32,
+                    ..Answer::default()
+                }
+            }
         };
         let attempts = res
             .extensions()
