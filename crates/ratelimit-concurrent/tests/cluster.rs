@@ -61,7 +61,7 @@ const MAX: u32 = 2;
 const LEASE_US: u64 = 10_000_500;
 
 /// Runs `ops` on `limiter` (time pinned) and on the model: the same grants, the same refusals,
-/// the same `retry_after`.
+/// the same `retry_after` (the first expiry, at most the 1 s default `retry_hint`).
 async fn check_model(limiter: RedisConcurrencyLimiter, ops: &[Op]) -> Result<(), String> {
     let clock = ManualClock::at(Duration::from_secs(1_764_000_000));
     let limiter = limiter
@@ -90,7 +90,7 @@ async fn check_model(limiter: RedisConcurrencyLimiter, ops: &[Op]) -> Result<(),
                 } else {
                     let want = live.iter().map(|(_, end)| end - now_us).min().unwrap_or(0);
                     match got {
-                        Err(Error::Limited(l)) if l.retry_after == Duration::from_micros(want).max(Duration::from_millis(1)) => {}
+                        Err(Error::Limited(l)) if l.retry_after == Duration::from_micros(want).min(Duration::from_secs(1)).max(Duration::from_millis(1)) => {}
                         other => return Err(format!("step {step}: {op:?}: want a refusal with retry_after {want} µs, got {other:?}")),
                     }
                 }
