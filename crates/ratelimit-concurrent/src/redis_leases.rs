@@ -204,7 +204,7 @@ impl RedisConcurrencyLimiter {
         let reply: Vec<Value> = match self.redis.eval(&invocation, &redis_key).await {
             Ok(reply) => reply,
             Err(e) if e.is_unavailable() => {
-                self.forget_unanswered(&e, redis_key, id);
+                self.forget_unanswered(&e, &redis_key, &id);
                 return self.fail(key, e);
             }
             Err(e) => {
@@ -245,7 +245,7 @@ impl RedisConcurrencyLimiter {
     /// for the whole lease time. Removes `id` in the background, after the acquire on the same
     /// connection, retried each second within the lease time. Not when the breaker refused the
     /// call (it was never sent).
-    fn forget_unanswered(&self, e: &BackendError, key: String, id: String) {
+    fn forget_unanswered(&self, e: &BackendError, key: &str, id: &str) {
         if e.cause::<retry_safe_core::BreakerOpen>().is_some() {
             return;
         }
@@ -254,9 +254,8 @@ impl RedisConcurrencyLimiter {
         };
         let redis = self.redis.clone();
         let tries = self.lease.as_secs().max(1);
+        let zrem = removal(key, id);
         rt.spawn(async move {
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(key).arg(id);
             for _ in 0..tries {
                 if redis.query::<()>(&zrem).await.is_ok() {
                     return;
@@ -336,9 +335,7 @@ impl Lease {
         } = &mut self.inner
         {
             *done = true;
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(&*key).arg(&*id);
-            limiter.redis.query::<()>(&zrem).await?;
+            limiter.redis.query::<()>(&removal(key, id)).await?;
         }
         Ok(())
     }
@@ -361,11 +358,18 @@ impl Drop for Lease {
         // Best effort: without a runtime the lease simply expires.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let redis = limiter.redis.clone();
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(std::mem::take(key)).arg(std::mem::take(id));
+            let zrem = removal(key, id);
             rt.spawn(async move {
                 let _ = redis.query::<()>(&zrem).await;
             });
         }
     }
+}
+
+/// The command that removes lease `id` from the set `key`: a release, a dropped lease, an
+/// acquire that got no answer.
+fn removal(key: &str, id: &str) -> redis::Cmd {
+    let mut zrem = redis::cmd("ZREM");
+    zrem.arg(key).arg(id);
+    zrem
 }
